@@ -1,0 +1,72 @@
+"""Input checks at the public edge: tensors or numpy arrays in, clear errors for bad data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype must be torch.float64 (the default) or torch.float32, got {dtype!r}.")
+    return dtype
+
+
+def as_features(x: Any, name: str, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
+    """x as a finite (N, d) tensor of ``dtype`` (on ``device`` if given, else where it lies).
+
+    Accepts torch tensors, numpy arrays and nested sequences of numbers.
+    """
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name} must be a torch.Tensor or a numpy array of shape (N, d); "
+                            f"got {type(x).__name__} ({exc}).") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers; got a numpy array of dtype {arr.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}.")
+    if t.dim() != 2:
+        hint = " (for N scalar inputs use x.reshape(-1, 1); for one input use x.reshape(1, -1))" \
+            if t.dim() == 1 else ""
+        raise ValueError(f"{name} must have shape (N, d) with one row per input; got shape {tuple(t.shape)}{hint}.")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}; it needs at least one row and one feature.")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"{name} is on {t.device} but the other input is on {device}; move both to one "
+                         f"device (e.g. {name}.to('{device}')).")
+    t = t.to(dtype=dtype)
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        count = int((~finite).sum())
+        raise ValueError(f"{name} has {count} NaN or infinite entries (the first at row {bad[0]}, "
+                         f"column {bad[1]}); remove or impute them first.")
+    return t
+
+
+def as_pair(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
+    """Checked (x1, x2) and whether the caller gave numpy (and so wants numpy back)."""
+    check_dtype(dtype)
+    numpy_in = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
+    t1 = as_features(x1, "x1", dtype)
+    if x2 is None:
+        return t1, None, numpy_in
+    t2 = as_features(x2, "x2", dtype, device=t1.device)
+    if t2.shape[1] != t1.shape[1]:
+        raise ValueError(f"x1 and x2 must have the same number of features: x1 has {t1.shape[1]}, "
+                         f"x2 has {t2.shape[1]}.")
+    return t1, t2, numpy_in
+
+
+def to_output(t: Tensor, numpy_out: bool) -> Any:
+    return t.detach().cpu().numpy() if numpy_out else t

@@ -1,0 +1,51 @@
+"""Activation layers: closed forms where they exist, Gauss-Hermite quadrature for the rest."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .base import DEFAULT_NODES as DEFAULT_NODES
+from .base import Activation as Activation
+from .piecewise import Abs as Abs
+from .piecewise import Identity as Identity
+from .piecewise import LeakyReLU as LeakyReLU
+from .piecewise import PiecewiseLinear as PiecewiseLinear
+from .piecewise import ReLU as ReLU
+from .smooth import Cos as Cos
+from .smooth import Erf as Erf
+from .smooth import Gelu as Gelu
+from .smooth import Sin as Sin
+
+CLOSED_FORM: dict[str, Callable[[], Activation]] = {
+    "relu": ReLU, "leaky_relu": LeakyReLU, "abs": Abs, "identity": Identity,
+    "erf": Erf, "sin": Sin, "cos": Cos, "gelu": Gelu,
+}
+"""Names whose expectations are exact closed forms."""
+
+QUADRATURE: dict[str, Callable] = {
+    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
+    "silu": F.silu, "elu": F.elu,
+}
+"""Names computed by Gauss-Hermite quadrature (derivative by autograd)."""
+
+
+def get_activation(activation: str | Activation | Callable) -> Activation:
+    """An `Activation` from a name, an `Activation`, or an elementwise callable on tensors."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = activation.lower()
+        if key in CLOSED_FORM:
+            return CLOSED_FORM[key]()
+        if key in QUADRATURE:
+            return Activation(QUADRATURE[key], name=key)
+        known = ", ".join(sorted([*CLOSED_FORM, *QUADRATURE]))
+        raise ValueError(f"unknown activation {activation!r}; known names: {known}. "
+                         "Any elementwise callable on tensors works too, e.g. activation=torch.tanh.")
+    if callable(activation):
+        return Activation(activation)
+    raise TypeError(f"activation must be a name, a torchntk Activation or a callable on tensors, "
+                    f"got {type(activation).__name__}.")

@@ -1,0 +1,92 @@
+"""Piecewise-linear activations sigma(x) = a x for x > 0, b x for x < 0, in closed form.
+
+With J0, J1 the arc-cosine kernels of `torchntk.numerics` and rho the correlation of (u, v):
+
+    E[sigma(u) sigma(v)]   = (a - b)^2 / 2 * sqrt(var1 var2) * J1(rho) + a b cov
+    E[sigma'(u) sigma'(v)] = (a - b)^2 / 2 * J0(rho) + a b
+
+(from sigma = a relu(x) - b relu(-x), E[relu(u) relu(v)] = sqrt(var1 var2) J1(rho) / 2 and
+J1(rho) - J1(-rho) = rho). ReLU is (1, 0), leaky ReLU (1, slope), abs (1, -1), identity (1, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..numerics import arccos_kernels, correlation
+from .base import Activation
+
+
+class PiecewiseLinear(Activation):
+    """sigma(x) = a x for x > 0 and b x for x < 0 (sigma'(0) = 0, as autograd gives for relu)."""
+
+    def __init__(self, a: float = 1.0, b: float = 0.0, *, name: str | None = None) -> None:
+        self.a, self.b = float(a), float(b)
+        super().__init__(self._forward, self._derivative, name=name or f"piecewise_linear({a}, {b})")
+
+    def __repr__(self) -> str:
+        return f"PiecewiseLinear(a={self.a}, b={self.b})"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, self.a * x, self.b * x)
+
+    def _derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, self.a, torch.where(x < 0, self.b, 0.0)).to(x.dtype)
+
+    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor,
+                     derivative: bool = True) -> tuple[Tensor, Tensor | None]:
+        half_jump = (self.a - self.b) ** 2 / 2
+        ab = self.a * self.b
+        if half_jump == 0:  # linear: the recursion closes on the covariance itself
+            return ab * cov, (torch.full_like(cov, ab) if derivative else None)
+        rho, norm = correlation(var1, var2, cov)
+        j0, j1 = arccos_kernels(rho)
+        ess = j1.mul_(norm).mul_(half_jump) if not j1.requires_grad else j1 * norm * half_jump
+        if ab != 0:
+            ess = ess + ab * cov
+        if not derivative:
+            return ess, None
+        edd = j0 * half_jump
+        return ess, (edd + ab if ab != 0 else edd)
+
+
+class ReLU(PiecewiseLinear):
+    """max(x, 0): the arc-cosine kernels of Cho and Saul."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 0.0, name="relu")
+
+    def __repr__(self) -> str:
+        return "ReLU()"
+
+
+class LeakyReLU(PiecewiseLinear):
+    """x for x > 0, slope * x for x < 0 (``torch.nn.functional.leaky_relu``)."""
+
+    def __init__(self, slope: float = 0.01) -> None:
+        super().__init__(1.0, slope, name="leaky_relu")
+        self.slope = float(slope)
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU({self.slope})"
+
+
+class Abs(PiecewiseLinear):
+    """|x|."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, -1.0, name="abs")
+
+    def __repr__(self) -> str:
+        return "Abs()"
+
+
+class Identity(PiecewiseLinear):
+    """x: a deep linear network; Sigma(l+1) = sigma_w^2 Sigma(l) + beta^2 exactly."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, 1.0, name="identity")
+
+    def __repr__(self) -> str:
+        return "Identity()"

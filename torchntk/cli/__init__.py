@@ -1,0 +1,14 @@
+"""The ``torchntk`` command line. Each command lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="torchntk")
+def main() -> None:
+    """Neural Tangent Kernels in PyTorch: kernels, fits and the paper's experiments."""
+
+
+# Commands (one module each; keep this list sorted):

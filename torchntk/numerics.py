@@ -1,0 +1,97 @@
+"""Numerics policy, in one place: square roots, quotients and arc-cosine kernels whose
+derivatives stay finite where the textbook derivative blows up.
+
+Kernel recursions divide by sqrt(Sigma(x, x) Sigma(x', x')) (zero for a zero input without
+bias) and take arc-cosines of correlations that are exactly 1 on the diagonal and at duplicate
+inputs. The values are fine there; the naive derivatives are 0 * inf = NaN. Every such spot
+goes through a function here, each with a derivative that is exact away from the edge and
+finite on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["safe_sqrt", "safe_reciprocal", "correlation", "arccos_kernels"]
+
+
+def _tiny(x: Tensor) -> float:
+    return torch.finfo(x.dtype).tiny if x.is_floating_point() else 1e-300
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt(x) with derivative 1 / (2 sqrt(x)) for x > 0 and 0 at x = 0 (a one-sided choice:
+    the variances fed here are >= 0, and at 0 their own derivative vanishes)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = torch.sqrt(x.clamp_min(0))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        positive = y > 0
+        return torch.where(positive, grad / (2 * torch.where(positive, y, torch.ones_like(y))), 0.0)
+
+
+def safe_sqrt(x: Tensor) -> Tensor:
+    """Square root of a non-negative tensor with a finite derivative at 0."""
+    return _SafeSqrt.apply(x)
+
+
+def safe_reciprocal(x: Tensor) -> Tensor:
+    """1 / x where x > 0, and 0 where x == 0 (a zero-variance input has no direction)."""
+    positive = x > 0
+    return torch.where(positive, 1 / torch.where(positive, x, torch.ones_like(x)), 0.0)
+
+
+def correlation(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+    """Correlation rho = cov / sqrt(var1 var2), clamped to [-1, 1], and sqrt(var1 var2).
+
+    var1 (n1, 1) and var2 (1, n2) broadcast against cov (n1, n2); in diagonal mode all three
+    are (n,). Where a variance is 0 the Gaussian is the constant 0 and rho is set to 0.
+    """
+    s1, s2 = safe_sqrt(var1), safe_sqrt(var2)
+    rho = (cov * safe_reciprocal(s1) * safe_reciprocal(s2)).clamp(-1.0, 1.0)
+    return rho, s1 * s2
+
+
+class _ArcCosKernels(torch.autograd.Function):
+    """Arc-cosine kernels of orders 0 and 1 from one arccos pass, normalised to 1 at rho = 1:
+
+        J0(rho) = 1 - arccos(rho) / pi                               = 2 P(u > 0, v > 0)
+        J1(rho) = (sqrt(1 - rho^2) + (pi - arccos(rho)) rho) / pi    = 2 E[relu(u) relu(v)]
+
+    for unit Gaussians u, v of correlation rho. dJ1/drho = J0 exactly (finite everywhere;
+    autograd through arccos and sqrt would give inf - inf at |rho| = 1). dJ0/drho =
+    1 / (pi sqrt(1 - rho^2)) is infinite at |rho| = 1, where the kernel has a cusp: the
+    derivative uses max(1 - rho^2, eps). Where two inputs coincide the correlation's own
+    derivative is 0, so the chain rule gives the one-sided answer 0 instead of NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, rho: Tensor) -> tuple[Tensor, Tensor]:
+        theta = torch.arccos(rho)
+        j0 = 1 - theta / math.pi
+        j1 = (torch.sqrt((1 - rho * rho).clamp_min(0)) / math.pi).addcmul_(j0, rho)
+        ctx.save_for_backward(rho, j0)
+        return j0, j1
+
+    @staticmethod
+    def backward(ctx, grad0: Tensor | None, grad1: Tensor | None) -> Tensor:
+        rho, j0 = ctx.saved_tensors
+        out = torch.zeros_like(rho) if grad1 is None else grad1 * j0
+        if grad0 is not None:
+            eps = torch.finfo(rho.dtype).eps
+            out = out + grad0 / (math.pi * torch.sqrt((1 - rho * rho).clamp_min(eps)))
+        return out
+
+
+def arccos_kernels(rho: Tensor) -> tuple[Tensor, Tensor]:
+    """(J0(rho), J1(rho)): the arc-cosine kernels of orders 0 and 1; see `_ArcCosKernels`."""
+    return _ArcCosKernels.apply(rho)
