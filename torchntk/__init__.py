@@ -23,3 +23,27 @@ from .spec import mlp as mlp
 from .spec import serial as serial
 
 __version__ = "0.1.0"
+
+# Heavier parts load on first use, so `import torchntk` stays light.
+_LAZY = {
+    "NTKNetwork": "torchntk.networks",
+    "empirical_ntk": "torchntk.empirical",
+    "predict_gradient_flow": "torchntk.dynamics",
+    "GradientFlow": "torchntk.dynamics",
+    "Prediction": "torchntk.dynamics",
+    "train": "torchntk.training",
+    "TrainingRun": "torchntk.training",
+    "kernel_matrix": "torchntk.scale",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'torchntk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -21,12 +21,16 @@ class KernelState(NamedTuple):
     ntk:  same shape as nngp, or None when only the NNGP is wanted.
     var1: (n1, 1) the rows' variances Sigma(x, x); on the diagonal path this is ``nngp``.
     var2: (1, n2) the columns' variances; on the diagonal path this is ``nngp``.
+    same: rows and columns are the same inputs (a block on the diagonal of x1 against itself).
+        Then the variances are read off the block's own diagonal after every layer, so a
+        point's correlation with itself is exactly 1 at every depth.
     """
 
     nngp: Tensor
     ntk: Tensor | None
     var1: Tensor
     var2: Tensor
+    same: bool = False
 
     @property
     def diagonal(self) -> bool:
@@ -47,6 +51,6 @@ def input_state(x1: Tensor, x2: Tensor | None, need_ntk: bool, *, diagonal: bool
     if x2 is None:
         nngp = (x1 @ x1.T) / n0
         nngp.diagonal().copy_(var1)
-        return KernelState(nngp, ntk, var1[:, None], var1[None, :])
+        return KernelState(nngp, ntk, var1[:, None], var1[None, :], same=True)
     var2 = (x2 * x2).sum(dim=1) / n0
     return KernelState((x1 @ x2.T) / n0, ntk, var1[:, None], var2[None, :])

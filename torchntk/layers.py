@@ -26,7 +26,9 @@ def _square(scale: Scale, like: Tensor) -> Scale:
 def _affine(t: Tensor, w2: Scale, b2: Scale) -> Tensor:
     """w2 * t + b2, in place when nothing needs gradients (t is always a fresh temporary)."""
     if not torch.is_grad_enabled() and not isinstance(w2, Tensor) and not isinstance(b2, Tensor):
-        return t.mul_(w2).add_(b2)
+        if w2 != 1:
+            t.mul_(w2)
+        return t.add_(b2) if b2 != 0 else t
     return w2 * t + b2
 
 
@@ -74,21 +76,33 @@ class Dense:
                 else w2 * k.ntk + nngp
         if k.diagonal:
             return KernelState(nngp, ntk, nngp, nngp)
+        if k.same:
+            return _same_block(nngp, ntk)
         return KernelState(nngp, ntk, w2 * k.var1 + b2, w2 * k.var2 + b2)
 
 
 def apply_activation(act: Activation, k: KernelState) -> KernelState:
     """K = E[s(u) s(v)], Theta_K = Theta * E[s'(u) s'(v)] for (u, v) ~ N(0, Sigma) (Theorem 1)."""
     need_ntk = k.ntk is not None
-    ess, edd = act.expectations(k.var1, k.var2, k.nngp, derivative=need_ntk)
+    # The state owns its nngp, so the activation may overwrite it (the diagonal path too: there
+    # var1 and var2 are that same tensor, which keeps its arithmetic identical to the blocks').
+    ess, edd = act.expectations(k.var1, k.var2, k.nngp, derivative=need_ntk, overwrite=True)
     ntk = None
     if need_ntk:
         ntk = k.ntk.mul_(edd) if not torch.is_grad_enabled() and k.ntk.dim() > 0 else k.ntk * edd
     if k.diagonal:
         return KernelState(ess, ntk, ess, ess)
-    var1, _ = act.expectations(k.var1, k.var1, k.var1, derivative=False)
-    var2, _ = act.expectations(k.var2, k.var2, k.var2, derivative=False)
+    if k.same:
+        return _same_block(ess, ntk)
+    var1, _ = act.expectations(k.var1, k.var1, k.var1.clone(), derivative=False, overwrite=True)
+    var2, _ = act.expectations(k.var2, k.var2, k.var2.clone(), derivative=False, overwrite=True)
     return KernelState(ess, ntk, var1, var2)
+
+
+def _same_block(nngp: Tensor, ntk: Tensor | None) -> KernelState:
+    """A diagonal block's variances are its own diagonal (exactly, see KernelState.same)."""
+    var = nngp.diagonal().clone()
+    return KernelState(nngp, ntk, var[:, None], var[None, :], same=True)
 
 
 def _show(scale: Scale) -> str:

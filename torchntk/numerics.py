@@ -54,11 +54,13 @@ def correlation(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor
     """Correlation rho = cov / sqrt(var1 var2), clamped to [-1, 1], and sqrt(var1 var2).
 
     var1 (n1, 1) and var2 (1, n2) broadcast against cov (n1, n2); in diagonal mode all three
-    are (n,). Where a variance is 0 the Gaussian is the constant 0 and rho is set to 0.
+    are (n,). sqrt(v * v) is exactly v in IEEE arithmetic, so a correlation of a point with
+    itself is exactly 1 (arccos amplifies an error d near 1 to sqrt(2 d): one ulp would cost
+    1e-8). Where a variance is 0 the Gaussian is the constant 0, cov is 0, and rho is 0.
     """
-    s1, s2 = safe_sqrt(var1), safe_sqrt(var2)
-    rho = (cov * safe_reciprocal(s1) * safe_reciprocal(s2)).clamp(-1.0, 1.0)
-    return rho, s1 * s2
+    norm = safe_sqrt(var1 * var2)
+    rho = (cov / norm.clamp_min(_tiny(norm))).clamp(-1.0, 1.0)
+    return rho, norm
 
 
 class _ArcCosKernels(torch.autograd.Function):

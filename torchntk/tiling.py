@@ -17,9 +17,9 @@ from torch import Tensor
 
 from .kernel_state import KernelState, input_state
 
-DEFAULT_TILE = 256
-"""Block side: 256 x 256 float64 blocks (512 KiB each) keep a layer's working set in L2 cache;
-benchmarks/bench_kernels.py measures the choice."""
+DEFAULT_TILE = 512
+"""Block side: 512 x 512 float64 blocks (2 MiB each) keep a layer's working set near cache while
+Python overhead per block stays small; benchmarks/bench_kernels.py --tile measures the choice."""
 
 
 def _propagate(layers: Sequence, k: KernelState) -> KernelState:

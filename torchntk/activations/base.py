@@ -72,11 +72,13 @@ class Activation:
 
     # -- Gaussian expectations ------------------------------------------------------
 
-    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor,
-                     derivative: bool = True) -> tuple[Tensor, Tensor | None]:
+    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
+                     overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
         """(E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)] or None) for the Gaussian pair.
 
         var1 (n1, 1), var2 (1, n2), cov (n1, n2); or all three (n,) for the diagonal.
+        ``overwrite=True`` lets an implementation reuse cov's storage (the caller no longer
+        needs it); only done when autograd is off.
         """
         return self.quadrature_expectations(var1, var2, cov, derivative)
 

@@ -11,6 +11,8 @@ J1(rho) - J1(-rho) = rho). ReLU is (1, 0), leaky ReLU (1, slope), abs (1, -1), i
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -34,21 +36,48 @@ class PiecewiseLinear(Activation):
     def _derivative(self, x: Tensor) -> Tensor:
         return torch.where(x > 0, self.a, torch.where(x < 0, self.b, 0.0)).to(x.dtype)
 
-    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor,
-                     derivative: bool = True) -> tuple[Tensor, Tensor | None]:
+    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
+                     overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
         half_jump = (self.a - self.b) ** 2 / 2
         ab = self.a * self.b
         if half_jump == 0:  # linear: the recursion closes on the covariance itself
             return ab * cov, (torch.full_like(cov, ab) if derivative else None)
+        if overwrite and not torch.is_grad_enabled():
+            return self._expectations_inplace(var1, var2, cov, derivative, half_jump, ab)
         rho, norm = correlation(var1, var2, cov)
         j0, j1 = arccos_kernels(rho)
-        ess = j1.mul_(norm).mul_(half_jump) if not j1.requires_grad else j1 * norm * half_jump
+        ess = j1 * norm * half_jump
         if ab != 0:
             ess = ess + ab * cov
         if not derivative:
             return ess, None
         edd = j0 * half_jump
         return ess, (edd + ab if ab != 0 else edd)
+
+    @staticmethod
+    def _expectations_inplace(var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool,
+                              half_jump: float, ab: float) -> tuple[Tensor, Tensor | None]:
+        """The same formulas with cov's storage reused and two temporaries, no autograd: the hot
+        loop of large kernels, where every extra pass over a block and every fresh allocation
+        shows (see benchmarks/bench_kernels.py)."""
+        norm = torch.mul(var1, var2).sqrt_()                 # exact on the diagonal, see correlation()
+        if not (bool((var1 > 0).all()) and bool((var2 > 0).all())):
+            norm.clamp_min_(torch.finfo(norm.dtype).tiny)     # cov is 0 wherever a variance is
+        rho = cov.div_(norm).clamp_(-1.0, 1.0)
+        pi_j0 = torch.arccos(rho).neg_().add_(math.pi)                          # pi - theta
+        ess = torch.addcmul(_ONE.to(rho), rho, rho, value=-1.0).clamp_min_(0.0).sqrt_()   # sin theta
+        ess.addcmul_(pi_j0, rho)                                                 # pi J1
+        if ab != 0:
+            ess.mul_(half_jump / math.pi).add_(rho, alpha=ab).mul_(norm)
+        else:
+            ess.mul_(norm).mul_(half_jump / math.pi)
+        if not derivative:
+            return ess, None
+        edd = pi_j0.mul_(half_jump / math.pi)
+        return ess, (edd.add_(ab) if ab != 0 else edd)
+
+
+_ONE = torch.tensor(1.0, dtype=torch.float64)
 
 
 class ReLU(PiecewiseLinear):

@@ -51,6 +51,10 @@ def bivariate_expectation(f: Elementwise, g: Elementwise, var1: Tensor, var2: Te
     """
     rho, _ = correlation(var1, var2, cov)
     shape = torch.broadcast_shapes(var1.shape, var2.shape, cov.shape)
+    # The rule is not symmetric in (u, v); for f = g, integrating the larger scale along z1
+    # makes E(x, x') and E(x', x) the same computation, so kernels stay exactly symmetric.
+    if f == g:  # (bound methods are equal, not identical)
+        var1, var2 = torch.maximum(var1, var2), torch.minimum(var1, var2)
     s1 = safe_sqrt(var1).expand(shape).reshape(-1, 1)
     s2 = safe_sqrt(var2).expand(shape).reshape(-1, 1, 1)
     rho = rho.expand(shape).reshape(-1, 1, 1)

@@ -27,7 +27,7 @@ class Erf(Activation):
     def __repr__(self) -> str:
         return "Erf()"
 
-    def expectations(self, var1, var2, cov, derivative=True):
+    def expectations(self, var1, var2, cov, derivative=True, overwrite=False):
         det = (1 + 2 * var1) * (1 + 2 * var2)
         ess = (2 / math.pi) * torch.arcsin(2 * cov * torch.rsqrt(det))
         edd = (4 / math.pi) * torch.rsqrt(det - 4 * cov * cov) if derivative else None
@@ -52,7 +52,7 @@ class Sin(Activation):
     def __repr__(self) -> str:
         return "Sin()"
 
-    def expectations(self, var1, var2, cov, derivative=True):
+    def expectations(self, var1, var2, cov, derivative=True, overwrite=False):
         ss, cc = _trig_pair(var1, var2, cov)
         return ss, (cc if derivative else None)
 
@@ -66,7 +66,7 @@ class Cos(Activation):
     def __repr__(self) -> str:
         return "Cos()"
 
-    def expectations(self, var1, var2, cov, derivative=True):
+    def expectations(self, var1, var2, cov, derivative=True, overwrite=False):
         ss, cc = _trig_pair(var1, var2, cov)
         return cc, (ss if derivative else None)
 
@@ -112,7 +112,7 @@ class Gelu(Activation):
     def __repr__(self) -> str:
         return "Gelu()"
 
-    def expectations(self, var1, var2, cov, derivative=True):
+    def expectations(self, var1, var2, cov, derivative=True, overwrite=False):
         ess = _gelu_nngp(var1, var2, cov)
         if not derivative:
             return ess, None

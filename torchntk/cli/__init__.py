@@ -12,3 +12,10 @@ def main() -> None:
 
 
 # Commands (one module each; keep this list sorted):
+from .kernel import kernel  # noqa: E402
+
+main.add_command(kernel)
+from .fit import fit, predict  # noqa: E402
+
+main.add_command(fit)
+main.add_command(predict)

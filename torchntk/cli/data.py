@@ -1,0 +1,298 @@
+"""Reading users' tables for the command line: .npy, .npz and .csv files of numbers.
+
+Every problem with a file (missing values, a non-numeric column, an unknown target, an empty
+file, columns that do not match a fitted model) becomes one `click.ClickException` line that says
+what is wrong and how to fix it; the command line shows it without a stack trace.
+
+Columns have names: a CSV's header, or the column's index as a string ("0", "1", ...) for an
+array. Targets are chosen by those names (``--target price``; ``--target -1`` for the last
+column of an array) or, in an .npz file, by the name of a separate array (``--target y``).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+"""Cell values (case-insensitive, after stripping spaces) read as missing."""
+
+SUFFIXES = (".npy", ".npz", ".csv")
+
+
+@dataclass(frozen=True)
+class Table:
+    """Numbers read from a file.
+
+    Attributes:
+        x: features of shape (N, d), float64, finite.
+        y: targets of shape (N, k), float64, finite; None when no target was asked for.
+        feature_names: d column names (a CSV's header; an array's column indices as strings).
+        target_names: k names of the targets (empty when ``y`` is None).
+        named: True when the names come from a header (CSV), False for arrays.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    named: bool
+
+
+def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | None = None) -> Table:
+    """Read a .npy, .npz or .csv file into features and (optionally) targets.
+
+    Args:
+        path: the file; its suffix picks the reader.
+        target: names of the target columns (CSV header names, or column indices of an array,
+            negative counting from the end), or in an .npz the name of an array holding them.
+        array: in an .npz, the name of the features array (optional when the file holds exactly
+            one array besides the targets).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise click.ClickException(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                                   f"use one of {', '.join(SUFFIXES)}.")
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such file.")
+    if path.stat().st_size == 0:
+        raise click.ClickException(f"{path}: the file is empty.")
+    if array is not None and suffix != ".npz":
+        raise click.ClickException(f"{path}: --array picks an array inside an .npz file; this is a {suffix} file.")
+    if suffix == ".csv":
+        names, values = _read_csv(path)
+        return _split(path, values, names, target, named=True)
+    if suffix == ".npy":
+        return _split(path, _load_npy(path), None, target, named=False)
+    return _read_npz(path, target, array)
+
+
+def select_features(table: Table, feature_names: Sequence[str], target_names: Sequence[str],
+                    path: str | Path) -> np.ndarray:
+    """The columns of ``table`` that a model fitted on ``feature_names`` needs, in its order.
+
+    By name when both sides have names (a CSV file, or an array whose column indices match the
+    fitted ones; target columns present in the file are ignored); by position when the file is
+    an array with exactly as many columns as the model has features.
+    """
+    feature_names, target_names = list(feature_names), set(target_names)
+    columns = list(table.feature_names)
+    positional = not table.named and len(columns) == len(feature_names)
+    if positional:
+        return table.x
+    index = {name: i for i, name in enumerate(columns)}
+    missing = [name for name in feature_names if name not in index]
+    extra = [name for name in columns if name not in set(feature_names) and name not in target_names]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"lacks column(s) {_names(missing)}")
+        if extra:
+            problems.append(f"has column(s) {_names(extra)} the model was not fitted on")
+        raise click.ClickException(f"{path}: the columns do not match the model: the file "
+                                   f"{' and '.join(problems)}; the model expects {len(feature_names)} "
+                                   f"column(s): {_names(feature_names)}.")
+    return table.x[:, [index[name] for name in feature_names]]
+
+
+# -- CSV ----------------------------------------------------------------------------------
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """(header, (N, d) float64 values) of a CSV file with a header row."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path}: not a UTF-8 text file ({exc.reason}); is it really a CSV?") from None
+    except csv.Error as exc:
+        raise click.ClickException(f"{path}: cannot parse as CSV: {exc}.") from None
+    if not rows:
+        raise click.ClickException(f"{path}: the file is empty.")
+    header = [name.strip() for name in rows[0]]
+    _check_header(path, header)
+    body = rows[1:]
+    if not body:
+        raise click.ClickException(f"{path}: the file has a header but no data rows.")
+    lengths = np.fromiter((len(row) for row in body), dtype=np.int64, count=len(body))
+    ragged = np.flatnonzero(lengths != len(header))
+    if ragged.size:
+        first = int(ragged[0])
+        raise click.ClickException(f"{path}: data row {first + 1} has {lengths[first]} field(s) but the header "
+                                   f"has {len(header)}; every row needs one value per column.")
+    cells = np.char.strip(np.array(body, dtype=str))
+    missing = np.isin(np.char.lower(cells), list(MISSING))
+    if missing.any():
+        row, col = map(int, np.argwhere(missing)[0])
+        raise click.ClickException(f"{path}: missing value in column {header[col]!r} (data row {row + 1}, "
+                                   f"{int(missing.sum())} missing in all); impute or drop them first.")
+    values = np.empty(cells.shape, dtype=np.float64)
+    for col, name in enumerate(header):  # columns, not data points
+        try:
+            values[:, col] = cells[:, col].astype(np.float64)
+        except ValueError:
+            row, cell = _first_non_number(cells[:, col])
+            raise click.ClickException(f"{path}: column {name!r} is not numeric (data row {row + 1}: {cell!r}); "
+                                       "keep numeric columns only (drop or encode it first).") from None
+    _check_finite(path, values, header)
+    return header, values
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if any(not name for name in header):
+        position = header.index("")
+        raise click.ClickException(f"{path}: header column {position + 1} has no name; the first row must "
+                                   "name every column.")
+    seen: set[str] = set()
+    duplicates = [name for name in header if name in seen or seen.add(name)]
+    if duplicates:
+        raise click.ClickException(f"{path}: duplicate column name(s) {_names(duplicates)} in the header.")
+    numeric = [name for name in header if _is_number(name)]
+    if len(numeric) == len(header):
+        raise click.ClickException(f"{path}: the first row holds only numbers; a CSV file needs a header row "
+                                   "naming the columns (or save the data as .npy).")
+
+
+def _first_non_number(column: np.ndarray) -> tuple[int, str]:
+    # Only on the error path: find the cell to quote in the message.
+    for row, cell in enumerate(column):
+        if not _is_number(cell):
+            return row, str(cell)
+    return 0, str(column[0])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- arrays -------------------------------------------------------------------------------
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: cannot read without pickle ({exc}); save a numeric array "
+                                   "with numpy.save.") from None
+    except (OSError, EOFError) as exc:
+        raise click.ClickException(f"{path}: not a readable .npy file ({exc}).") from None
+    return _as_matrix(path, data, "the array")
+
+
+def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise click.ClickException(f"{path}: not a readable .npz file ({exc}).") from None
+    with archive:
+        keys = list(archive.files)
+        if not keys:
+            raise click.ClickException(f"{path}: the .npz file holds no arrays.")
+        target_arrays = [name for name in target if name in keys]
+        if target_arrays and len(target_arrays) != len(target):
+            raise click.ClickException(f"{path}: give targets either as arrays of the file or as columns, "
+                                       f"not both (got {_names(target)}).")
+        if array is None:
+            candidates = [k for k in keys if k not in target_arrays]
+            if len(candidates) != 1:
+                raise click.ClickException(f"{path}: the file holds arrays {_names(keys)}; choose the features "
+                                           "with --array NAME.")
+            array = candidates[0]
+        if array not in keys:
+            raise click.ClickException(f"{path}: no array named {array!r}; the file holds {_names(keys)}.")
+        x = _as_matrix(path, _npz_member(path, archive, array), f"array {array!r}")
+        if not target_arrays:
+            return _split(path, x, None, target, named=False)
+        ys = [_as_matrix(path, _npz_member(path, archive, name), f"array {name!r}", column=True)
+              for name in target_arrays]
+    for name, y in zip(target_arrays, ys, strict=True):
+        if y.shape[0] != x.shape[0]:
+            raise click.ClickException(f"{path}: target array {name!r} has {y.shape[0]} rows but the features "
+                                       f"array {array!r} has {x.shape[0]}.")
+    y = np.concatenate(ys, axis=1)
+    target_names = tuple(name if b.shape[1] == 1 else f"{name}_{j}"
+                         for name, b in zip(target_arrays, ys, strict=True) for j in range(b.shape[1]))
+    return Table(x, y, _index_names(x.shape[1]), target_names, named=False)
+
+
+def _npz_member(path: Path, archive, name: str) -> np.ndarray:
+    try:
+        return archive[name]
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: array {name!r} cannot be read without pickle ({exc}); "
+                                   "store numeric arrays only.") from None
+
+
+def _as_matrix(path: Path, data: np.ndarray, what: str, column: bool = False) -> np.ndarray:
+    """A finite (N, d) float64 array, or one clear error."""
+    if data.dtype.kind not in "biuf":
+        raise click.ClickException(f"{path}: {what} holds {data.dtype} values; only numbers can be used.")
+    if data.ndim == 1 and column:
+        data = data[:, None]
+    if data.ndim != 2:
+        hint = " (for one feature save x.reshape(-1, 1))" if data.ndim == 1 else ""
+        raise click.ClickException(f"{path}: {what} has shape {data.shape}; it must be 2-D, one row per "
+                                   f"data point{hint}.")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise click.ClickException(f"{path}: {what} is empty (shape {data.shape}).")
+    values = data.astype(np.float64)
+    _check_finite(path, values, _index_names(values.shape[1]))
+    return values
+
+
+# -- shared -------------------------------------------------------------------------------
+
+def _split(path: Path, values: np.ndarray, names: list[str] | None, target: Sequence[str], named: bool) -> Table:
+    """Split a table's columns into features and the named targets."""
+    names = list(names) if names is not None else list(_index_names(values.shape[1]))
+    chosen = [_target_column(path, names, name, named) for name in target]
+    if len(set(chosen)) != len(chosen):
+        raise click.ClickException(f"{path}: the same target column was given twice ({_names(target)}).")
+    keep = [i for i in range(len(names)) if i not in set(chosen)]
+    if not keep:
+        raise click.ClickException(f"{path}: no feature columns are left once the targets are removed.")
+    y = values[:, chosen] if chosen else None
+    return Table(values[:, keep], y, tuple(names[i] for i in keep), tuple(names[i] for i in chosen), named)
+
+
+def _target_column(path: Path, names: list[str], name: str, named: bool) -> int:
+    if named:
+        if name not in names:
+            raise click.ClickException(f"{path}: no column named {name!r} to use as target; the columns are "
+                                       f"{_names(names)}.")
+        return names.index(name)
+    try:
+        index = int(name)
+    except ValueError:
+        raise click.ClickException(f"{path}: an array's columns have no names; give the target as a column "
+                                   f"index (0 to {len(names) - 1}, or -1 for the last), not {name!r}.") from None
+    if not -len(names) <= index < len(names):
+        raise click.ClickException(f"{path}: target column {index} is out of range; the array has "
+                                   f"{len(names)} columns.")
+    return index % len(names)
+
+
+def _check_finite(path: Path, values: np.ndarray, names: Sequence[str]) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise click.ClickException(f"{path}: {int(bad.sum())} missing (NaN) or infinite value(s), the first in "
+                                   f"column {names[col]!r}, data row {row + 1}; impute or drop them first.")
+
+
+def _index_names(count: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(count))
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(str(n)) for n in list(names)[:12])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")

@@ -1,0 +1,132 @@
+"""``torchntk fit`` and ``torchntk predict``: an infinitely wide network trained on a user's table.
+
+    torchntk fit train.csv --target price --depth 3 --kernel ntk --time inf -o model/
+    torchntk predict model/ test.csv -o predictions.csv
+
+The prediction is the mean and standard deviation, over random initialisations, of the output
+of the infinitely wide network trained by gradient flow for the given time on the mean squared
+error (`torchntk.model_io.KernelModel`, `torchntk.GradientFlow`).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import math
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..model_io import KernelModel, ModelSettings
+from .data import read_table, select_features
+from .kernel import DEFAULT_BLOCK_ROWS, blocked_kernels, make_progress, network_options, user_errors
+
+
+class _Time(click.ParamType):
+    """A training time: a number >= 0, or inf (trained to convergence)."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        try:
+            t = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number; give a time >= 0, or 'inf'.", param, ctx)
+        if math.isnan(t) or t < 0:
+            self.fail(f"the time must be >= 0 (or inf), got {value}.", param, ctx)
+        return t
+
+
+@click.command()
+@click.argument("train", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", "targets", multiple=True, required=True,
+              help="Target column: a CSV header name, an array's column index (-1: last), or an .npz array "
+                   "name. Repeat for several targets.")
+@network_options
+@click.option("--kernel", type=click.Choice(["ntk", "nngp"]), default="ntk", show_default=True,
+              help="ntk: all layers trained; nngp: only the readout trained (t = inf is the exact GP posterior).")
+@click.option("--time", "time_", type=_Time(), default="inf", show_default=True,
+              help="Training time t (= learning rate x steps of gradient descent on the MSE); inf: converged.")
+@click.option("--ridge", type=click.FloatRange(min=0), default=1e-10, show_default=True,
+              help="Added to the training kernel's diagonal (0: exact interpolation at t = inf).")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Centre and scale each feature and target column (undone on predictions).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write the model into (model.json + arrays.npz).")
+@click.option("--array", default=None, help="In an .npz input, the name of the features array.")
+@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
+              help="Kernel rows computed per step.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@user_errors
+def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias_std: float, weight_std: float,
+        kernel: str, time_: float, ridge: float, standardize: bool, output: Path, array: str | None,
+        block_rows: int, quiet: bool) -> None:
+    """Fit an infinitely wide network to TRAIN (.csv, .npy or .npz) and save it to a directory.
+
+    The saved model predicts, for new inputs, the mean and standard deviation over random
+    initialisations of the network trained for time --time (see `torchntk predict`).
+    """
+    table = read_table(train, target=targets, array=array)
+    settings = ModelSettings(depth=depth, activation=activation.lower(), bias_std=bias_std, weight_std=weight_std,
+                             kernel=kernel, time=time_, ridge=ridge)
+    with make_progress(quiet) as progress:
+        kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
+                                    description=f"training kernel {table.x.shape[0]}x{table.x.shape[0]}")
+        model = KernelModel.fit(table.x, table.y, settings, standardize_x=standardize, standardize_y=standardize,
+                                feature_names=table.feature_names, target_names=table.target_names, kernels=kernels)
+    model.save(output)
+    if not quiet:
+        click.echo(f"fitted {kernel} model on {table.x.shape[0]} rows x {table.x.shape[1]} features "
+                   f"({len(table.target_names)} target(s)); saved to {output}", err=True)
+
+
+@click.command()
+@click.argument("model_dir", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="CSV file for the predictions (default: standard output).")
+@click.option("--time", "time_", type=_Time(), default=None,
+              help="Predict at this training time instead of the model's own (same eigendecomposition).")
+@click.option("--array", default=None, help="In an .npz input, the name of the features array.")
+@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
+              help="Kernel rows computed per step.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def predict(model_dir: Path, data: Path, output: Path | None, time_: float | None, array: str | None,
+            block_rows: int, quiet: bool) -> None:
+    """Predict with a fitted MODEL directory on DATA (.csv, .npy or .npz): mean and std per row.
+
+    Writes a CSV with columns ``mean`` and ``std`` (one target), or ``mean_<name>`` and
+    ``std_<name>`` for each target (several). The std is over random initialisations of the
+    network, in the target's units; it does not include observation noise. DATA must have the
+    model's feature columns (by name for a CSV; target columns, if present, are ignored).
+    """
+    if output is not None and output.suffix.lower() != ".csv":
+        raise click.UsageError(f"predictions are written as CSV: give an output ending in .csv, not {output.name!r}.")
+    model = KernelModel.load(model_dir)
+    table = read_table(data, array=array)
+    x = select_features(table, model.feature_names, model.target_names, data)
+    with make_progress(quiet) as progress:
+        kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
+                                    description=f"test kernel {x.shape[0]}x{model.x_train.shape[0]}")
+        mean, std = model.predict(x, time=time_, kernels=kernels)
+    write_predictions(output, mean, std, model.target_names)
+
+
+def write_predictions(output: Path | None, mean: np.ndarray, std: np.ndarray, target_names: tuple[str, ...]) -> None:
+    """CSV with mean/std columns (mean_<k>/std_<k> for several targets), to a file or stdout."""
+    if len(target_names) == 1:
+        header, columns = ["mean", "std"], [mean[:, 0], std[:, 0]]
+    else:
+        header = [f"mean_{n}" for n in target_names] + [f"std_{n}" for n in target_names]
+        columns = [*mean.T, *std.T]
+    table = np.column_stack(columns)
+    line = io.StringIO()
+    csv.writer(line, lineterminator="").writerow(header)  # quotes names that hold commas
+    if output is None:
+        np.savetxt(click.get_text_stream("stdout"), table, delimiter=",", header=line.getvalue(), comments="",
+                   fmt="%.12g")
+    else:
+        np.savetxt(output, table, delimiter=",", header=line.getvalue(), comments="", fmt="%.12g")

@@ -1,0 +1,200 @@
+"""``torchntk kernel``: the infinite-width NTK or NNGP of a network on a user's data file.
+
+    torchntk kernel data.npy --depth 4 --activation relu --bias-std 0.1 --kind ntk -o K.npy
+    torchntk kernel train.csv test.csv --drop price --kind both -o K.npz
+
+Also home of what the other data commands share: the network options, the conversion of
+torchntk's own errors into one-line messages, and the kernel computation in row blocks with a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..activations import CLOSED_FORM, QUADRATURE
+from ..spec import Serial, mlp
+from .data import read_table
+
+ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
+KINDS = ("nngp", "ntk")
+DEFAULT_BLOCK_ROWS = 512
+
+
+def network_options(command: Callable) -> Callable:
+    """--depth, --activation, --bias-std, --weight-std: the network description."""
+    options = [
+        click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Number of dense layers (1 = a random affine map; 4 = three hidden layers)."),
+        click.option("--activation", type=click.Choice(ACTIVATIONS, case_sensitive=False), default="relu",
+                     show_default=True, help="Nonlinearity between the dense layers."),
+        click.option("--bias-std", type=click.FloatRange(min=0), default=0.1, show_default=True,
+                     help="beta, the scale of the biases."),
+        click.option("--weight-std", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="sigma_w, the scale of the weights."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def user_errors(command: Callable) -> Callable:
+    """Show torchntk's ValueError / TypeError (bad settings or data) as one line, exit code 1."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory: the kernel matrix does not fit; use fewer rows "
+                                       "(an (N, N) float64 matrix takes 8 N^2 bytes).") from None
+    return wrapper
+
+
+def make_progress(quiet: bool) -> Progress:
+    """A progress display on stderr (stdout may carry results); silent with ``quiet``."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                    transient=True, disable=quiet)
+
+
+def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                    kinds: Sequence[str] = KINDS, block_rows: int = DEFAULT_BLOCK_ROWS,
+                    progress: Progress | None = None, description: str = "kernel") -> dict[str, torch.Tensor]:
+    """The kernels of ``spec`` on (x1, x2) computed in blocks of rows, advancing a progress bar.
+
+    x1 (N1, d), x2 (N2, d) or None for x1 against itself, in which case each block of rows is
+    computed only against itself and the later columns and mirrored (half the work; the result
+    is exactly symmetric). Returns {kind: (N1, N2) tensor} for kind in ``kinds`` ("nngp",
+    "ntk"). Each block is `Serial.kernels` of the rows against all columns, so the numbers are
+    those of the library's own tiled evaluation.
+    """
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}.")
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {tuple(kinds)}.")
+    symmetric = x2 is None
+    cols = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], cols.shape[0]
+    out = {kind: torch.empty(n1, n2, dtype=x1.dtype, device=x1.device) for kind in kinds}
+    starts = range(0, n1, block_rows)
+    sizes = [min(block_rows, n1 - i) * (n2 - i if symmetric else n2) for i in starts]
+    task = progress.add_task(description, total=sum(sizes)) if progress is not None else None
+    for start, size in zip(starts, sizes, strict=True):
+        rows = slice(start, min(start + block_rows, n1))
+        if symmetric:
+            # The diagonal block goes through the symmetric path, which pins each point's
+            # correlation with itself to exactly 1: computed as a cross term, rounding leaves
+            # 1 - rho ~ 1e-16, and the ReLU NTK's arc-cosine cusp turns that into ~1e-8 errors.
+            _fill(out, _block(spec, x1[rows], None, kinds), rows, rows)
+            later = slice(rows.stop, n2)
+            if later.start < n2:
+                block = _block(spec, x1[rows], cols[later], kinds)
+                _fill(out, block, rows, later)
+                _fill(out, {k: v.T for k, v in block.items()}, later, rows)
+        else:
+            _fill(out, _block(spec, x1[rows], cols, kinds), rows, slice(0, n2))
+        if task is not None:
+            progress.advance(task, size)
+    return out
+
+
+def _block(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+    if "ntk" in kinds:
+        nngp, ntk = spec.kernels(x1, x2, dtype=x1.dtype)
+        return {"nngp": nngp, "ntk": ntk}
+    return {"nngp": spec.nngp(x1, x2, dtype=x1.dtype)}
+
+
+def _fill(out: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor], rows: slice, cols: slice) -> None:
+    for kind, matrix in out.items():
+        matrix[rows, cols] = blocks[kind]
+
+
+def load_matrix(path: Path, *, array: str | None, drop: Sequence[str]) -> np.ndarray:
+    """The features of a data file (the ``drop`` columns removed)."""
+    return read_table(path, target=drop, array=array).x
+
+
+def standardize_columns(x1: np.ndarray, x2: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Columns centred and scaled by x1's mean and standard deviation (constant columns: scale 1)."""
+    mean, scale = x1.mean(axis=0), x1.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return (x1 - mean) / scale, None if x2 is None else (x2 - mean) / scale
+
+
+def write_kernels(path: Path, kernels: dict[str, np.ndarray]) -> None:
+    """.npy or .csv for one matrix; .npz with one array per kind."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        np.savez(path, **kernels)
+    elif len(kernels) > 1:
+        raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {path.name!r}.")
+    elif suffix == ".npy":
+        np.save(path, next(iter(kernels.values())))
+    elif suffix == ".csv":
+        np.savetxt(path, next(iter(kernels.values())), delimiter=",", fmt="%.17g")
+    else:
+        raise click.UsageError(f"output {path.name!r}: use a .npy, .npz or .csv file name.")
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data2", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@network_options
+@click.option("--kind", type=click.Choice(["ntk", "nngp", "both"]), default="ntk", show_default=True,
+              help="Theta(L) (the NTK), Sigma(L) (the NNGP kernel), or both (into an .npz).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), required=True,
+              help="Where to write the kernel: .npy, .csv, or .npz (arrays 'nngp' and 'ntk').")
+@click.option("--array", default=None, help="In an .npz input, the name of the features array.")
+@click.option("--drop", multiple=True, help="A column to leave out (e.g. the target); repeat for more.")
+@click.option("--standardize", is_flag=True, help="Centre and scale each column (by DATA's mean and std) first.")
+@click.option("--float32", "single", is_flag=True, help="Compute in float32 (half the memory, ~1e-6 relative).")
+@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
+              help="Rows computed per step (bounds temporary memory; one progress step each).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std: float, weight_std: float,
+           kind: str, output: Path, array: str | None, drop: tuple[str, ...], standardize: bool, single: bool,
+           block_rows: int, quiet: bool) -> None:
+    """Compute the infinite-width kernel K(DATA, DATA), or K(DATA, DATA2).
+
+    DATA and DATA2 are .npy, .npz or .csv files (CSV: a header row, numeric columns only), one
+    row per data point. The kernels follow the NTK parameterisation of Jacot et al. (2018):
+    K[i, j] = k(x_i, x_j) for the fully-connected network described by the options.
+    """
+    if output.suffix.lower() not in (".npy", ".npz", ".csv"):
+        raise click.UsageError(f"output {output.name!r}: use a .npy, .npz or .csv file name.")
+    if kind == "both" and output.suffix.lower() != ".npz":
+        raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {output.name!r}.")
+    x1 = load_matrix(data, array=array, drop=drop)
+    x2 = None if data2 is None else load_matrix(data2, array=array, drop=drop)
+    if x2 is not None and x2.shape[1] != x1.shape[1]:
+        raise click.ClickException(f"{data} has {x1.shape[1]} feature columns but {data2} has {x2.shape[1]}; "
+                                   "both need the same columns.")
+    if standardize:
+        x1, x2 = standardize_columns(x1, x2)
+    dtype = torch.float32 if single else torch.float64
+    spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
+    kinds = KINDS if kind == "both" else (kind,)
+    t1 = torch.from_numpy(x1).to(dtype)
+    t2 = None if x2 is None else torch.from_numpy(x2).to(dtype)
+    with make_progress(quiet) as progress:
+        n2 = (t2 if t2 is not None else t1).shape[0]
+        result = blocked_kernels(spec, t1, t2, kinds=kinds, block_rows=block_rows, progress=progress,
+                                 description=f"{'+'.join(kinds)} {t1.shape[0]}x{n2}")
+    write_kernels(output, {k: v.numpy() for k, v in result.items()})
+    if not quiet:
+        shape = tuple(next(iter(result.values())).shape)
+        click.echo(f"wrote {'+'.join(kinds)} {shape} to {output}", err=True)
+

@@ -1,0 +1,36 @@
+"""Training dynamics in the infinite-width limit: kernel gradient flow and gradient descent.
+
+    pred = predict_gradient_flow(spec, x_train, y_train, x_test, t=[0, 1, 10, float("inf")])
+    pred.mean (T, M, k), pred.cov (T, M, M), pred.train_mean (T, N, k), pred.train_cov (T, N, N)
+
+Time is the paper's: t = lr * steps of full-batch gradient descent on C = (1/2N) sum |f - y|^2,
+so f_t(X) = y + exp(-t Theta / N) (f_0(X) - y) (DESIGN.md). Modules: `flow` (closed forms through
+one eigendecomposition), `spectral` (the time functions), `pca` (kernel principal components),
+`ode` (any cost, by solve_ivp), `losses` (costs shared with training), `infinite` (from a spec).
+"""
+
+from .flow import GradientFlow as GradientFlow
+from .infinite import predict_gradient_descent as predict_gradient_descent
+from .infinite import predict_gradient_flow as predict_gradient_flow
+from .losses import cross_entropy as cross_entropy
+from .losses import mse as mse
+from .ode import solve_kernel_flow as solve_kernel_flow
+from .pca import PrincipalComponents as PrincipalComponents
+from .pca import principal_components as principal_components
+from .prediction import Prediction as Prediction
+from .spectral import max_learning_rate_from as _max_learning_rate_from
+
+
+def max_learning_rate(ntk_train) -> float:
+    """2 N / lambda_max(Theta(X, X)): the largest learning rate for which full-batch gradient descent
+    on C = (1/2N) sum |f - y|^2 with this (fixed) kernel converges; ``ntk_train`` is (N, N)."""
+    import torch
+
+    from ._checks import as_square_kernel
+
+    kernel = as_square_kernel(ntk_train, "ntk_train")
+    return _max_learning_rate_from(torch.linalg.eigvalsh(kernel), kernel.shape[0])
+
+
+__all__ = ["GradientFlow", "Prediction", "PrincipalComponents", "cross_entropy", "max_learning_rate", "mse",
+           "predict_gradient_descent", "predict_gradient_flow", "principal_components", "solve_kernel_flow"]

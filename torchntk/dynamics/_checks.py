@@ -1,0 +1,148 @@
+"""Validation of the arrays the dynamics receive: kernels, targets, times and initial outputs.
+
+Everything is converted to float64 (the eigendecomposition and the t = inf solve need it) on the
+device of the training kernel, and every bad input gets an error that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+COV_MODES = ("full", "diag", None)
+
+
+def as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    """``a`` as a float64 tensor (numpy arrays and sequences accepted), finite, on ``device``."""
+    if isinstance(a, Tensor):
+        t = a.detach()
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be a torch.Tensor or a numpy array; got {type(a).__name__} ({exc}).") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers; got an array of dtype {arr.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}.")
+    if device is not None and t.device != torch.device(device):
+        raise ValueError(f"{name} is on {t.device} but the training kernel is on {device}; move it there first.")
+    t = t.to(torch.float64)
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        first = bad.nonzero()[0].tolist()
+        raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite entries (the first at index {first}); "
+                         "remove or impute them before predicting.")
+    return t
+
+
+def input_eps(a: Any) -> float:
+    """Machine epsilon of the precision the caller computed ``a`` in (float32 kernels are noisier)."""
+    dtype = a.dtype if isinstance(a, (Tensor, np.ndarray)) else None
+    if dtype in (torch.float32, torch.float16, torch.bfloat16, np.float32, np.float16):
+        return float(torch.finfo(torch.float32).eps)
+    return float(torch.finfo(torch.float64).eps)
+
+
+def as_square_kernel(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    """A symmetric (N, N) kernel matrix; asymmetry beyond rounding is an error, rounding is averaged out."""
+    k = as_tensor(a, name, device)
+    if k.dim() != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"{name} must be a square (N, N) kernel matrix of the training points against themselves; "
+                         f"got shape {tuple(k.shape)}.")
+    if k.shape[0] == 0:
+        raise ValueError(f"{name} is empty; it needs at least one training point.")
+    scale = float(k.abs().max())
+    # sqrt(eps) of the caller's precision: far above the rounding of a Gram matrix, far below a real asymmetry.
+    if float((k - k.T).abs().max()) > math.sqrt(input_eps(a)) * max(scale, 1e-300):
+        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {float((k - k.T).abs().max()):.3g}); "
+                         "pass the kernel of the training points against themselves, K(X, X).")
+    return (k + k.T) / 2
+
+
+def as_targets(y: Any, n: int, device: torch.device, name: str = "y_train") -> Tensor:
+    """Regression targets as (N, k) float64; (N,) means one output."""
+    t = as_tensor(y, name, device)
+    if t.dim() == 1:
+        t = t[:, None]
+    if t.dim() != 2 or t.shape[0] != n:
+        raise ValueError(f"{name} must have shape (N,) or (N, k) with N = {n} rows (one per training point, as in "
+                         f"the training kernel); got shape {tuple(t.shape)}.")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} has zero outputs (shape {tuple(t.shape)}).")
+    return t
+
+
+def as_outputs(f: Any, rows: int, k: int, device: torch.device, name: str) -> Tensor:
+    """A network's outputs on some points: (rows, k) float64, (rows,) accepted when k == 1."""
+    t = as_tensor(f, name, device)
+    if t.dim() == 1 and k == 1:
+        t = t[:, None]
+    if tuple(t.shape) != (rows, k):
+        raise ValueError(f"{name} must have shape ({rows}, {k}) (points x outputs, like the targets); "
+                         f"got shape {tuple(t.shape)}.")
+    return t
+
+
+def as_cross_kernel(a: Any, n: int, device: torch.device, name: str) -> Tensor:
+    """A test-train kernel K(x, X) of shape (M, N)."""
+    t = as_tensor(a, name, device)
+    if t.dim() != 2 or t.shape[1] != n:
+        raise ValueError(f"{name} must have shape (M, N) = (test points, {n} training points); "
+                         f"got shape {tuple(t.shape)}. Compute it as kernel(x_test, x_train).")
+    return t
+
+
+def as_times(t: Any, name: str = "t") -> Tensor:
+    """Times as a 1-D float64 CPU tensor: non-negative, not NaN, inf allowed (the limit)."""
+    if isinstance(t, Tensor):
+        values = t.detach().to("cpu", torch.float64)
+    else:
+        try:
+            values = torch.as_tensor(np.asarray(t, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a number or a 1-D sequence of numbers; got {t!r}.") from exc
+    if values.dim() > 1:
+        raise ValueError(f"{name} must be a number or a 1-D sequence; got shape {tuple(values.shape)}.")
+    values = values.reshape(-1)
+    if values.numel() == 0:
+        raise ValueError(f"{name} is empty; give at least one time.")
+    if bool(torch.isnan(values).any()):
+        raise ValueError(f"{name} contains NaN.")
+    if bool((values < 0).any()):
+        raise ValueError(f"{name} must be >= 0 (time since initialisation); got {values[values < 0].tolist()}.")
+    return values
+
+
+def as_steps(steps: Any) -> Tensor:
+    """Numbers of gradient-descent steps: non-negative integers or inf."""
+    values = as_times(steps, "steps")
+    finite = values[torch.isfinite(values)]
+    if bool((finite != finite.round()).any()):
+        raise ValueError(f"steps must be whole numbers of gradient-descent steps (or inf); got {finite.tolist()}.")
+    return values
+
+
+def check_ridge(ridge: Any) -> float:
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not math.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite number >= 0 (added to the diagonal of the training kernel); "
+                         f"got {ridge!r}.")
+    return float(ridge)
+
+
+def check_positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
+    return float(value)
+
+
+def check_cov(cov: Any) -> str | None:
+    if cov not in COV_MODES:
+        raise ValueError(f"cov must be 'full' (covariance matrices), 'diag' (variances only) or None; got {cov!r}.")
+    return cov

@@ -1,0 +1,41 @@
+"""The result of a dynamics prediction: outputs and their spread at each requested time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass
+class Prediction:
+    """Predicted outputs at times ``t`` on test points (M of them) and on the N training points.
+
+    Attributes:
+        t: times (T,), in the paper's units (t = lr * steps for gradient descent with the cost
+            C = (1/2N) sum_i |f(x_i) - y_i|^2); for a discrete prediction, the step counts times lr.
+        mean: (T, M, k) outputs on the test points, or None without test kernels. Over random
+            initialisations this is the mean T_t(x) y; when the initial outputs f0 of one network
+            were given, it is that network's trajectory f_0(x) + T_t(x) (y - f_0(X)).
+        cov: (T, M, M) covariance over initialisations, shared by the k outputs (the limit kernel
+            is scalar, Theorem 1); None when not asked (cov="diag" or None), without the NNGP
+            kernels, or when f0 was given (one network's trajectory is deterministic).
+        var: (T, M) its diagonal, filled when cov="diag".
+        train_mean: (T, N, k) the same on the training points.
+        train_cov: (T, N, N) covariance on the training points (cov="full" and nngp_train given).
+        train_var: (T, N) its diagonal (cov="diag").
+    """
+
+    t: Tensor
+    mean: Tensor | None = None
+    cov: Tensor | None = None
+    var: Tensor | None = None
+    train_mean: Tensor | None = None
+    train_cov: Tensor | None = None
+    train_var: Tensor | None = None
+
+    def map(self, fn: Any) -> Prediction:
+        """A copy with ``fn`` applied to every array field (e.g. conversion to numpy)."""
+        return Prediction(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                             for f in fields(self)})

@@ -1,0 +1,153 @@
+"""The empirical (finite-width) neural tangent kernel of any torch.nn.Module.
+
+    T = empirical_ntk(model, x1, x2=None, method="auto", outputs="full")
+
+    Theta_kk'(x, x') = sum_p d f_k(x) / d theta_p * d f_k'(x') / d theta_p
+
+summed over the model's trainable parameters (requires_grad=True). At initialisation and as the
+widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kernel that
+``spec.ntk`` computes. Methods:
+
+- "structured": dense networks (`NTKNetwork` in either parameterisation, or nn.Sequential of
+  nn.Linear and elementwise activations) from layer-wise Grams; never forms the Jacobian.
+- "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
+- "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
+  dense networks, for models whose Jacobians do not fit.
+- "auto": "structured" where it applies, else "jacobian".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .blocks import CACHE_BYTES, assemble, default_batch_size
+from .functional import FunctionalModel
+from .jacobian import JacobianMethod
+from .ntk_vp import NTKVectorMethod
+from .structured import NotStructured, StructuredMethod, dense_plan
+
+METHODS = ("auto", "structured", "jacobian", "ntk_vp")
+OUTPUTS = ("full", "trace")
+FEATURE_BYTES = 1 << 30
+"""Default memory for one chunk's features (1 GiB); ``batch_size`` overrides it."""
+
+__all__ = ["empirical_ntk", "METHODS", "OUTPUTS"]
+
+
+def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: str = "auto",
+                  outputs: str = "full", batch_size: int | None = None) -> Any:
+    """The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs.
+
+    Args:
+        model: any torch.nn.Module mapping a batch (N, ...) to outputs of shape (N, k). Put
+            dropout/batch-norm models in eval() mode: each input is treated on its own.
+        x1: inputs (N1, ...): a tensor with the model's dtype and device, or a numpy array
+            (then converted to them, and the result is numpy).
+        x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
+            diagonal are computed and the result is exactly symmetric).
+        method: "auto" (default), "structured", "jacobian" or "ntk_vp" (see the module doc).
+        outputs: "full" gives Theta of shape (N1, N2, k, k), Theta[i, j, k, k'] =
+            grad f_k(x1_i) . grad f_k'(x2_j); "trace" gives the mean over the k diagonal output
+            pairs, (1/k) sum_k Theta[i, j, k, k], shape (N1, N2) (cheaper: the off-diagonal
+            pairs are never formed). In the infinite-width limit both carry the same scalar kernel.
+        batch_size: inputs per chunk; by default the largest that keeps one chunk's features
+            within about 1 GiB.
+
+    Returns:
+        A tensor of the model's dtype on its device (numpy if the inputs were numpy).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be 'full' ((N1, N2, k, k)) or 'trace' ((N1, N2), the mean over the k "
+                         f"diagonal output pairs), got {outputs!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    dtype, device = _model_dtype_device(model)
+    numpy_out = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
+    t1 = _as_input(x1, "x1", dtype, device)
+    t2 = None if x2 is None else _as_input(x2, "x2", dtype, device)
+    if t2 is not None and t2.shape[1:] != t1.shape[1:]:
+        raise ValueError(f"x1 and x2 must have the same shape per input: x1 has {tuple(t1.shape[1:])}, "
+                         f"x2 has {tuple(t2.shape[1:])}.")
+    k = _output_count(model, t1)
+    runner = _method(model, method, k, t1)
+    if batch_size is None:
+        n = max(t1.shape[0], 0 if t2 is None else t2.shape[0])
+        batch_size = default_batch_size(n, runner.point_bytes(torch.empty((), dtype=dtype).element_size()),
+                                        FEATURE_BYTES)
+    with torch.no_grad():
+        result = assemble(runner, t1, t2, k, outputs == "full", batch_size, dtype, CACHE_BYTES)
+    return result.cpu().numpy() if numpy_out else result
+
+
+def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
+    if method in ("auto", "structured"):
+        try:
+            ops = dense_plan(model)
+        except NotStructured as exc:
+            if method == "structured":
+                raise ValueError(f"method='structured' applies to dense networks only (torchntk NTKNetwork, or "
+                                 f"nn.Sequential of nn.Linear and elementwise activations), but {exc} Use "
+                                 "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
+        else:
+            if x1.dim() != 2:
+                raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
+            return StructuredMethod(ops, k)
+    fmodel = FunctionalModel(model)
+    return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k)
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters (requires_grad=True): its empirical NTK is zero.")
+    floating = [p for p in trainable if p.is_floating_point()]
+    first = floating[0] if floating else trainable[0]
+    return first.dtype, first.device
+
+
+def _as_input(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers; got a numpy array of dtype {x.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
+    elif isinstance(x, Tensor):
+        t = x
+        if t.is_floating_point() and t.dtype != dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but the model's parameters are {dtype}; "
+                            f"use {name}.to({dtype}) (or model.to({t.dtype})).")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the model is on {device}; use {name}.to('{device}').")
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy array of shape (N, ...), got {type(x).__name__}.")
+    if t.dim() < 1 or t.shape[0] == 0:
+        raise ValueError(f"{name} must have a leading batch axis with at least one input; got shape {tuple(t.shape)}.")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} has NaN or infinite entries; remove or impute them first.")
+    return t.detach()
+
+
+def _output_count(model: nn.Module, x: Tensor) -> int:
+    """k from a forward on two inputs, checking that outputs are (N, k) (also builds lazy layers)."""
+    probe = x[:2]
+    with torch.no_grad():
+        y = model(probe)
+    if not isinstance(y, Tensor):
+        raise ValueError(f"the model must return one tensor of shape (N, k); it returned {type(y).__name__} "
+                         "(wrap it in a module that returns the output you want).")
+    if y.dim() != 2 or y.shape[0] != probe.shape[0]:
+        hint = " (for a scalar output return y.reshape(-1, 1))" if y.dim() == 1 else \
+            " (flatten the outputs, e.g. return y.flatten(1))" if y.dim() > 2 else ""
+        raise ValueError(f"the model must map N inputs to outputs of shape (N, k); on {probe.shape[0]} input(s) "
+                         f"it returned shape {tuple(y.shape)}{hint}.")
+    if not y.is_floating_point():
+        raise ValueError(f"the model's outputs must be floating point, got {y.dtype}.")
+    return y.shape[1]

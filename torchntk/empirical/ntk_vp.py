@@ -1,0 +1,42 @@
+"""Empirical NTK by NTK-vector products: no Jacobian is ever stored (any torch.nn.Module).
+
+Column (x', k') of the kernel is Theta(., x') e_k' = J(.) (J(x')^T e_k'): a vector-Jacobian
+product at x' gives the parameter-space vector g = grad_theta f_k'(x'), and a Jacobian-vector
+product of the chunk of x1 along g gives the column. Both are vmapped over the chunk of x2 and
+the k outputs. Memory: B k P for the g's of a chunk, nothing N-by-P; cost ~ N1 N2 k forward passes,
+so it pays off only when P is too large for Jacobians, not for dense networks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import jvp, vjp, vmap
+
+from .functional import FunctionalModel
+
+
+class NTKVectorMethod:
+    def __init__(self, fmodel: FunctionalModel, k: int) -> None:
+        self.fmodel, self.k = fmodel, k
+
+    def point_bytes(self, element_size: int) -> float:
+        return 2.0 * self.k * self.fmodel.num_params * element_size  # the vmapped g's and their temporaries
+
+    def features(self, x: Tensor) -> Tensor:
+        return x
+
+    def block(self, x1: Tensor, x2: Tensor, full: bool) -> Tensor:
+        f, params = self.fmodel, self.fmodel.params
+
+        def column(x_prime: Tensor, cotangent: Tensor) -> Tensor:
+            _, pullback = vjp(lambda p: f.single(p, x_prime), params)
+            (g,) = pullback(cotangent)
+            _, tangent_out = jvp(lambda p: f(p, x1), (params,), (g,))
+            return tangent_out  # (B1, k): J(x1) g
+
+        basis = torch.eye(self.k, dtype=next(iter(params.values())).dtype, device=x1.device)
+        cols = vmap(vmap(column, in_dims=(None, 0)), in_dims=(0, None))(x2, basis)  # (B2, k', B1, k)
+        if full:
+            return cols.permute(2, 0, 3, 1)
+        return cols.diagonal(dim1=1, dim2=3).mean(-1).t()

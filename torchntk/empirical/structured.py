@@ -1,0 +1,228 @@
+"""Empirical NTK of a dense network from layer-wise Grams: the Jacobian is never formed.
+
+A dense layer z = c a W^T + s b (c = weight_std / sqrt(n_in), s = bias_std in the NTK
+parameterisation; c = s = 1 for nn.Linear or the standard one) has d f_k / d W_ij = c delta_ki a_j
+and d f_k / d b_i = s delta_ki, with delta_k = d f_k / d z the back-propagated vector of output k.
+Summing the products over that layer's parameters gives its share of the kernel:
+
+    Theta_kk'(x, x') = sum_layers (delta_k(x) . delta_k'(x')) * (c^2 a(x) . a(x') + s^2)
+
+The deltas of all k outputs come from one batched backward pass, delta(l-1) = (delta(l) M) o
+sigma'(z(l-1)) with M = c W, shape (B, k, n_l) per layer; each block of the kernel is then a few
+matrix products. Two shortcuts: the last layer's delta is the identity (its share is
+Id_k (x) (c^2 A + s^2)), and the one below it is M_L[k, j] sigma'(z_j), so the output trace of its
+Gram is (sigma'(x) o m) . sigma'(x') with m_j = sum_k M_L[k, j]^2, without the k-fold backward.
+Cost ~ N k sum n_l n_(l-1) (backward) + N1 N2 k^2 sum n_l (Grams; N1 N2 k sum n_l for the trace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..activations.base import elementwise_grad
+from ..networks import NTKNetwork
+
+
+class NotStructured(ValueError):
+    """The model is not a chain of dense layers and elementwise activations."""
+
+
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
+    nn.Softplus, nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid,
+    nn.Tanhshrink, nn.Identity,
+)
+"""torch.nn activations that act elementwise (so their Jacobian is diagonal)."""
+
+
+@dataclass(frozen=True)
+class DenseOp:
+    """z = a M^T + bias, with M the effective weight (c W) and bias the effective bias (s b).
+
+    weight_scale2 = c^2 (None if W is frozen), bias_scale2 = s^2 (None if b is frozen or absent).
+    """
+
+    matrix: Tensor
+    bias: Tensor | None
+    weight_scale2: float | None
+    bias_scale2: float | None
+
+    @property
+    def trainable(self) -> bool:
+        return self.weight_scale2 is not None or self.bias_scale2 is not None
+
+
+@dataclass(frozen=True)
+class ElementwiseOp:
+    fn: Callable[[Tensor], Tensor]
+    derivative: Callable[[Tensor], Tensor]
+
+
+def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
+    """The chain of dense and elementwise operations of ``model``, or NotStructured saying why.
+
+    Applies to `torchntk.NTKNetwork` (either parameterisation) and to nn.Sequential of nn.Linear
+    and elementwise torch.nn activations (nested Sequentials are flattened).
+    """
+    if isinstance(model, NTKNetwork):
+        if model.dense[0].fan_in is None:
+            raise NotStructured("the network's first layer is not built yet (call it once or pass in_features=).")
+        ops: list[DenseOp | ElementwiseOp] = []
+        for index, layer in enumerate(model.dense):
+            if index:
+                act = model.activations[index - 1]
+                ops.append(ElementwiseOp(act, act.grad))
+            c, s = layer.weight_scale, layer.bias_scale
+            ops.append(DenseOp(c * layer.weight.detach(), s * layer.bias.detach(),
+                               c * c if layer.weight.requires_grad else None,
+                               s * s if layer.bias.requires_grad else None))
+        return ops
+    if isinstance(model, nn.Sequential):
+        return [op for module in model for op in _sequential_ops(module)]
+    raise NotStructured(f"{type(model).__name__} is neither a torchntk NTKNetwork nor an nn.Sequential of "
+                        "nn.Linear and elementwise activations.")
+
+
+def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
+    if isinstance(module, nn.Sequential):
+        return [op for child in module for op in _sequential_ops(child)]
+    if isinstance(module, nn.Linear):
+        bias = module.bias
+        return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(),
+                        1.0 if module.weight.requires_grad else None,
+                        1.0 if bias is not None and bias.requires_grad else None)]
+    if isinstance(module, ELEMENTWISE_MODULES):
+        return [ElementwiseOp(module, lambda z, m=module: elementwise_grad(m, z))]
+    if any(p.requires_grad for p in module.parameters()):
+        raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not nn.Linear.")
+    raise NotStructured(f"it contains {type(module).__name__}, which is not nn.Linear nor a known elementwise "
+                        "activation.")
+
+
+class LayerTerm(NamedTuple):
+    """One dense layer's factors for a chunk of B inputs.
+
+    inputs: a(x), (B, n_in), or None when W is frozen. The back-propagated vectors are, in one of
+    three forms: ``delta`` (B, k, n_out); or ``rows`` (k, n_out) times ``gate`` (B, n_out), i.e.
+    delta[b, k, j] = rows[k, j] * gate[b, j] (gate None: ones); or all None for the identity.
+    """
+
+    inputs: Tensor | None
+    delta: Tensor | None
+    rows: Tensor | None
+    gate: Tensor | None
+
+
+class ChunkFeatures(NamedTuple):
+    batch: int
+    terms: list[LayerTerm]  # one per dense layer from the lowest trainable one up
+
+
+class StructuredMethod:
+    def __init__(self, ops: list[DenseOp | ElementwiseOp], k: int) -> None:
+        self.ops, self.k = ops, k
+        self.dense = [op for op in ops if isinstance(op, DenseOp)]
+        trainable = [i for i, op in enumerate(ops) if isinstance(op, DenseOp) and op.trainable]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters: the empirical NTK would be zero.")
+        self.lowest = trainable[0]
+        self.term_ops = [op for op in ops[self.lowest:] if isinstance(op, DenseOp)]
+
+    def point_bytes(self, element_size: int) -> float:
+        widths = sum(op.matrix.shape[0] + op.matrix.shape[1] for op in self.dense)
+        return 3.0 * self.k * widths * element_size  # deltas, inputs and matmul temporaries
+
+    def features(self, x: Tensor) -> ChunkFeatures:
+        inputs: list[Tensor] = []
+        slopes: list[Tensor | None] = []
+        a = x
+        for position, op in enumerate(self.ops):
+            if isinstance(op, DenseOp):
+                inputs.append(a)
+                a = a @ op.matrix.t() if op.bias is None else torch.addmm(op.bias, a, op.matrix.t())
+            else:
+                # sigma' is only needed where a trainable layer lies below
+                slopes.append(op.derivative(a) if position > self.lowest else None)
+                a = op.fn(a)
+        return ChunkFeatures(x.shape[0], self._backward(inputs, slopes, x.shape[0]))
+
+    def _backward(self, inputs: list[Tensor], slopes: list[Tensor | None], batch: int) -> list[LayerTerm]:
+        k = self.k
+        delta = rows = gate = None
+        terms: list[LayerTerm] = []
+        dense_index, slope_index = len(inputs), len(slopes)
+        for position in range(len(self.ops) - 1, self.lowest - 1, -1):
+            op = self.ops[position]
+            if isinstance(op, ElementwiseOp):
+                slope_index -= 1
+                d = slopes[slope_index]
+                if delta is not None:
+                    delta = delta * d.unsqueeze(1)
+                else:
+                    rows = torch.eye(k, dtype=d.dtype, device=d.device) if rows is None else rows
+                    gate = d if gate is None else gate * d
+                continue
+            dense_index -= 1
+            a = inputs[dense_index] if op.weight_scale2 is not None else None
+            terms.append(LayerTerm(a, delta, rows, gate))
+            if position == self.lowest:
+                break
+            m = op.matrix
+            if delta is not None:
+                delta = (delta.reshape(batch * k, -1) @ m).view(batch, k, -1)
+            elif gate is not None:
+                delta = ((rows.unsqueeze(0) * gate.unsqueeze(1)).reshape(batch * k, -1) @ m).view(batch, k, -1)
+                rows = gate = None
+            else:
+                rows = m if rows is None else rows @ m  # still the same for every input
+        terms.reverse()
+        return terms
+
+    def block(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        b1, b2, k = f1.batch, f2.batch, self.k
+        like = self.term_ops[0].matrix
+        out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
+        for op, t1, t2 in zip(self.term_ops, f1.terms, f2.terms):
+            if not op.trainable:
+                continue
+            scale = _input_gram(op, t1.inputs, t2.inputs, b1, b2)
+            identity = t1.delta is None and t1.rows is None
+            if identity:
+                if full:
+                    out.diagonal(dim1=1, dim2=3).add_(scale.unsqueeze(-1))
+                else:
+                    out.add_(scale)
+            elif full:
+                g = _delta(t1, b1).reshape(b1 * k, -1) @ _delta(t2, b2).reshape(b2 * k, -1).t()
+                out.add_(g.view(b1, k, b2, k).mul_(scale[:, None, :, None]))
+            elif t1.delta is None:
+                # trace of a rows-times-gate Gram: sum_j (sum_k rows_kj^2) gate1_j gate2_j
+                weights = (t1.rows * t1.rows).sum(0)
+                # (gates are None for both chunks or for neither: it depends on the layers only)
+                g = weights.sum() if t1.gate is None else (t1.gate * weights) @ t2.gate.t()
+                out.add_(g * scale / k)
+            else:
+                g = t1.delta.reshape(b1, -1) @ t2.delta.reshape(b2, -1).t()
+                out.add_(g.mul_(scale).div_(k))
+        return out.permute(0, 2, 1, 3) if full else out
+
+
+def _delta(term: LayerTerm, batch: int) -> Tensor:
+    if term.delta is not None:
+        return term.delta
+    if term.gate is None:
+        return term.rows.unsqueeze(0).expand(batch, -1, -1)
+    return term.rows.unsqueeze(0) * term.gate.unsqueeze(1)
+
+
+def _input_gram(op: DenseOp, a1: Tensor | None, a2: Tensor | None, b1: int, b2: int) -> Tensor:
+    """c^2 a(x) . a(x') + s^2 over the layer's trainable parameters, (B1, B2)."""
+    dtype, device = op.matrix.dtype, op.matrix.device
+    if op.weight_scale2 is not None:
+        gram = (a1 @ a2.t()).mul_(op.weight_scale2)
+        return gram.add_(op.bias_scale2) if op.bias_scale2 is not None else gram
+    return torch.full((b1, b2), op.bias_scale2, dtype=dtype, device=device)

@@ -1,0 +1,154 @@
+"""`kernel_matrix`: an N1 x N2 NTK or NNGP matrix computed tile by tile into an on-disk store,
+resumable after any interruption and runnable on a Dask cluster."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._inputs import as_pair
+from .manifest import KINDS, build_manifest
+from .matrix import KernelMatrix
+from .progress import RunSummary, TileProgress
+from .store import KernelStore
+from .tiles import TileGrid, compute_tile
+
+DEFAULT_STORE_TILE = 4096
+"""Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
+fsync, a task) are negligible and small enough that a few tiles fit in memory at once."""
+
+STALL_ENV = "TORCHNTK_SCALE_STALL_BEFORE_RECORD"
+"""Test hook: when set to k, the run stops (sleeps) after writing its k-th tile to disk and
+before recording it complete, so tests can kill -9 the process at the worst instant."""
+
+
+def _stall_if_asked(count: int, i: int, j: int) -> None:
+    target = os.environ.get(STALL_ENV)
+    if target is not None and count == int(target):
+        print(f"torchntk.scale: test hook {STALL_ENV}={target}: stalled before recording tile ({i}, {j})",
+              file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+class _Recorder:
+    """Marks tiles complete (after their data is durable) and advances the progress bar."""
+
+    def __init__(self, store: KernelStore, progress: TileProgress) -> None:
+        self.store = store
+        self.progress = progress
+        self.count = 0
+
+    def __call__(self, i: int, j: int) -> None:
+        self.count += 1
+        _stall_if_asked(self.count, i, j)
+        self.store.mark_done(i, j)
+        self.progress.advance(self.store.grid.entries(i, j))
+
+
+def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore, todo: list[tuple[int, int]],
+                    record: _Recorder) -> None:
+    """Compute tiles here; one background thread writes and records the previous tile while the
+    next one is computed, so at most two tiles are in flight (and in memory)."""
+    arrays = tuple(store.manifest["arrays"])
+    pending: deque[Future] = deque()
+
+    def write(i: int, j: int, blocks: dict) -> None:
+        store.write_tile(i, j, blocks)
+        record(i, j)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchntk-tile-writer") as writer:
+        try:
+            for i, j in todo:
+                blocks = compute_tile(spec, x1, x2, arrays, store.grid, i, j)
+                while pending:
+                    pending.popleft().result()
+                pending.append(writer.submit(write, i, j, blocks))
+        finally:
+            # Let the write in flight finish and be recorded, even on Ctrl-C, so it is not lost.
+            while pending:
+                pending.popleft().result()
+
+
+def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
+                  tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
+                  progress: bool = True) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
+    """The infinite-width kernel matrix of ``spec`` on (x, x2), computed tile by tile into an
+    on-disk zarr store; resumable, and distributable over a Dask cluster.
+
+    Each (tile, tile) block is Theta(L)(x_I, x_J) (kind="ntk", Theorem 1) or Sigma(L)(x_I, x_J)
+    (kind="nngp", Proposition 1), exactly as ``spec.kernels`` computes it; for x2 None only the
+    tiles on and above the diagonal are computed and the matrix is read back symmetric.
+    Temporary memory is a few tiles (about 5 * tile^2 numbers plus the inputs), whatever N.
+
+    Resuming: call again with the same arguments after any interruption (Ctrl-C, kill -9, power
+    loss) and only tiles not yet recorded complete are computed. The store records the network
+    description, kind, dtype, tile and sha256 fingerprints of x and x2; a call with anything
+    different is refused with ValueError (never mixed). See `torchntk.scale.store` for the
+    crash-safety protocol.
+
+    Args:
+        spec: a network description (`torchntk.mlp`, `torchntk.serial`).
+        x: inputs of shape (N1, d), torch tensor (any device) or numpy array.
+        x2: inputs of shape (N2, d), or None for x against itself.
+        kind: "ntk", "nngp", or "both" (two arrays; returns (nngp, ntk) like spec.kernels).
+        store: directory of the zarr store, e.g. "K.zarr" (created if absent, resumed if present).
+        tile: side of the stored tiles (zarr chunks). A resumed store must use the same tile.
+        dtype: torch.float32 (default; half the disk) or torch.float64: both the precision of
+            the computation and of the stored numbers.
+        client: a ``dask.distributed.Client`` or a scheduler address: tiles are computed by its
+            workers, which write them straight into the store (the store directory must be on a
+            filesystem shared by the workers and this process). None computes here.
+        progress: show a progress bar (entries/s, time left) and a summary on stderr.
+
+    Returns:
+        A `KernelMatrix` (array-like, shape (N1, N2)), or (nngp, ntk) for kind="both". Each
+        carries ``summary``: tiles computed and skipped, seconds, entries/s.
+
+    Example:
+        >>> K = torchntk.kernel_matrix(torchntk.mlp(4), x, store="K.zarr")   # doctest: +SKIP
+        >>> K[:100, :100], np.asarray(K)                                      # doctest: +SKIP
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}.")
+    if store is None:
+        raise ValueError("kernel_matrix needs store=: a directory path for the on-disk matrix, e.g. "
+                         "store='K.zarr' (it is created if absent and resumed if present).")
+    if not isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"store must be a directory path (str or os.PathLike), got {type(store).__name__}.")
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be a positive integer (e.g. 4096), got {tile!r}.")
+    if not hasattr(spec, "layers") or not hasattr(spec, "kernels"):
+        raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
+                        f"{type(spec).__name__}.")
+    x1, t2, _ = as_pair(x, x2, dtype)
+    manifest = build_manifest(spec, x1, t2, kind, tile, dtype)
+    kernel_store = KernelStore.create_or_resume(store, manifest)
+    grid: TileGrid = kernel_store.grid
+    with kernel_store.lock():
+        kernel_store.remove_leftovers()
+        done = kernel_store.done()
+        schedule = grid.tiles()
+        todo = [t for t in schedule if t not in done]
+        start = time.perf_counter()
+        with TileProgress(len(schedule), len(schedule) - len(todo), f"{kind} tiles", progress) as bar:
+            record = _Recorder(kernel_store, bar)
+            if todo and client is not None:
+                from .distributed import run_on_dask
+
+                run_on_dask(client, spec, x1, t2, kernel_store, todo, record)
+            elif todo:
+                _run_in_process(spec, x1, t2, kernel_store, todo, record)
+        summary = RunSummary(tiles=len(schedule), computed=record.count, skipped=len(schedule) - len(todo),
+                             seconds=time.perf_counter() - start,
+                             entries=sum(grid.entries(i, j) for i, j in todo), features=x1.shape[1])
+        bar.report(summary, str(kernel_store.path))
+    views = tuple(KernelMatrix(kernel_store, name, summary) for name in manifest["arrays"])
+    return views[0] if len(views) == 1 else views

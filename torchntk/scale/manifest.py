@@ -1,0 +1,126 @@
+"""What a kernel store holds, written down so a resumed run can prove it computes the same thing.
+
+The manifest is a small JSON-able dict: the network description (each Dense layer's scales and
+each activation's name and parameters), the kernel kind(s), the storage dtype, the tile side,
+the matrix shape, and sha256 fingerprints of the inputs x and x2 (their bytes in the compute
+dtype). A second run on the same store compares its own manifest with the stored one and
+refuses to mix anything that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..activations import QUADRATURE, Activation, PiecewiseLinear
+from ..layers import Dense
+
+FORMAT = "torchntk-kernel-store/1"
+"""Version of the on-disk layout; bumped when the layout changes incompatibly."""
+
+KINDS = {"ntk": ("ntk",), "nngp": ("nngp",), "both": ("nngp", "ntk")}
+"""The arrays each ``kind`` argument stores (kind="both" stores two, as spec.kernels returns)."""
+
+
+def _scalar(value: float | Tensor) -> float:
+    return float(value.detach().item()) if isinstance(value, Tensor) else float(value)
+
+
+def _callable_name(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def describe_activation(act: Activation) -> dict[str, Any]:
+    """A JSON-able description of an activation, precise enough to tell two apart.
+
+    Built-in activations are described by class and parameters. A user's callable can only be
+    named (module.qualname): editing its code under the same name goes unnoticed, so a warning
+    says so.
+    """
+    cls = type(act)
+    out: dict[str, Any] = {"layer": "activation", "name": act.name, "class": f"{cls.__module__}.{cls.__qualname__}"}
+    if isinstance(act, PiecewiseLinear):
+        out["a"], out["b"] = act.a, act.b
+        return out
+    builtin = cls.__module__.startswith("torchntk.")
+    if cls is Activation:  # generic quadrature path: the callable is the activation
+        out["nodes"] = act.nodes
+        out["fn"] = _callable_name(act.fn)
+        builtin = QUADRATURE.get(act.name) is act.fn and act.derivative is None
+        if act.derivative is not None:
+            out["derivative"] = _callable_name(act.derivative)
+    if not builtin:
+        warnings.warn(f"activation {act.name!r} is user code: the kernel store records only its name "
+                      f"({out.get('fn', out['class'])}), so a resumed run cannot detect that its code "
+                      "changed. Use a new store path whenever you change it.", UserWarning, stacklevel=4)
+    return out
+
+
+def describe_spec(spec: Any) -> list[dict[str, Any]]:
+    """The network description as a list of JSON-able layer records, in order."""
+    layers = []
+    for layer in spec.layers:
+        if isinstance(layer, Dense):
+            layers.append({"layer": "dense", "bias_std": _scalar(layer.bias_std),
+                           "weight_std": _scalar(layer.weight_std)})
+        elif isinstance(layer, Activation):
+            layers.append(describe_activation(layer))
+        else:
+            raise TypeError(f"cannot describe layer {layer!r} for a kernel store: only Dense layers and "
+                            "Activations are supported.")
+    return layers
+
+
+def fingerprint(x: Tensor) -> str:
+    """sha256 of the shape, dtype and bytes of ``x`` (as laid out in row-major order on the CPU)."""
+    digest = hashlib.sha256()
+    digest.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
+    digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def build_manifest(spec: Any, x1: Tensor, x2: Tensor | None, kind: str, tile: int,
+                   dtype: torch.dtype) -> dict[str, Any]:
+    """The manifest a run with these arguments writes (or must find) in its store."""
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "arrays": list(KINDS[kind]),
+        "spec": describe_spec(spec),
+        "dtype": dtype_name(dtype),
+        "tile": tile,
+        "shape": [x1.shape[0], n2],
+        "symmetric": x2 is None,
+        "x": fingerprint(x1),
+        "x2": None if x2 is None else fingerprint(x2),
+    }
+
+
+_WHAT = {
+    "format": "the store layout version", "kind": "the kernel kind", "arrays": "the stored arrays",
+    "spec": "the network description", "dtype": "the dtype", "tile": "the tile size",
+    "shape": "the matrix shape", "symmetric": "whether x2 is None", "x": "the data x (sha256)",
+    "x2": "the data x2 (sha256)",
+}
+
+
+def check_same(stored: dict[str, Any], wanted: dict[str, Any], path: str) -> None:
+    """Raise ValueError naming every field where a store's manifest differs from this run's."""
+    diffs = [f"{_WHAT.get(key, key)}: store has {stored.get(key)!r}, this call has {wanted.get(key)!r}"
+             for key in _WHAT if stored.get(key) != wanted.get(key)]
+    if diffs:
+        raise ValueError(f"the kernel store {path!r} was made by a different computation, so it cannot be "
+                         "resumed or reused (its tiles would be mixed with different ones):\n  - "
+                         + "\n  - ".join(diffs)
+                         + "\nUse another store path, or delete this one to start over.")

@@ -1,0 +1,84 @@
+"""Tile scheduling: which (tile, tile) blocks make up an N1 x N2 kernel, and computing one.
+
+Tile (i, j) covers rows [i * tile, min((i + 1) * tile, N1)) and the same for columns. For x1
+against itself (x2 None) the matrix is symmetric and only tiles with i <= j are computed; tile
+(j, i) is the transpose of tile (i, j). Each tile is computed from its row and column blocks
+alone, so tiles are independent jobs in any order and on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+INNER_TILE = 256
+"""Block side used inside one stored tile (the cache-sized block of torchntk.tiling)."""
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles of an (n1, n2) matrix with square tiles of side ``tile``."""
+
+    n1: int
+    n2: int
+    tile: int
+    symmetric: bool
+
+    @property
+    def rows(self) -> int:
+        return -(-self.n1 // self.tile)
+
+    @property
+    def cols(self) -> int:
+        return -(-self.n2 // self.tile)
+
+    def row_range(self, i: int) -> tuple[int, int]:
+        return i * self.tile, min((i + 1) * self.tile, self.n1)
+
+    def col_range(self, j: int) -> tuple[int, int]:
+        return j * self.tile, min((j + 1) * self.tile, self.n2)
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """Every tile to compute, row by row (upper triangle only when symmetric)."""
+        return [(i, j) for i in range(self.rows) for j in range(i if self.symmetric else 0, self.cols)]
+
+    def entries(self, i: int, j: int) -> int:
+        (r0, r1), (c0, c1) = self.row_range(i), self.col_range(j)
+        return (r1 - r0) * (c1 - c0)
+
+    def stored(self, i: int, j: int) -> tuple[int, int, bool]:
+        """(i', j', transposed): where tile (i, j) is stored; lower tiles of a symmetric matrix
+        are the transposes of upper ones."""
+        if self.symmetric and i > j:
+            return j, i, True
+        return i, j, False
+
+
+def compute_tile(spec: Any, x1: Tensor, x2: Tensor | None, arrays: tuple[str, ...], grid: TileGrid,
+                 i: int, j: int) -> dict[str, np.ndarray]:
+    """The tile (i, j) of each kernel in ``arrays`` ("nngp", "ntk"), as numpy arrays on the CPU.
+
+    A diagonal tile of a symmetric matrix is computed as its row block against itself, so it is
+    exactly symmetric with exact variances on its diagonal, as in ``spec.kernels(x)``.
+    """
+    r0, r1 = grid.row_range(i)
+    c0, c1 = grid.col_range(j)
+    rows = x1[r0:r1]
+    if grid.symmetric:
+        cols = None if i == j else x1[c0:c1]
+    else:
+        cols = x2[c0:c1]
+    options = {"dtype": x1.dtype, "tile": INNER_TILE}
+    with torch.no_grad():
+        if arrays == ("ntk",):
+            blocks = {"ntk": spec.ntk(rows, cols, **options)}
+        elif arrays == ("nngp",):
+            blocks = {"nngp": spec.nngp(rows, cols, **options)}
+        else:
+            nngp, ntk = spec.kernels(rows, cols, **options)
+            blocks = {"nngp": nngp, "ntk": ntk}
+    return {name: block.cpu().numpy() for name, block in blocks.items()}

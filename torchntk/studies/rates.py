@@ -1,0 +1,124 @@
+"""Convergence rates: least-squares slopes on log-log axes, with their uncertainty.
+
+A statement "distance = O(n^-1/2)" is tested by measuring the distance for several widths n
+and several seeds, then fitting
+
+    log d_{n,s} = a + b log n + e_{n,s}
+
+by ordinary least squares over every (width, seed) pair. The slope's standard error comes from
+the residuals, se(b) = sqrt(RSS / (m - 2) / sum_j (log n_j - mean)^2) over the m points, and
+the two-sided interval b +- t_{m-2, (1+c)/2} se(b) has confidence c (Student's t, so it stays
+honest with few points). The seeds' scatter is what the residuals see, so more seeds give a
+narrower interval.
+
+The verdict on a predicted slope b0 < 0 (a quantity that vanishes as n grows) is
+
+    "borne out"       the interval contains b0 and lies below 0;
+    "inconclusive"    the interval contains both b0 and 0 (too noisy to tell);
+    "not borne out"   the interval excludes b0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT = "borne out", "inconclusive", "not borne out"
+
+
+@dataclass(frozen=True)
+class SlopeFit:
+    """A fitted log-log slope and its uncertainty.
+
+    Attributes:
+        slope, intercept: b and a in log d = a + b log n (natural logarithms).
+        stderr: the standard error of b from the residuals.
+        low, high: the interval b +- t se(b) of the stated confidence.
+        confidence: e.g. 0.95.
+        predicted: the theory's slope b0.
+        points: m, the number of (width, seed) measurements fitted.
+    """
+
+    slope: float
+    intercept: float
+    stderr: float
+    low: float
+    high: float
+    confidence: float
+    predicted: float
+    points: int
+
+    @property
+    def verdict(self) -> str:
+        """"borne out", "inconclusive" or "not borne out" (rule in the module docstring)."""
+        if not self.low <= self.predicted <= self.high:
+            return NOT_BORNE_OUT
+        if self.predicted < 0 <= self.high or self.predicted > 0 >= self.low:
+            return INCONCLUSIVE
+        return BORNE_OUT
+
+    @property
+    def criterion(self) -> str:
+        pct = f"{100 * self.confidence:g}%"
+        return (f"the {pct} interval of the fitted slope contains {self.predicted:g} and excludes 0 "
+                f"(least squares on log-log, {self.points} points, Student's t)")
+
+    def describe(self) -> str:
+        """"-0.49 +- 0.03 (95%: [-0.55, -0.43])"."""
+        return (f"{self.slope:.3f} ± {self.stderr:.3f} "
+                f"({100 * self.confidence:g}%: [{self.low:.3f}, {self.high:.3f}])")
+
+    def line(self, widths: np.ndarray) -> np.ndarray:
+        """The fitted power law exp(a) n^b at ``widths``."""
+        return np.exp(self.intercept) * np.asarray(widths, dtype=np.float64) ** self.slope
+
+    def as_dict(self) -> dict:
+        return {"slope": self.slope, "stderr": self.stderr, "intercept": self.intercept, "low": self.low,
+                "high": self.high, "confidence": self.confidence, "predicted": self.predicted,
+                "points": self.points, "verdict": self.verdict}
+
+
+def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confidence: float = 0.95) -> SlopeFit:
+    """Fit log(values) = a + b log(widths) by least squares, with a t-interval on b.
+
+    Args:
+        widths: shape (W,), positive, at least two distinct.
+        values: shape (W, S), one measurement per width and seed, all positive and finite.
+        predicted: the slope the theory predicts (e.g. -0.5).
+        confidence: the interval's confidence level in (0, 1).
+
+    Returns:
+        A `SlopeFit`.
+    """
+    from scipy import stats
+
+    widths = np.asarray(widths, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[0] != widths.shape[0]:
+        raise ValueError(f"values must have shape (W, S) with W = len(widths) = {widths.shape[0]}; "
+                         f"got shape {values.shape}.")
+    if not (np.all(widths > 0) and np.all(np.isfinite(widths))):
+        raise ValueError(f"widths must be positive and finite, got {widths.tolist()}.")
+    if np.unique(widths).size < 2:
+        raise ValueError("a slope needs at least two distinct widths.")
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        raise ValueError("every measured value must be positive and finite to take its logarithm; got "
+                         f"min {np.nanmin(values):.3g}, NaN/inf present: {not np.all(np.isfinite(values))}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
+    log_n = np.repeat(np.log(widths), values.shape[1])
+    log_d = np.log(values).reshape(-1)
+    m = log_n.size
+    if m < 3:
+        raise ValueError(f"a slope with an uncertainty needs at least 3 measurements, got {m}.")
+    centred = log_n - log_n.mean()
+    sxx = float(centred @ centred)
+    slope = float(centred @ (log_d - log_d.mean()) / sxx)
+    intercept = float(log_d.mean() - slope * log_n.mean())
+    residuals = log_d - intercept - slope * log_n
+    stderr = float(np.sqrt(residuals @ residuals / (m - 2) / sxx))
+    half = float(stats.t.ppf(0.5 + confidence / 2, m - 2)) * stderr
+    return SlopeFit(slope, intercept, stderr, slope - half, slope + half, confidence, float(predicted), m)
