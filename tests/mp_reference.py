@@ -120,19 +120,19 @@ def expectations(name, v1, v2, c, slope=None):
 
 
 def kernels(name, x1, x2, depth, bias_std, weight_std=1.0):
-    """(Sigma(L)(x1, x2), Theta(L)(x1, x2)) by the paper's recursion with the expectations above.
-
-    x1, x2: sequences of floats (one input each).
-    """
+    """[(Sigma(l)(x1, x2), Theta(l)(x1, x2)) for l = 1..depth] by the paper's recursion with the
+    expectations above. x1, x2: sequences of floats (one input each)."""
     w2, b2 = mp.mpf(weight_std) ** 2, mp.mpf(bias_std) ** 2
     n0 = len(x1)
     dot = lambda a, b: mp.fsum(mp.mpf(p) * mp.mpf(q) for p, q in zip(a, b)) / n0  # noqa: E731
     s11, s22, s12 = w2 * dot(x1, x1) + b2, w2 * dot(x2, x2) + b2, w2 * dot(x1, x2) + b2
     theta = s12
+    out = [(s12, theta)]
     for _ in range(depth - 1):
         e12, d12 = expectations(name, s11, s22, s12)
         e11, _ = expectations(name, s11, s11, s11)
-        e22, _ = expectations(name, s22, s22, s22)
+        e22 = e11 if s22 == s11 else expectations(name, s22, s22, s22)[0]
         s11, s22, s12 = w2 * e11 + b2, w2 * e22 + b2, w2 * e12 + b2
         theta = theta * w2 * d12 + s12
-    return s12, theta
+        out.append((s12, theta))
+    return out

@@ -105,11 +105,11 @@ def test_conformance(activation):
 
 @pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "tanh"])
 def test_tiling_does_not_change_the_result(activation):
-    spec = tn.mlp(4, activation, bias_std=0.1)
-    x, z = _inputs(23, 3, 7), _inputs(17, 3, 8)
+    spec = tn.mlp(3, activation, bias_std=0.1)
+    x, z = _inputs(13, 3, 7), _inputs(9, 3, 8)
     for x2 in (None, z):
         ref = spec.kernels(x, x2, tile=1000)
-        for tile in (1, 5, 8):
+        for tile in (4, 5):
             got = spec.kernels(x, x2, tile=tile)
             for a, b in zip(got, ref):
                 # Tiles change only which rows share a GEMM call: float64 round-off.

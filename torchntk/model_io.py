@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -162,6 +163,7 @@ class KernelModel:
         from .dynamics import GradientFlow
 
         flow = GradientFlow(train, torch.from_numpy((y - y_mean) / y_scale), nngp_train=nngp, ridge=settings.ridge)
+        flow.predict(settings.time, cov=None)  # O(N^2): a singular t = inf limit fails here, not at predict time
         arrays = {"x_train": x, "y_train": y, "x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean,
                   "y_scale": y_scale, "eigenvalues": flow.eigenvalues.cpu().numpy(),
                   "eigenvectors": flow.eigenvectors.cpu().numpy(), "nngp_train": nngp.cpu().numpy()}
@@ -266,11 +268,14 @@ def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [name for name in _ARRAY_NAMES if name not in archive.files]
-            if missing:
-                raise ValueError(f"{path} lacks array(s) {missing}; it was not written by torchntk.")
-            arrays = {name: archive[name] for name in _ARRAY_NAMES}
-    except (OSError, EOFError) as exc:
+            arrays = {name: archive[name] for name in _ARRAY_NAMES if name not in missing}
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path} is not a readable .npz file ({exc}).") from None
+    except ValueError as exc:  # object arrays: numpy refuses them without pickle
+        raise ValueError(f"{path} holds arrays that cannot be read without pickle ({exc}); "
+                         "it was not written by torchntk.") from None
+    if missing:
+        raise ValueError(f"{path} lacks array(s) {missing}; it was not written by torchntk.")
     n = arrays["eigenvalues"].shape[0] if arrays["eigenvalues"].ndim == 1 else -1
     expected = {"x_train": (n, d), "y_train": (n, k), "x_mean": (d,), "x_scale": (d,), "y_mean": (k,),
                 "y_scale": (k,), "eigenvalues": (n,), "eigenvectors": (n, n), "nngp_train": (n, n)}

@@ -100,12 +100,15 @@ def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, step
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0; got {lr!r}.")
     wanted = _check_record(RECORDABLE if record is None else record, ntk_outputs)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    first = next((p for p in model.parameters() if p.requires_grad), None)
+    if first is None:
         raise ValueError("the model has no trainable parameters (requires_grad=True); nothing to train.")
-    dtype, device = params[0].dtype, params[0].device
+    dtype, device = first.dtype, first.device
     x = _as_inputs(x_train, "x_train", dtype, device)
     xs = None if x_test is None else _as_inputs(x_test, "x_test", dtype, device)
+    with torch.no_grad():
+        model(x[:1])  # draws lazily-sized layers before their weights are recorded
+    params = [p for p in model.parameters() if p.requires_grad]
     cost = get_loss(loss)
     y = prepare_targets(loss, y_train, x.shape[0], dtype, device)
     hidden = "activations" in wanted and _has_hidden(model)

@@ -14,6 +14,7 @@ import csv
 import functools
 import io
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -126,7 +127,7 @@ def write_predictions(output: Path | None, mean: np.ndarray, std: np.ndarray, ta
     line = io.StringIO()
     csv.writer(line, lineterminator="").writerow(header)  # quotes names that hold commas
     if output is None:
-        np.savetxt(click.get_text_stream("stdout"), table, delimiter=",", header=line.getvalue(), comments="",
+        np.savetxt(sys.stdout, table, delimiter=",", header=line.getvalue(), comments="",
                    fmt="%.12g")
     else:
         np.savetxt(output, table, delimiter=",", header=line.getvalue(), comments="", fmt="%.12g")

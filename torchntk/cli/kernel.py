@@ -61,10 +61,12 @@ def user_errors(command: Callable) -> Callable:
 
 
 def make_progress(quiet: bool) -> Progress:
-    """A progress display on stderr (stdout may carry results); silent with ``quiet``."""
+    """A progress display on stderr (stdout may carry results); shown only on a terminal, and
+    never with ``quiet``."""
+    console = Console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                    transient=True, disable=quiet)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=quiet or not console.is_terminal)
 
 
 def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,

@@ -138,8 +138,16 @@ def _as_input(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Te
 def _output_count(model: nn.Module, x: Tensor) -> int:
     """k from a forward on two inputs, checking that outputs are (N, k) (also builds lazy layers)."""
     probe = x[:2]
-    with torch.no_grad():
-        y = model(probe)
+    try:
+        with torch.no_grad():
+            y = model(probe)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:  # e.g. a shape mismatch inside the model
+        hint = " (x1 is 1-D: give one row per input, e.g. x.reshape(-1, 1) or x.reshape(1, -1))" \
+            if x.dim() == 1 else ""
+        raise ValueError(f"the model failed on the first inputs, of shape {tuple(probe.shape)}{hint}: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(y, Tensor):
         raise ValueError(f"the model must return one tensor of shape (N, k); it returned {type(y).__name__} "
                          "(wrap it in a module that returns the output you want).")

@@ -41,19 +41,32 @@ ELEMENTWISE_MODULES = (
 
 @dataclass(frozen=True)
 class DenseOp:
-    """z = a M^T + bias, with M the effective weight (c W) and bias the effective bias (s b).
+    """z = c a W^T + s b: d z / d W_ij = c delta_i a_j and d z / d b_i = s delta_i.
 
-    weight_scale2 = c^2 (None if W is frozen), bias_scale2 = s^2 (None if b is frozen or absent).
+    ``weight``, ``bias`` are the raw parameters (bias None if absent); ``train_weight`` and
+    ``train_bias`` say which ones count in the kernel (requires_grad).
     """
 
-    matrix: Tensor
+    weight: Tensor
     bias: Tensor | None
-    weight_scale2: float | None
-    bias_scale2: float | None
+    c: float
+    s: float
+    train_weight: bool
+    train_bias: bool
 
     @property
     def trainable(self) -> bool:
-        return self.weight_scale2 is not None or self.bias_scale2 is not None
+        return self.train_weight or self.train_bias
+
+    def forward(self, a: Tensor) -> Tensor:
+        if self.bias is None:
+            return a @ self.weight.t() if self.c == 1.0 else (a @ self.weight.t()).mul_(self.c)
+        return torch.addmm(self.bias, a, self.weight.t(), beta=self.s, alpha=self.c)
+
+    def pullback(self, delta: Tensor) -> Tensor:
+        """delta (..., n_out) -> delta M, M = c W: the vector at the layer's input."""
+        out = delta @ self.weight
+        return out if self.c == 1.0 else out.mul_(self.c)
 
 
 @dataclass(frozen=True)
@@ -74,12 +87,12 @@ def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
         ops: list[DenseOp | ElementwiseOp] = []
         for index, layer in enumerate(model.dense):
             if index:
+                # sigma' by autograd through the forward itself, as training and the other
+                # methods see it (the same value at kinks and in the same dtype)
                 act = model.activations[index - 1]
-                ops.append(ElementwiseOp(act, act.grad))
-            c, s = layer.weight_scale, layer.bias_scale
-            ops.append(DenseOp(c * layer.weight.detach(), s * layer.bias.detach(),
-                               c * c if layer.weight.requires_grad else None,
-                               s * s if layer.bias.requires_grad else None))
+                ops.append(ElementwiseOp(act, lambda z, f=act: elementwise_grad(f, z)))
+            ops.append(DenseOp(layer.weight.detach(), layer.bias.detach(), layer.weight_scale, layer.bias_scale,
+                               layer.weight.requires_grad, layer.bias.requires_grad))
         return ops
     if isinstance(model, nn.Sequential):
         return [op for module in model for op in _sequential_ops(module)]
@@ -92,9 +105,8 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
         return [op for child in module for op in _sequential_ops(child)]
     if isinstance(module, nn.Linear):
         bias = module.bias
-        return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(),
-                        1.0 if module.weight.requires_grad else None,
-                        1.0 if bias is not None and bias.requires_grad else None)]
+        return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
+                        module.weight.requires_grad, bias is not None and bias.requires_grad)]
     if isinstance(module, ELEMENTWISE_MODULES):
         return [ElementwiseOp(module, lambda z, m=module: elementwise_grad(m, z))]
     if any(p.requires_grad for p in module.parameters()):
@@ -133,7 +145,7 @@ class StructuredMethod:
         self.term_ops = [op for op in ops[self.lowest:] if isinstance(op, DenseOp)]
 
     def point_bytes(self, element_size: int) -> float:
-        widths = sum(op.matrix.shape[0] + op.matrix.shape[1] for op in self.dense)
+        widths = sum(op.weight.shape[0] + op.weight.shape[1] for op in self.dense)
         return 3.0 * self.k * widths * element_size  # deltas, inputs and matmul temporaries
 
     def features(self, x: Tensor) -> ChunkFeatures:
@@ -143,7 +155,7 @@ class StructuredMethod:
         for position, op in enumerate(self.ops):
             if isinstance(op, DenseOp):
                 inputs.append(a)
-                a = a @ op.matrix.t() if op.bias is None else torch.addmm(op.bias, a, op.matrix.t())
+                a = op.forward(a)
             else:
                 # sigma' is only needed where a trainable layer lies below
                 slopes.append(op.derivative(a) if position > self.lowest else None)
@@ -167,24 +179,23 @@ class StructuredMethod:
                     gate = d if gate is None else gate * d
                 continue
             dense_index -= 1
-            a = inputs[dense_index] if op.weight_scale2 is not None else None
+            a = inputs[dense_index] if op.train_weight else None
             terms.append(LayerTerm(a, delta, rows, gate))
             if position == self.lowest:
                 break
-            m = op.matrix
             if delta is not None:
-                delta = (delta.reshape(batch * k, -1) @ m).view(batch, k, -1)
+                delta = op.pullback(delta.reshape(batch * k, -1)).view(batch, k, -1)
             elif gate is not None:
-                delta = ((rows.unsqueeze(0) * gate.unsqueeze(1)).reshape(batch * k, -1) @ m).view(batch, k, -1)
+                delta = op.pullback((rows.unsqueeze(0) * gate.unsqueeze(1)).reshape(batch * k, -1)).view(batch, k, -1)
                 rows = gate = None
-            else:
-                rows = m if rows is None else rows @ m  # still the same for every input
+            else:  # still the same for every input
+                rows = op.weight * op.c if rows is None else op.pullback(rows)
         terms.reverse()
         return terms
 
     def block(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
         b1, b2, k = f1.batch, f2.batch, self.k
-        like = self.term_ops[0].matrix
+        like = self.term_ops[0].weight
         out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
         for op, t1, t2 in zip(self.term_ops, f1.terms, f2.terms):
             if not op.trainable:
@@ -221,8 +232,7 @@ def _delta(term: LayerTerm, batch: int) -> Tensor:
 
 def _input_gram(op: DenseOp, a1: Tensor | None, a2: Tensor | None, b1: int, b2: int) -> Tensor:
     """c^2 a(x) . a(x') + s^2 over the layer's trainable parameters, (B1, B2)."""
-    dtype, device = op.matrix.dtype, op.matrix.device
-    if op.weight_scale2 is not None:
-        gram = (a1 @ a2.t()).mul_(op.weight_scale2)
-        return gram.add_(op.bias_scale2) if op.bias_scale2 is not None else gram
-    return torch.full((b1, b2), op.bias_scale2, dtype=dtype, device=device)
+    if op.train_weight:
+        gram = (a1 @ a2.t()).mul_(op.c * op.c)
+        return gram.add_(op.s * op.s) if op.train_bias else gram
+    return torch.full((b1, b2), op.s * op.s, dtype=op.weight.dtype, device=op.weight.device)

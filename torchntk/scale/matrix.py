@@ -34,7 +34,8 @@ class KernelMatrix:
     """A kernel matrix stored tile by tile on disk, used like a read-only 2-D array.
 
     ``np.asarray(K)`` is the full (N1, N2) matrix; ``K[a:b, c:d]`` (ints, slices with steps or
-    integer arrays per axis) reads only the tiles it touches, mirroring lower-triangle tiles of
+    integer arrays per axis; two arrays select the block of their outer product, as with
+    ``np.ix_``) reads only the tiles it touches, mirroring lower-triangle tiles of
     a symmetric matrix from the stored upper ones. Reading a tile that is not complete raises
     ValueError. ``summary`` holds the figures of the run that returned this view (None when
     opened with `open_kernel_matrix`).

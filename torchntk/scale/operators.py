@@ -9,9 +9,10 @@ sums their partial results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def row_product(source: StoreTiles | SpecTiles, i: int, v: Tensor, dtype: torch.
     r0, r1 = grid.row_range(i)
     v = v.to(dtype)
     pairs = [(i, j) for j in range(i, grid.cols)]
-    for (_, j), block in zip(pairs, _tiles_ahead(source, pairs)):
+    for (_, j), block in zip(pairs, _tiles_ahead(source, pairs), strict=False):
         c0, c1 = grid.col_range(j)
         tile = torch.from_numpy(np.ascontiguousarray(block)).to(dtype)
         out[r0 - start:r1 - start] += tile @ v[c0:c1]
@@ -152,7 +153,7 @@ class TiledKernel:
             v_remote = client.scatter(v, broadcast=True, hash=False)
             futures = [client.submit(row_product, self._scattered, i, v_remote, dtype, pure=False)
                        for i in range(grid.rows)]
-            for i, part in zip(range(grid.rows), client.gather(futures)):
+            for i, part in zip(range(grid.rows), client.gather(futures), strict=False):
                 out[grid.row_range(i)[0]:] += part
         return out
 

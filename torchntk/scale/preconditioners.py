@@ -40,7 +40,7 @@ class NystromPreconditioner:
 
     Attributes:
         eigenvectors (N, r') and eigenvalues (r',): the Nystrom approximation of K, r' <= r
-        after dropping numerically zero eigenvalues.
+        after dropping eigenvalues at the round-off level (below the shift nu).
     """
 
     def __init__(self, operator: Any, rank: int, ridge: float = 0.0, seed: int = 0) -> None:
@@ -55,9 +55,11 @@ class NystromPreconditioner:
         y = operator.matmul(omega.to(sketch_dtype), dtype=sketch_dtype).to(torch.float64)
         eps = torch.finfo(sketch_dtype).eps
         nu = eps * n ** 0.5 * float(torch.linalg.matrix_norm(y, ord=2))
-        self.eigenvectors, self.eigenvalues = _nystrom_factors(omega, y, nu)
+        self.eigenvectors, self.eigenvalues, nu = _nystrom_factors(omega, y, nu)
         self.ridge = float(ridge)
-        kept = self.eigenvalues > 0
+        # Eigenvalues below the shift are round-off, not signal: keeping one would make it lam_r
+        # and shrink P^-1 along the leading directions to nothing.
+        kept = self.eigenvalues > nu
         self.eigenvectors, self.eigenvalues = self.eigenvectors[:, kept], self.eigenvalues[kept]
         if self.eigenvalues.numel():
             smallest = self.eigenvalues[-1] + self.ridge
@@ -75,8 +77,8 @@ class NystromPreconditioner:
         return r + u @ (self._scale[:, None] * (u.T @ r))
 
 
-def _nystrom_factors(omega: Tensor, y: Tensor, nu: float) -> tuple[Tensor, Tensor]:
-    """(U, lam) of the shifted Nystrom approximation, largest eigenvalue first; the shift grows
+def _nystrom_factors(omega: Tensor, y: Tensor, nu: float) -> tuple[Tensor, Tensor, float]:
+    """(U, lam, shift used) of the shifted Nystrom approximation, largest eigenvalue first; the shift grows
     tenfold until the core Omega^T Y_nu factors (round-off in a float32 sketch can make it
     indefinite)."""
     nu = max(nu, torch.finfo(torch.float64).tiny)
@@ -87,7 +89,7 @@ def _nystrom_factors(omega: Tensor, y: Tensor, nu: float) -> tuple[Tensor, Tenso
         if int(info) == 0:
             b = torch.linalg.solve_triangular(chol, y_nu.T, upper=False).T   # Y_nu C^-T
             u, s, _ = torch.linalg.svd(b, full_matrices=False)
-            return u, (s * s - nu).clamp_min(0)
+            return u, (s * s - nu).clamp_min(0), nu
         nu *= 10
     raise ValueError("the Nystrom sketch of the kernel matrix is not positive semi-definite even after "
                      "shifting: the matrix is not a valid kernel matrix (check the store for NaNs or damage).")

@@ -133,11 +133,15 @@ def null_covariance_errors(sigma: np.ndarray, samples: int, repeats: int, seed: 
 def bootstrap_ratio(a: np.ndarray, b: np.ndarray, stat, *, repeats: int = 2000, seed: int = 0,
                     confidence: float = 0.95) -> tuple[float, float, float]:
     """stat(a) / stat(b) and its percentile bootstrap interval, resampling the seeds (axis 0)
-    of a and b independently. Returns (ratio, low, high)."""
+    of a (S_a, ...) and b (S_b, ...) independently.
+
+    ``stat`` maps a batch of resamples (R, S, ...) to (R,) (it reduces axis 1 and the rest).
+    Returns (ratio, low, high).
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    ia = rng.integers(0, a.shape[0], size=(repeats, a.shape[0]))
-    ib = rng.integers(0, b.shape[0], size=(repeats, b.shape[0]))
-    ratios = np.array([stat(a[i]) / stat(b[j]) for i, j in zip(ia, ib)])
+    ratios = stat(a[rng.integers(0, a.shape[0], size=(repeats, a.shape[0]))]) / \
+        stat(b[rng.integers(0, b.shape[0], size=(repeats, b.shape[0]))])
     tail = (1 - confidence) / 2 * 100
-    return float(stat(a) / stat(b)), float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+    ratio = float(stat(a[None])[0] / stat(b[None])[0])
+    return ratio, float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))

@@ -18,6 +18,10 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17
 THEORY = "black"
 
 
+def color_of(index: int) -> str:
+    return COLORS[index % len(COLORS)]
+
+
 def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
     """(figure, axes array) without pyplot."""
     try:
@@ -52,8 +56,9 @@ def figure_ntk(angles: np.ndarray, theory: np.ndarray, curves: dict[int, dict[st
     """
     fig, axes = new_figure(11, 4.2, ncols=2)
     titles = ("at initialization (t = 0)", f"after {steps} steps, lr {lr:g} (t = {steps * lr:g})")
-    for ax, key, title in zip(axes[0], ("init", "trained"), titles):
-        for color, (width, curve) in zip(COLORS, curves.items()):
+    for ax, key, title in zip(axes[0], ("init", "trained"), titles, strict=True):
+        for i, (width, curve) in enumerate(curves.items()):
+            color = color_of(i)
             for s, row in enumerate(curve[key]):
                 ax.plot(angles, row, color=color, lw=0.8, alpha=0.55,
                         label=f"width n = {width:,} ({len(curve[key])} inits)" if s == 0 else None)
@@ -79,7 +84,8 @@ def figure_regression(angles: np.ndarray, curves: dict[int, np.ndarray], gp_mean
     """
     fig, axes = new_figure(8.5, 4.6)
     ax = axes[0, 0]
-    for color, (width, rows) in zip(COLORS, curves.items()):
+    for c, (width, rows) in enumerate(curves.items()):
+        color = color_of(c)
         for s, row in enumerate(rows):
             ax.plot(angles, row, color=color, lw=0.8, alpha=0.6,
                     label=f"width n = {width:,} ({len(rows)} inits)" if s == 0 else None)
@@ -114,7 +120,8 @@ def figure_pca(coords: np.ndarray, labels: np.ndarray | None, eigenvalues: np.nd
     ax.set_xlabel(f"f(2)(x)  (λ2 = {eigenvalues[1]:.3g})")
     ax.set_ylabel(f"f(3)(x)  (λ3 = {eigenvalues[2]:.3g})")
     ax.set_title(f"(a) {len(coords)} {data_name} digits in kernel PCs 2, 3")
-    for color, (width, trials) in zip(COLORS, runs.items()):
+    for c, (width, trials) in enumerate(runs.items()):
+        color = color_of(c)
         for i, run in enumerate(trials):
             label = f"width n = {width:,}" if i == 0 else None
             axes[0, 1].plot(times, run["h"], color=color, lw=1.2, alpha=0.85, label=label)
@@ -155,8 +162,9 @@ def figure_rates(panels: list[tuple[str, str, list[RateSeries]]], path: Path, ti
     nrows = -(-len(panels) // ncols)
     fig, axes = new_figure(5.0 * ncols, 4.0 * nrows, ncols=ncols, nrows=nrows)
     flat = axes.reshape(-1)
-    for ax, (panel_title, ylabel, series) in zip(flat, panels):
-        for color, s in zip(COLORS, series):
+    for ax, (panel_title, ylabel, series) in zip(flat, panels, strict=False):  # spare axes are hidden below
+        for c, s in enumerate(series):
+            color = color_of(c)
             widths = np.asarray(s.widths, dtype=np.float64)
             vals = np.asarray(s.values, dtype=np.float64)
             jitter = widths[:, None] * np.ones_like(vals)
@@ -181,4 +189,40 @@ def figure_rates(panels: list[tuple[str, str, list[RateSeries]]], path: Path, ti
     for ax in flat[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title)
+    return save(fig, path)
+
+
+def figure_gaussianity(widths: np.ndarray, whitened: np.ndarray, cov_error: np.ndarray, noise_95: float,
+                       path: Path) -> Path:
+    """Proposition 1: normal quantile plots of whitened outputs (narrowest and widest width) and
+    the covariance error against its Monte Carlo noise level.
+
+    whitened: (W, ...) whitened outputs per width; cov_error: (W,).
+    """
+    from scipy import stats
+
+    fig, axes = new_figure(10, 4.2, ncols=2)
+    ax = axes[0, 0]
+    for c, wi in enumerate(sorted({0, len(widths) - 1})):
+        color = color_of(c)
+        z = np.sort(np.asarray(whitened[wi]).reshape(-1))
+        probs = (np.arange(z.size) + 0.5) / z.size
+        ax.plot(stats.norm.ppf(probs), z, ".", ms=2.5, color=color, label=f"width n = {int(widths[wi]):,}")
+    lim = 4.0
+    ax.plot([-lim, lim], [-lim, lim], color=THEORY, lw=1.5, label="N(0, 1) (n = ∞)")
+    ax.set_xlabel("standard normal quantile")
+    ax.set_ylabel("whitened output quantile  z = Σ(L)^-1/2 f")
+    ax.set_title("Gaussianity of the outputs at initialization")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.plot(widths, cov_error, "o-", color=COLORS[0], label="‖Ĉ − Σ(L)‖ / ‖Σ(L)‖ measured")
+    ax.axhline(noise_95, color=THEORY, ls="--", label="95% Monte Carlo noise of exact N(0, Σ(L)) samples")
+    ax.set_xscale("log")
+    ax.set_xlabel("hidden width n")
+    ax.set_ylabel("relative covariance error")
+    ax.set_ylim(0, max(noise_95, float(np.max(cov_error))) * 1.3)
+    ax.set_title("Output covariance over initializations vs Σ(L)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save(fig, path)

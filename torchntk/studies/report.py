@@ -55,7 +55,8 @@ def write_report(sections: list[Section], out: str | Path, *, title: str, meta: 
     paths = {"html": out / "report.html", "markdown": out / "report.md", "json": out / "results.json"}
     paths["html"].write_text(_html(sections, title, meta, intro, out), encoding="utf-8")
     paths["markdown"].write_text(_markdown(sections, title, meta, intro), encoding="utf-8")
-    payload = {"title": title, "meta": jsonable(meta), "claims": [_claim_dict(s, c) for s in sections for c in s.claims],
+    payload = {"title": title, "meta": jsonable(meta),
+               "claims": [_claim_dict(s, c) for s in sections for c in s.claims],
                "sections": [s.as_dict() for s in sections]}
     paths["json"].write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     return paths

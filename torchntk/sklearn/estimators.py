@@ -1,0 +1,200 @@
+"""scikit-learn estimators for infinitely wide networks trained by gradient flow.
+
+    from torchntk.sklearn import NTKRegressor, NTKClassifier
+    reg = NTKRegressor(depth=3, kernel="ntk").fit(X, y)
+    mean, std = reg.predict(X_test, return_std=True)
+
+Both estimators predict with `torchntk.GradientFlow` (the paper's Section A.2; DESIGN.md): the
+output of a fully-connected network of infinite width, ``depth`` dense layers in the NTK
+parameterisation, trained by gradient flow on C = (1/2N) sum_i |f(x_i) - y_i|^2 for time ``time``
+(t = lr * steps; inf = to convergence), averaged over random initialisations. ``kernel="ntk"``
+trains all layers; ``kernel="nngp"`` trains only the readout, and at time = inf is then the exact
+Gaussian-process posterior with covariance Sigma(L) (no observation noise unless ``ridge``).
+
+Features are used as given: standardise them in a Pipeline (StandardScaler) as for any kernel
+method, since the kernels see x.x' / n0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import log_ndtr
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ..model_io import KernelModel, ModelSettings
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
+QUADRATURE_NODES = 64
+"""Gauss-Hermite nodes of `argmax_probabilities`; the integrand is a product of normal CDFs of
+z (width 1 in z whatever the means), so 64 nodes reach ~1e-10 (tests/test_sklearn.py)."""
+
+
+class _InfiniteNetworkEstimator(BaseEstimator):
+    """Parameters shared by `NTKRegressor` and `NTKClassifier`; see their docstrings."""
+
+    def __init__(self, kernel: str = "ntk", depth: int = 3, activation: str = "relu", bias_std: float = 0.1,
+                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10) -> None:
+        self.kernel = kernel
+        self.depth = depth
+        self.activation = activation
+        self.bias_std = bias_std
+        self.weight_std = weight_std
+        self.time = time
+        self.ridge = ridge
+
+    def _settings(self) -> ModelSettings:
+        return ModelSettings(depth=self.depth, activation=self.activation, bias_std=self.bias_std,
+                             weight_std=self.weight_std, kernel=self.kernel, time=self.time,
+                             ridge=self.ridge).check()
+
+    def _mean_std(self, X) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.model_.predict(X)
+
+
+class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
+    """Regression with an infinitely wide network trained by gradient flow (mean over initialisations).
+
+    Args:
+        kernel: "ntk" (all layers trained) or "nngp" (only the readout trained).
+        depth: number of dense layers (1 = a random affine map).
+        activation: the nonlinearity's name ("relu", "erf", "tanh", ...).
+        bias_std, weight_std: beta and sigma_w of the NTK parameterisation.
+        time: training time in the paper's units (t = lr * steps); float("inf") = converged.
+        ridge: added to the training kernel's diagonal; the tiny default (like
+            GaussianProcessRegressor's alpha) keeps t = inf defined with duplicate inputs.
+        normalize_y: centre and scale the targets before fitting (predictions are returned in
+            the original units), as GaussianProcessRegressor does.
+
+    Attributes:
+        model_: the fitted `torchntk.model_io.KernelModel` (``model_.save(dir)`` writes it as
+            plain data that ``torchntk predict`` reads).
+        n_features_in_: number of features seen in fit.
+
+    Example:
+        >>> import numpy as np
+        >>> from torchntk.sklearn import NTKRegressor
+        >>> X = np.linspace(-1, 1, 8)[:, None]
+        >>> reg = NTKRegressor(depth=2).fit(X, np.sin(3 * X[:, 0]))
+        >>> mean, std = reg.predict([[0.1]], return_std=True)
+        >>> mean.shape, std.shape
+        ((1,), (1,))
+    """
+
+    def __init__(self, kernel: str = "ntk", depth: int = 3, activation: str = "relu", bias_std: float = 0.1,
+                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10,
+                 normalize_y: bool = False) -> None:
+        super().__init__(kernel=kernel, depth=depth, activation=activation, bias_std=bias_std,
+                         weight_std=weight_std, time=time, ridge=ridge)
+        self.normalize_y = normalize_y
+
+    def fit(self, X, y) -> NTKRegressor:
+        """Fit to X of shape (n_samples, n_features) and y of shape (n_samples,) or (n_samples, n_targets)."""
+        settings = self._settings()
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
+        self._single_output = y.ndim == 1
+        self.model_ = KernelModel.fit(X, y, settings, standardize_y=bool(self.normalize_y))
+        return self
+
+    def predict(self, X, return_std: bool = False):
+        """Mean over initialisations, shape (n_samples,) or (n_samples, n_targets); with
+        ``return_std`` also the standard deviation over initialisations (same shape), which
+        does not include observation noise."""
+        mean, std = self._mean_std(X)
+        if self._single_output:
+            mean, std = mean[:, 0], std[:, 0]
+        return (mean, std) if return_std else mean
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _more_tags(self) -> dict:  # scikit-learn < 1.6
+        return {"multioutput": True}
+
+
+class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
+    """Classification by regressing centred one-hot targets with an infinitely wide network.
+
+    Each class c gets an output trained toward 1 - 1/K on its own points and -1/K elsewhere
+    (K classes; centred because the network's outputs have mean 0 at initialisation), by
+    gradient flow for time ``time`` (see `NTKRegressor` for the parameters). `predict` returns
+    the class with the largest mean output.
+
+    `predict_proba` is not a calibrated probability of the label. It is the probability, over
+    random initialisations of the infinitely wide network, that the trained network's output
+    for class c is the largest, i.e. the fraction of trained networks that would predict c: the
+    K outputs are independent Gaussians with the predicted means m_c and a common standard
+    deviation s (the limit kernel is K (x) Id, Theorem 1), so
+
+        P(c) = E_z[ prod_{j != c} Phi((m_c - m_j) / s + z) ],   z ~ N(0, 1),
+
+    computed by Gauss-Hermite quadrature. Where s = 0 (e.g. training points at t = inf with the
+    NTK) it is 1 for the top class. It orders classes as `predict` does. There is no
+    ``decision_function``: the mean outputs are ``predict_mean``.
+
+    Attributes:
+        classes_: the class labels (sorted).
+        model_: the fitted `torchntk.model_io.KernelModel` on the one-hot targets.
+    """
+
+    def fit(self, X, y) -> NTKClassifier:
+        """Fit to X of shape (n_samples, n_features) and class labels y of shape (n_samples,)."""
+        settings = self._settings()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        k = len(self.classes_)
+        targets = np.eye(k)[codes] - 1.0 / k
+        self.model_ = KernelModel.fit(X, targets, settings)
+        return self
+
+    def predict_mean(self, X, return_std: bool = False):
+        """The mean output per class, shape (n_samples, n_classes); with ``return_std`` also the
+        standard deviation over initialisations, shape (n_samples,) (the same for every class)."""
+        mean, std = self._mean_std(X)
+        return (mean, std[:, 0]) if return_std else mean
+
+    def predict(self, X) -> np.ndarray:
+        """The class with the largest mean output, shape (n_samples,)."""
+        mean = self.predict_mean(X)
+        return self.classes_[np.argmax(mean, axis=1)]
+
+    def predict_proba(self, X) -> np.ndarray:
+        """P(class c has the largest output) over initialisations, shape (n_samples, n_classes);
+        see the class docstring for what it is and is not."""
+        mean, std = self.predict_mean(X, return_std=True)
+        return argmax_probabilities(mean, std)
+
+
+def argmax_probabilities(mean: np.ndarray, std: np.ndarray, nodes: int = QUADRATURE_NODES) -> np.ndarray:
+    """P(argmax_j f_j = c) for independent f_j ~ N(mean[:, j], std^2), shape (M, K).
+
+    mean (M, K), std (M,) >= 0. P(c) = E_z prod_{j != c} Phi((m_c - m_j) / s + z) with
+    z ~ N(0, 1), by ``nodes``-point Gauss-Hermite quadrature in log space; rows with s = 0 put
+    all mass on the largest mean (shared equally by ties). Rows sum to 1.
+    """
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / math.sqrt(2 * math.pi)
+    spread = std > 0
+    s = np.where(spread, std, 1.0)[:, None]
+    probs = np.empty_like(mean)
+    for c in range(mean.shape[1]):  # classes, not data points: memory (M, K, nodes) per class
+        a = (mean[:, c:c + 1] - mean) / s  # (M, K), zero at j = c
+        log_terms = log_ndtr(a[:, :, None] + z).sum(axis=1) - log_ndtr(z)  # drop the j = c factor
+        probs[:, c] = np.exp(log_terms) @ w
+    top = mean == mean.max(axis=1, keepdims=True)
+    probs = np.where(spread[:, None], probs, top / top.sum(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)

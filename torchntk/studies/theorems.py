@@ -1,0 +1,350 @@
+"""The appendix's statements measured over a sweep of widths: Proposition 1, Theorems 1 and 2, Lemma 1.
+
+For each width n and seed s a network of the description is drawn, measured at initialization
+and trained by full-batch gradient descent (`torchntk.training.train`). The distances the
+statements say vanish are fitted as d ~ n^b on log-log axes (`rates.fit_loglog`):
+
+- Proposition 1 (outputs -> iid GP(0, Sigma(L))). Its proof's law of large numbers: the output
+  covariance given the last hidden layer, Sigma~ = sigma_w^2 a a^T / n + beta^2, is within
+  O(n^-1/2) of Sigma(L). Over many seeds: the outputs' second moment against Sigma(L) (judged
+  against the Monte Carlo noise of exact Gaussian samples of the same size), a Kolmogorov-
+  Smirnov test of the whitened outputs against N(0, 1), the outputs' excess kurtosis (exactly
+  3 Var(Sigma~(x, x)) / E[Sigma~(x, x)]^2, since f is Gaussian given the last hidden layer;
+  predicted O(1/n)), and correlation tests between two output units.
+- Theorem 1: ||Theta_emp(0) - Theta(L) (x) Id||_op on the data set, slope -1/2.
+- Theorem 2: sup_t ||Theta_emp(t) - Theta_emp(0)||_op over the recorded training steps, slope -1/2.
+- Lemma 1: sup_t ||W(l)(t) - W(l)(0)||_op / sqrt(n_l) for each layer and the hidden activations'
+  relative change, slope -1/2. The first layer's fan-in n_0 does not grow, and its weights move
+  by O(1) in operator norm (the lemma is stated for l >= 1); it is shown with predicted slope 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SweepSettings, derive_seed
+from .data import Dataset
+from .measures import (
+    conditional_nngp,
+    covariance_error,
+    kernel_movement,
+    ntk_distance,
+    null_covariance_errors,
+    op_norm,
+    whiten,
+)
+from .progress import ProgressLike, Silent
+from .rates import BORNE_OUT, NOT_BORNE_OUT, SlopeFit, fit_loglog
+from .results import Claim, Figure, Section, Table
+
+ALPHA = 0.05
+"""Significance level of the distribution tests."""
+NULL_REPEATS = 400
+"""Exact-Gaussian repeats that calibrate the covariance error's Monte Carlo noise."""
+
+
+@dataclass
+class SweepMeasurements:
+    """Raw measurements of a width sweep; arrays are indexed [width, seed, ...].
+
+    Attributes:
+        widths: (W,).
+        conditional: (W, S) ||Sigma~ - Sigma(L)||_op, the law of large numbers of Proposition 1.
+        outputs: (W, G, k, N) initial outputs of G networks per width (G >= S; the first S are
+            the trained ones).
+        variances: (W, G, N) Sigma~(x_i, x_i) of those networks.
+        ntk_init: (W, S) Theorem 1 distance.
+        ntk_move: (W, S) Theorem 2 movement (sup over recorded steps).
+        weights: (W, S, L) Lemma 1 per layer (sup over steps).
+        activations: (W, S, L - 1) relative change of each hidden layer's activations (sup).
+        final_loss: (W, S) the cost after the last step.
+        nngp, ntk: the limits Sigma(L), Theta(L) on the data, (N, N).
+    """
+
+    widths: np.ndarray
+    conditional: np.ndarray
+    outputs: np.ndarray
+    variances: np.ndarray
+    ntk_init: np.ndarray
+    ntk_move: np.ndarray
+    weights: np.ndarray
+    activations: np.ndarray
+    final_loss: np.ndarray
+    nngp: np.ndarray
+    ntk: np.ndarray
+
+
+def measure_sweep(settings: SweepSettings, data: Dataset, seed: int, progress: ProgressLike | None = None,
+                  label: str = "width sweep") -> SweepMeasurements:
+    """Draw, measure and train the sweep's networks (see the module docstring)."""
+    from ..training import train
+
+    net_settings = settings.network
+    if net_settings.depth < 2:
+        raise ValueError("the width sweep needs depth >= 2: a depth-1 network is a random affine map with no "
+                         "hidden width, whose NTK equals its limit exactly.")
+    if settings.gaussian_seeds < settings.seeds:
+        raise ValueError(f"gaussian_seeds ({settings.gaussian_seeds}) must be at least seeds ({settings.seeds}).")
+    progress = progress or Silent()
+    spec = net_settings.spec()
+    x = torch.as_tensor(data.x, dtype=torch.float32)
+    k = settings.out_features
+    y = torch.as_tensor(np.repeat(data.y[:, :1], k, axis=1), dtype=torch.float32)
+    nngp, ntk = (t.numpy() for t in spec.kernels(torch.as_tensor(data.x, dtype=torch.float64)))
+    widths = np.asarray(settings.widths, dtype=np.int64)
+    w_count, s_count, g_count, depth = len(widths), settings.seeds, settings.gaussian_seeds, net_settings.depth
+    n = data.x.shape[0]
+    m = SweepMeasurements(widths, np.zeros((w_count, s_count)), np.zeros((w_count, g_count, k, n)),
+                          np.zeros((w_count, g_count, n)), np.zeros((w_count, s_count)), np.zeros((w_count, s_count)),
+                          np.zeros((w_count, s_count, depth)), np.zeros((w_count, s_count, depth - 1)),
+                          np.zeros((w_count, s_count)), nngp, ntk)
+    task = progress.task(label, int(w_count * (g_count + 4 * s_count)))
+    for wi, width in enumerate(widths.tolist()):
+        for gi in range(g_count):
+            net = spec.network(width=width, out_features=k, seed=derive_seed(seed, "sweep", width, gi),
+                               in_features=data.x.shape[1])
+            with torch.no_grad():
+                f, hidden = net(x, return_hidden=True)
+            m.outputs[wi, gi] = f.T.double().numpy()
+            sigma_tilde = conditional_nngp(hidden["activations"][-1], net_settings.weight_std, net_settings.bias_std)
+            m.variances[wi, gi] = sigma_tilde.diagonal().numpy()
+            task.advance()
+            if gi >= s_count:
+                continue
+            m.conditional[wi, gi] = op_norm(sigma_tilde.numpy() - nngp)
+            run = train(net, x, y, lr=settings.lr, steps=settings.steps, record_every=settings.record_every,
+                        record=("ntk", "weights", "activations"), ntk_outputs="full")
+            m.ntk_init[wi, gi] = ntk_distance(run.ntk[0], ntk)
+            m.ntk_move[wi, gi] = max(kernel_movement(r, run.ntk[0]) for r in run.ntk[1:])
+            m.weights[wi, gi] = run.weight_change.max(axis=0)
+            m.activations[wi, gi] = run.activation_change.max(axis=0)
+            m.final_loss[wi, gi] = run.loss[-1]
+            task.advance(4)
+    return m
+
+
+# -- analysis: fits, tests, verdicts -------------------------------------------------------
+
+def _fit(m: SweepMeasurements, values: np.ndarray, predicted: float, confidence: float) -> SlopeFit:
+    return fit_loglog(m.widths, values, predicted, confidence)
+
+
+def _slope_claim(statement: str, fit: SlopeFit) -> Claim:
+    return Claim(statement, fit.describe(), f"slope {fit.predicted:g}", fit.criterion, fit.verdict)
+
+
+def _rate_rows(m: SweepMeasurements, series: list[tuple[str, np.ndarray]]) -> list[list]:
+    rows = []
+    for wi, width in enumerate(m.widths.tolist()):
+        row: list = [int(width)]
+        for _, values in series:
+            row += [float(values[wi].mean()), float(values[wi].std(ddof=1)) if values.shape[1] > 1 else 0.0]
+        rows.append(row)
+    return rows
+
+
+def _rate_columns(series: list[tuple[str, np.ndarray]]) -> list[str]:
+    columns = ["width n"]
+    for name, _ in series:
+        columns += [f"{name}: mean", "sd over seeds"]
+    return columns
+
+
+def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, seed: int, out: Path,
+                  prefix: str = "") -> list[Section]:
+    """Turn the measurements into report sections with claims, tables and figures in ``out``."""
+    from scipy import stats
+
+    from .plots import RateSeries, figure_gaussianity, figure_rates
+
+    conf = settings.confidence
+    net = settings.network
+    depth = net.depth
+    common = {"network": net.describe(), "widths": ", ".join(f"{w:,}" for w in m.widths.tolist()),
+              "seeds per width (trained)": settings.seeds, "data": data.source, "points N": data.x.shape[0],
+              "outputs n_L": settings.out_features, "learning rate": settings.lr, "steps": settings.steps,
+              "time T = lr × steps": settings.lr * settings.steps, "NTK recorded every": settings.record_every,
+              "networks": "float32, NTK parameterization; limits in float64"}
+    theta_norm = op_norm(m.ntk)
+    sigma_norm = op_norm(m.nngp)
+
+    # Proposition 1 ------------------------------------------------------------------------
+    g_count, k, n = m.outputs.shape[1:]
+    cond_fit = _fit(m, m.conditional, -0.5, conf)
+    null = null_covariance_errors(m.nngp, g_count * k, NULL_REPEATS, derive_seed(seed, "null", len(m.widths)))
+    null_q = float(np.quantile(null, 0.95))
+    z = np.stack([whiten(m.outputs[wi], m.nngp) for wi in range(len(m.widths))])  # (W, G, k, N)
+    cov_err = np.array([covariance_error(m.outputs[wi].reshape(-1, n), m.nngp) for wi in range(len(m.widths))])
+    ks = [stats.kstest(z[wi].reshape(-1), "norm") for wi in range(len(m.widths))]
+    kurt_sample = np.array([stats.kurtosis(z[wi].reshape(-1)) for wi in range(len(m.widths))])
+    kurt_se = np.sqrt(24.0 / z[0].size)
+    v = m.variances
+    kurt_exact = (3 * v.var(axis=1, ddof=1) / v.mean(axis=1) ** 2).mean(axis=1)  # (W,)
+    kurt_fit = fit_loglog(m.widths, kurt_exact, -1.0, conf)
+    if k >= 2:
+        lin = [stats.pearsonr(z[wi, :, 0].reshape(-1), z[wi, :, 1].reshape(-1)) for wi in range(len(m.widths))]
+        sq = [stats.pearsonr(z[wi, :, 0].reshape(-1) ** 2, z[wi, :, 1].reshape(-1) ** 2)
+              for wi in range(len(m.widths))]
+    top = len(m.widths) - 1
+    widest = f"{m.widths[top]:,}"
+    prop_claims = [
+        _slope_claim("Proposition 1 (proof): the output covariance given the last hidden layer, Σ~ = σ_w² a aᵀ/n + β², "
+                     "tends to Σ(L) in operator norm at rate n^-1/2", cond_fit),
+        Claim(f"Proposition 1: over {g_count} initializations × {k} outputs, the outputs' covariance equals Σ(L) "
+              f"(width {widest})",
+              f"‖Ĉ − Σ‖/‖Σ‖ = {cov_err[top]:.4f}", "0 up to Monte Carlo noise",
+              f"at most the 95th percentile ({null_q:.4f}) of the same error for {g_count * k} exact N(0, Σ(L)) "
+              f"samples ({NULL_REPEATS} repeats)",
+              BORNE_OUT if cov_err[top] <= null_q else NOT_BORNE_OUT),
+        Claim(f"Proposition 1: the outputs are Gaussian (width {widest})",
+              f"KS statistic {ks[top].statistic:.4f}, p = {ks[top].pvalue:.3g}",
+              "whitened outputs Σ(L)^-1/2 f ~ N(0, I)",
+              f"Kolmogorov-Smirnov test of the {z[top].size} whitened outputs against N(0, 1) not rejected at "
+              f"level {ALPHA}", BORNE_OUT if ks[top].pvalue >= ALPHA else NOT_BORNE_OUT),
+        Claim("Proposition 1: the distance to a Gaussian vanishes; excess kurtosis 3 Var(Σ~(x,x)) / E[Σ~(x,x)]² "
+              "(exact for the finite network) falls as 1/n", kurt_fit.describe(), "slope -1", kurt_fit.criterion,
+              kurt_fit.verdict),
+    ]
+    if k >= 2:
+        ok = lin[top].pvalue >= ALPHA and sq[top].pvalue >= ALPHA
+        prop_claims.append(Claim(
+            f"Proposition 1: the output units are independent (width {widest})",
+            f"corr(z1, z2) = {lin[top].statistic:.4f} (p = {lin[top].pvalue:.3g}); "
+            f"corr(z1², z2²) = {sq[top].statistic:.4f} (p = {sq[top].pvalue:.3g})", "0 and 0",
+            f"Pearson tests of no correlation between units 1 and 2, of the whitened outputs and of their squares, "
+            f"both not rejected at level {ALPHA}", BORNE_OUT if ok else NOT_BORNE_OUT))
+    prop_rows = []
+    for wi, width in enumerate(m.widths.tolist()):
+        row = [int(width), float(m.conditional[wi].mean()), float(cov_err[wi]), null_q, float(ks[wi].statistic),
+               float(ks[wi].pvalue), float(kurt_sample[wi]), float(kurt_exact[wi])]
+        if k >= 2:
+            row += [float(lin[wi].statistic), float(lin[wi].pvalue), float(sq[wi].statistic), float(sq[wi].pvalue)]
+        prop_rows.append(row)
+    prop_columns = ["width n", "‖Σ~ − Σ‖_op (mean)", "‖Ĉ − Σ‖/‖Σ‖", "noise 95%", "KS stat", "KS p",
+                    f"sample excess kurtosis (± {kurt_se:.2f})", "exact excess kurtosis"]
+    if k >= 2:
+        prop_columns += ["corr(z1,z2)", "p", "corr(z1²,z2²)", "p "]
+    fig_gauss = out / f"{prefix}prop1_gaussian.png"
+    figure_gaussianity(m.widths, z, cov_err, null_q, fig_gauss)
+    prop = Section(
+        f"{prefix}prop1", "Proposition 1: outputs at initialization are iid Gaussian processes of covariance Σ(L)",
+        [f"{g_count} networks per width (the first {settings.seeds} are also used below), {k} output units each, "
+         f"on the {n} data points. ‖Σ(L)‖_op = {sigma_norm:.4g}. Outputs are whitened with the limit, "
+         "z = C⁻¹f where Σ(L) = CCᵀ, which makes them iid N(0, 1) in the limit; the tests are applied to z.",
+         "The finite-width output is exactly Gaussian given the last hidden layer, with covariance Σ~, so its "
+         "non-Gaussianity is the spread of Σ~ over initializations: of order 1/n, too small for a KS test on a "
+         "few thousand samples to see at moderate widths. The exact kurtosis column measures it directly."],
+        common | {"initializations per width (Gaussianity)": g_count}, prop_claims,
+        [Table("Measured per width", prop_columns, prop_rows,
+               "‖·‖_op is the top |eigenvalue| of the N×N difference divided by N; Ĉ is the second moment of the "
+               "outputs over initializations and units; 'noise 95%' is what exact Gaussian samples of the same "
+               "size give.")],
+        [Figure(fig_gauss, "Left: quantiles of the whitened outputs against N(0, 1) for the narrowest and widest "
+                           "networks (the diagonal is the limit). Right: the covariance error against the Monte "
+                           "Carlo noise level of exact Gaussian samples.")],
+        {"conditional": m.conditional, "covariance_error": cov_err, "null_95": null_q,
+         "ks_statistic": [r.statistic for r in ks], "ks_pvalue": [r.pvalue for r in ks],
+         "kurtosis_sample": kurt_sample, "kurtosis_exact": kurt_exact, "fit_conditional": cond_fit.as_dict(),
+         "fit_kurtosis": kurt_fit.as_dict()})
+
+    # Theorem 1 ----------------------------------------------------------------------------
+    t1_fit = _fit(m, m.ntk_init, -0.5, conf)
+    rel = m.ntk_init / theta_norm
+    thm1 = Section(
+        f"{prefix}theorem1", "Theorem 1: the NTK at initialization tends to Θ(L) ⊗ Id",
+        [f"Distance ‖Θ_emp(0) − Θ(L) ⊗ Id_{k}‖_op on the {n} points: the top |eigenvalue| of the "
+         f"({n}·{k})×({n}·{k}) difference Gram matrix divided by N = {n} (the paper's operator norm on a finite "
+         f"data set). ‖Θ(L)‖_op = {theta_norm:.4g}. Predicted: O(n^-1/2)."],
+        common, [_slope_claim("Theorem 1: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op → 0 at rate n^-1/2", t1_fit)],
+        [Table("Measured per width", _rate_columns([("distance", m.ntk_init), ("relative to ‖Θ(L)‖", rel)]),
+               _rate_rows(m, [("distance", m.ntk_init), ("relative", rel)]))],
+        [], {"distance": m.ntk_init, "fit": t1_fit.as_dict(), "theta_op_norm": theta_norm})
+
+    # Theorem 2 ----------------------------------------------------------------------------
+    t2_fit = _fit(m, m.ntk_move, -0.5, conf)
+    thm2 = Section(
+        f"{prefix}theorem2", "Theorem 2: the NTK stays constant during training",
+        [f"Movement sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op over the {settings.steps // settings.record_every + 1} recorded "
+         f"steps of gradient descent (lr {settings.lr:g}, {settings.steps} steps, time T = "
+         f"{settings.lr * settings.steps:g}) on the least-squares cost C = (1/2N) Σ|f(x_i) − y_i|² with "
+         f"the data's targets for each output ({data.source}). Predicted: O(n^-1/2)."
+         + ("" if net.activation != "relu" else " (ReLU is not twice differentiable, as the theorem assumes; "
+                                                  "the paper's experiments use it all the same.)")],
+        common, [_slope_claim("Theorem 2: sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op → 0 at rate n^-1/2", t2_fit)],
+        [Table("Measured per width",
+               _rate_columns([("movement", m.ntk_move), ("final cost", m.final_loss)]),
+               _rate_rows(m, [("movement", m.ntk_move), ("final cost", m.final_loss)]),
+               "The final cost shows how far training went in the fixed time T.")],
+        [], {"movement": m.ntk_move, "final_loss": m.final_loss, "fit": t2_fit.as_dict()})
+
+    # Lemma 1 ------------------------------------------------------------------------------
+    lemma_claims, weight_series, act_series = [], [], []
+    weight_fits, act_fits = [], []
+    for layer in range(depth):
+        predicted = 0.0 if layer == 0 else -0.5
+        fit = _fit(m, m.weights[:, :, layer], predicted, conf)
+        weight_fits.append(fit)
+        shape = "n × n₀" if layer == 0 else ("n_L × n" if layer == depth - 1 else "n × n")
+        what = (f"layer 1 ({shape}, fan-in n₀ fixed; outside the lemma, which is for l ≥ 1): "
+                "‖ΔW‖_op/√n₀ stays of order 1" if layer == 0 else
+                f"Lemma 1, layer {layer + 1} ({shape}): sup_t ‖W(t) − W(0)‖_op/√n_l → 0 at rate n^-1/2")
+        lemma_claims.append(_slope_claim(what, fit))
+        weight_series.append(RateSeries(f"W layer {layer + 1}", m.widths, m.weights[:, :, layer], fit))
+    for layer in range(depth - 1):
+        fit = _fit(m, m.activations[:, :, layer], -0.5, conf)
+        act_fits.append(fit)
+        lemma_claims.append(_slope_claim(f"Lemma 1, hidden layer {layer + 1}: sup_t ‖a(t) − a(0)‖_F/‖a(0)‖_F → 0 "
+                                         "at rate n^-1/2", fit))
+        act_series.append(RateSeries(f"hidden layer {layer + 1}", m.widths, m.activations[:, :, layer], fit))
+    lemma_table = [("W layer " + str(i + 1), m.weights[:, :, i]) for i in range(depth)] + \
+                  [("a layer " + str(i + 1), m.activations[:, :, i]) for i in range(depth - 1)]
+    lemma = Section(
+        f"{prefix}lemma1", "Lemma 1: weights and hidden activations barely move",
+        ["Per dense layer l (weight W(l) of shape fan-out × fan-in n_l, entries N(0, 1), scaled by σ_w/√n_l in "
+         "the forward pass): sup over the recorded steps of ‖W(l)(t) − W(l)(0)‖_op/√n_l. Per hidden layer: the "
+         "relative change ‖a(t) − a(0)‖_F/‖a(0)‖_F of its activations on the training points (proportional to the "
+         "lemma's ‖(a(t) − a(0))/√n‖_p_in, since ‖a(0)‖_F ≈ √(N n) × const). Predicted: O(n^-1/2)."],
+        common, lemma_claims,
+        [Table("Measured per width (mean over seeds)", ["width n"] + [name for name, _ in lemma_table],
+               [[int(w)] + [float(v[wi].mean()) for _, v in lemma_table] for wi, w in enumerate(m.widths.tolist())])],
+        [], {"weights": m.weights, "activations": m.activations,
+             "fits_weights": [f.as_dict() for f in weight_fits], "fits_activations": [f.as_dict() for f in act_fits]})
+
+    # One section and one figure for all the rates -----------------------------------------
+    fig_path = out / f"{prefix}rates.png"
+    figure_rates([
+        ("Prop. 1: ‖Σ~ − Σ(L)‖_op", "distance", [RateSeries("Σ~ vs Σ(L)", m.widths, m.conditional, cond_fit)]),
+        ("Prop. 1: excess kurtosis of f(x)", "3 Var Σ~ / (E Σ~)²",
+         [RateSeries("exact kurtosis", m.widths, kurt_exact[:, None], kurt_fit)]),
+        ("Thm. 1: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op", "distance", [RateSeries("init", m.widths, m.ntk_init, t1_fit)]),
+        ("Thm. 2: sup_t ‖Θ(t) − Θ(0)‖_op", "movement", [RateSeries("training", m.widths, m.ntk_move, t2_fit)]),
+        ("Lemma 1: sup_t ‖ΔW(l)‖_op / √n_l", "movement", weight_series),
+        ("Lemma 1: sup_t ‖Δa(l)‖_F / ‖a(l)‖_F", "relative movement", act_series),
+    ], fig_path, f"Convergence rates over widths ({net.describe()}, {data.name} data, {settings.seeds} seeds)")
+    detailed = [prop, thm1, thm2, lemma]
+    rates = Section(
+        f"{prefix}rates", "Convergence rates of the appendix's statements",
+        [f"Each distance is measured for widths {common['widths']} with {settings.seeds} seeds each and fitted as "
+         "log d = a + b log n by least squares over all (width, seed) pairs; the slope's standard error comes from "
+         f"the residuals and its {100 * conf:g}% interval from Student's t. A rate is borne out when the interval "
+         "contains the predicted slope and excludes 0, inconclusive when it contains both, and not borne out when "
+         "it excludes the prediction."],
+        common, [], [sweep_summary_table(detailed)],
+        [Figure(fig_path, "Every seed is a dot, the per-width geometric mean a circle; solid lines are the fitted "
+                          "power laws, dotted lines the predicted slopes drawn through the data's centre.")], {})
+    return [rates, *detailed]
+
+
+def sweep_summary_table(sections: list[Section]) -> Table:
+    """The measured slopes of every rate claim, for the top of the report."""
+    rows = []
+    for section in sections:
+        for claim in section.claims:
+            if claim.theory.startswith("slope"):
+                rows.append([claim.statement, claim.measured, claim.theory, claim.verdict])
+    return Table("Measured slopes", ["quantity", "fitted slope ± se (interval)", "theory", "verdict"], rows)
+
