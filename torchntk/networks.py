@@ -173,7 +173,7 @@ class NTKNetwork(nn.Module):
         self._check_input(x)
         pre, post = [], []
         a = x
-        for layer, act in zip(self.dense[:-1], self.activations):
+        for layer, act in zip(self.dense[:-1], self.activations, strict=True):
             z = layer(a)
             a = act(z)
             if return_hidden:

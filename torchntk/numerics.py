@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["safe_sqrt", "safe_reciprocal", "correlation", "arccos_kernels"]
+__all__ = ["safe_sqrt", "safe_reciprocal", "correlation", "snap_width", "arccos_kernels"]
 
 
 def _tiny(x: Tensor) -> float:
@@ -56,11 +56,24 @@ def correlation(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor
     var1 (n1, 1) and var2 (1, n2) broadcast against cov (n1, n2); in diagonal mode all three
     are (n,). sqrt(v * v) is exactly v in IEEE arithmetic, so a correlation of a point with
     itself is exactly 1 (arccos amplifies an error d near 1 to sqrt(2 d): one ulp would cost
-    1e-8). Where a variance is 0 the Gaussian is the constant 0, cov is 0, and rho is 0.
+    1e-8); see `snap_width` for parallel inputs. Where a variance is 0 the Gaussian is the
+    constant 0, cov is 0, and rho is 0.
     """
     norm = safe_sqrt(var1 * var2)
     rho = (cov / norm.clamp_min(_tiny(norm))).clamp(-1.0, 1.0)
-    return rho, norm
+    return torch.where(rho > 1 - snap_width(rho.dtype), 1.0, rho), norm
+
+
+def snap_width(dtype: torch.dtype) -> float:
+    """Correlations within this of 1 are set to exactly 1.
+
+    Parallel or duplicate inputs reach the recursion with rho = 1 - (a few ulps), from a GEMM
+    entry and a sum of squares that round differently; arccos turns that into an error of
+    sqrt(2 * ulps) (~1e-8 in float64). Snapping makes them exact, and costs at most
+    sqrt(2 * 64 eps) / pi (5e-8 in float64) for genuinely distinct inputs at angles below
+    ~1e-7 rad, whose kernel values float64 inputs do not determine better than that anyway.
+    """
+    return 64 * torch.finfo(dtype).eps
 
 
 class _ArcCosKernels(torch.autograd.Function):

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..numerics import arccos_kernels, correlation
+from ..numerics import arccos_kernels, correlation, snap_width
 from .base import Activation
 
 
@@ -61,9 +61,10 @@ class PiecewiseLinear(Activation):
         loop of large kernels, where every extra pass over a block and every fresh allocation
         shows (see benchmarks/bench_kernels.py)."""
         norm = torch.mul(var1, var2).sqrt_()                 # exact on the diagonal, see correlation()
-        if not (bool((var1 > 0).all()) and bool((var2 > 0).all())):
-            norm.clamp_min_(torch.finfo(norm.dtype).tiny)     # cov is 0 wherever a variance is
-        rho = cov.div_(norm).clamp_(-1.0, 1.0)
+        positive = bool((var1 > 0).all()) and bool((var2 > 0).all())
+        # cov is 0 wherever a variance is: divide by a positive stand-in there, rho = 0.
+        rho = cov.div_(norm if positive else norm.clamp_min(torch.finfo(norm.dtype).tiny)).clamp_(-1.0, 1.0)
+        rho.masked_fill_(rho > 1 - snap_width(rho.dtype), 1.0)
         pi_j0 = torch.arccos(rho).neg_().add_(math.pi)                          # pi - theta
         ess = torch.addcmul(_ONE.to(rho), rho, rho, value=-1.0).clamp_min_(0.0).sqrt_()   # sin theta
         ess.addcmul_(pi_j0, rho)                                                 # pi J1

@@ -74,11 +74,10 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
                     progress: Progress | None = None, description: str = "kernel") -> dict[str, torch.Tensor]:
     """The kernels of ``spec`` on (x1, x2) computed in blocks of rows, advancing a progress bar.
 
-    x1 (N1, d), x2 (N2, d) or None for x1 against itself, in which case each block of rows is
-    computed only against itself and the later columns and mirrored (half the work; the result
-    is exactly symmetric). Returns {kind: (N1, N2) tensor} for kind in ``kinds`` ("nngp",
-    "ntk"). Each block is `Serial.kernels` of the rows against all columns, so the numbers are
-    those of the library's own tiled evaluation.
+    x1 (N1, d), x2 (N2, d) or None for x1 against itself; then each block of rows is computed
+    against itself (the symmetric path) and against the later rows, and mirrored: half the work,
+    and an exactly symmetric result. Returns {kind: (N1, N2) tensor} for kind in ``kinds``
+    ("nngp", "ntk"). Every block is a `Serial.kernels` call, so the numbers are the library's.
     """
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}.")

@@ -30,8 +30,8 @@ class JacobianMethod:
     def block(self, f1: list[Tensor], f2: list[Tensor], full: bool) -> Tensor:
         b1, b2, k = f1[0].shape[0], f2[0].shape[0], self.k
         if full:
-            total = sum(j1.reshape(b1 * k, -1) @ j2.reshape(b2 * k, -1).t() for j1, j2 in zip(f1, f2))
+            total = sum(j1.reshape(b1 * k, -1) @ j2.reshape(b2 * k, -1).t() for j1, j2 in zip(f1, f2, strict=True))
             return total.view(b1, k, b2, k).permute(0, 2, 1, 3)
         # The trace pairs output k of x with output k of x': flatten (k, p) into one axis.
-        total = sum(j1.reshape(b1, -1) @ j2.reshape(b2, -1).t() for j1, j2 in zip(f1, f2))
+        total = sum(j1.reshape(b1, -1) @ j2.reshape(b2, -1).t() for j1, j2 in zip(f1, f2, strict=True))
         return total / k

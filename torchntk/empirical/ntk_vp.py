@@ -9,6 +9,8 @@ so it pays off only when P is too large for Jacobians, not for dense networks.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
@@ -36,7 +38,10 @@ class NTKVectorMethod:
             return tangent_out  # (B1, k): J(x1) g
 
         basis = torch.eye(self.k, dtype=next(iter(params.values())).dtype, device=x1.device)
-        cols = vmap(vmap(column, in_dims=(None, 0)), in_dims=(0, None))(x2, basis)  # (B2, k', B1, k)
+        with warnings.catch_warnings():
+            # torch's forward-mode AD loads its decompositions through torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
+            cols = vmap(vmap(column, in_dims=(None, 0)), in_dims=(0, None))(x2, basis)  # (B2, k', B1, k)
         if full:
             return cols.permute(2, 0, 3, 1)
         return cols.diagonal(dim1=1, dim2=3).mean(-1).t()

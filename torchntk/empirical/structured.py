@@ -17,8 +17,9 @@ Cost ~ N k sum n_l n_(l-1) (backward) + N1 N2 k^2 sum n_l (Grams; N1 N2 k sum n_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -110,7 +111,8 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
     if isinstance(module, ELEMENTWISE_MODULES):
         return [ElementwiseOp(module, lambda z, m=module: elementwise_grad(m, z))]
     if any(p.requires_grad for p in module.parameters()):
-        raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not nn.Linear.")
+        raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not "
+                            "nn.Linear.")
     raise NotStructured(f"it contains {type(module).__name__}, which is not nn.Linear nor a known elementwise "
                         "activation.")
 
@@ -197,7 +199,7 @@ class StructuredMethod:
         b1, b2, k = f1.batch, f2.batch, self.k
         like = self.term_ops[0].weight
         out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
-        for op, t1, t2 in zip(self.term_ops, f1.terms, f2.terms):
+        for op, t1, t2 in zip(self.term_ops, f1.terms, f2.terms, strict=True):
             if not op.trainable:
                 continue
             scale = _input_gram(op, t1.inputs, t2.inputs, b1, b2)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from .manifest import KINDS, build_manifest
 from .matrix import KernelMatrix
 from .progress import RunSummary, TileProgress
 from .store import KernelStore
-from .tiles import TileGrid, compute_tile
+from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
 
 DEFAULT_STORE_TILE = 4096
 """Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
@@ -45,36 +46,66 @@ class _Recorder:
         self.store = store
         self.progress = progress
         self.count = 0
+        self._lock = threading.Lock()
 
     def __call__(self, i: int, j: int) -> None:
-        self.count += 1
-        _stall_if_asked(self.count, i, j)
+        with self._lock:
+            self.count += 1
+            count = self.count
+        _stall_if_asked(count, i, j)
         self.store.mark_done(i, j)
         self.progress.advance(self.store.grid.entries(i, j))
 
 
 def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore, todo: list[tuple[int, int]],
                     record: _Recorder) -> None:
-    """Compute tiles here; one background thread writes and records the previous tile while the
-    next one is computed, so at most two tiles are in flight (and in memory)."""
+    """Compute tiles here, ``tile_workers`` at a time (one thread each), while one background
+    thread writes finished tiles and records them. At most 2 * workers tiles are in flight (and
+    in memory); on any exception, Ctrl-C included, the tiles already computing are finished,
+    written and recorded before the exception propagates, so no finished work is lost."""
     arrays = tuple(store.manifest["arrays"])
-    pending: deque[Future] = deque()
+    workers = tile_workers(x1.device)
+    queue = iter(todo)
+    computing: dict[Future, tuple[int, int]] = {}
+    writes: deque[Future] = deque()
 
     def write(i: int, j: int, blocks: dict) -> None:
         store.write_tile(i, j, blocks)
         record(i, j)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchntk-tile-writer") as writer:
+    def submit(computers: ThreadPoolExecutor) -> None:
+        for i, j in queue:
+            computing[computers.submit(compute_tile, spec, x1, x2, arrays, store.grid, i, j)] = (i, j)
+            if len(computing) >= workers:
+                return
+
+    def hand_over(finished: set[Future], writer: ThreadPoolExecutor) -> None:
+        for future in finished:
+            i, j = computing.pop(future)
+            blocks = future.result()
+            while len(writes) >= workers:
+                writes.popleft().result()
+            writes.append(writer.submit(write, i, j, blocks))
+
+    with single_threaded_ops(workers > 1), \
+            ThreadPoolExecutor(workers, thread_name_prefix="torchntk-tile") as computers, \
+            ThreadPoolExecutor(1, thread_name_prefix="torchntk-tile-writer") as writer:
         try:
-            for i, j in todo:
-                blocks = compute_tile(spec, x1, x2, arrays, store.grid, i, j)
-                while pending:
-                    pending.popleft().result()
-                pending.append(writer.submit(write, i, j, blocks))
+            submit(computers)
+            while computing:
+                finished, _ = wait(computing, return_when=FIRST_COMPLETED)
+                hand_over(finished, writer)
+                submit(computers)
         finally:
-            # Let the write in flight finish and be recorded, even on Ctrl-C, so it is not lost.
-            while pending:
-                pending.popleft().result()
+            for future in list(computing):
+                if future.cancel():
+                    computing.pop(future)
+            finished = {f for f in wait(computing).done if f.exception() is None}
+            for future in set(computing) - finished:
+                computing.pop(future)
+            hand_over(finished, writer)
+            while writes:
+                writes.popleft().result()
 
 
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
@@ -86,7 +117,8 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
     Each (tile, tile) block is Theta(L)(x_I, x_J) (kind="ntk", Theorem 1) or Sigma(L)(x_I, x_J)
     (kind="nngp", Proposition 1), exactly as ``spec.kernels`` computes it; for x2 None only the
     tiles on and above the diagonal are computed and the matrix is read back symmetric.
-    Temporary memory is a few tiles (about 5 * tile^2 numbers plus the inputs), whatever N.
+    Temporary memory is a few tiles per CPU thread (tiles are computed in parallel, one thread
+    each, while a background thread writes finished ones), whatever N.
 
     Resuming: call again with the same arguments after any interruption (Ctrl-C, kill -9, power
     loss) and only tiles not yet recorded complete are computed. The store records the network

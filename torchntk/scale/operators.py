@@ -22,7 +22,7 @@ from .._inputs import as_features
 from .manifest import KINDS
 from .matrix import KernelMatrix
 from .store import KernelStore
-from .tiles import TileGrid, compute_tile
+from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
 
 
 @dataclass
@@ -136,10 +136,16 @@ class TiledKernel:
         return self.matmul(v)
 
     def _here(self, v: Tensor, dtype: torch.dtype) -> Tensor:
+        """Tile rows in parallel threads, one CPU thread each (see tiles.single_threaded_ops);
+        the longest rows (the first) start first."""
         grid = self.source.grid
         out = torch.zeros(grid.n1, v.shape[1], dtype=dtype)
-        for i in range(grid.rows):
-            out[grid.row_range(i)[0]:] += row_product(self.source, i, v, dtype)
+        workers = min(tile_workers(torch.device("cpu")), grid.rows)
+        with single_threaded_ops(workers > 1), \
+                ThreadPoolExecutor(workers, thread_name_prefix="torchntk-row") as pool:
+            parts = pool.map(lambda i: row_product(self.source, i, v, dtype), range(grid.rows))
+            for i, part in enumerate(parts):
+                out[grid.row_range(i)[0]:] += part
         return out
 
     def _on_dask(self, v: Tensor, dtype: torch.dtype) -> Tensor:

@@ -8,6 +8,8 @@ alone, so tiles are independent jobs in any order and on any machine.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,36 @@ import numpy as np
 import torch
 from torch import Tensor
 
-INNER_TILE = 256
-"""Block side used inside one stored tile (the cache-sized block of torchntk.tiling)."""
+INNER_TILE = 1024
+"""Block side used inside one stored tile (the block of torchntk.tiling). With one thread per
+tile (see `tile_workers`), 1024 measured fastest of 256..2048 for a float32 depth-4 ReLU NTK
+(benchmarks/bench_scale.py): fewer, larger elementwise passes than 256."""
+
+
+def tile_workers(device: torch.device) -> int:
+    """How many tiles to compute at once: one per torch thread on the CPU (each tile's
+    operations then run single-threaded, see `single_threaded_ops`), one on an accelerator."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+@contextlib.contextmanager
+def single_threaded_ops(enabled: bool = True) -> Iterator[None]:
+    """Run torch CPU operations on one thread while tiles are computed in parallel threads.
+
+    Parallelism across independent tiles needs no synchronisation, whereas intra-op threads
+    meet at a barrier after every elementwise pass; on a busy machine those barriers cost up to
+    5x (measured on 2 shared cores). torch's thread count is process-wide: it is restored on
+    exit.
+    """
+    if not enabled:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
