@@ -101,11 +101,12 @@ def main() -> None:
     options = {} if args.tile is None else {"tile": args.tile}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ReLU depth {DEPTH}, float64, d = {D}, "
           f"median of {args.repeats}")
-    print("| N | torchntk (s) | floor (s) | torchntk / floor | neural-tangents (s) | NT / torchntk | max rel. diff vs NT |")
+    print("| N | torchntk (s) | floor (s) | torchntk / floor | neural-tangents (s) | NT / torchntk "
+          "| max rel. diff vs NT |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.n:
         x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, D)))
-        ours = median_time(lambda: spec.kernels(x, **options), args.repeats)
+        ours = median_time(lambda x=x: spec.kernels(x, **options), args.repeats)
         floor = median_time(floor_fn(x), args.repeats)
         nt = run_neural_tangents(args.nt_python, x.numpy(), args.repeats) \
             if args.nt_python and os.path.exists(args.nt_python) else None

@@ -124,7 +124,7 @@ def kernels(name, x1, x2, depth, bias_std, weight_std=1.0):
     expectations above. x1, x2: sequences of floats (one input each)."""
     w2, b2 = mp.mpf(weight_std) ** 2, mp.mpf(bias_std) ** 2
     n0 = len(x1)
-    dot = lambda a, b: mp.fsum(mp.mpf(p) * mp.mpf(q) for p, q in zip(a, b)) / n0  # noqa: E731
+    dot = lambda a, b: mp.fsum(mp.mpf(p) * mp.mpf(q) for p, q in zip(a, b, strict=False)) / n0  # noqa: E731
     s11, s22, s12 = w2 * dot(x1, x1) + b2, w2 * dot(x2, x2) + b2, w2 * dot(x1, x2) + b2
     theta = s12
     out = [(s12, theta)]

@@ -12,7 +12,8 @@ and the outputs are iid GPs of covariance Sigma(L) (Proposition 1), so the kerne
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -10,7 +10,7 @@ so the result is exactly symmetric and costs about half.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -14,12 +14,13 @@ forms can be checked against it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .quadrature import bivariate_expectation
+
 
 def elementwise_grad(fn: Callable[[Tensor], Tensor], x: Tensor, *context: Tensor) -> Tensor:
     """d fn(x) / dx for a function acting elementwise on x (other tensors in ``context`` may be

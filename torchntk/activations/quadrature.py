@@ -16,8 +16,8 @@ temporaries stay near `_CHUNK_ELEMENTS` numbers whatever the tile size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
