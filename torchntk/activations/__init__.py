@@ -1,4 +1,4 @@
-"""Activation layers: closed forms where they exist, Gauss-Hermite quadrature for the rest."""
+"""Activation layers: closed forms where they exist, quadrature for the rest."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ QUADRATURE: dict[str, Callable] = {
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
     "silu": F.silu, "elu": F.elu,
 }
-"""Names computed by Gauss-Hermite quadrature (derivative by autograd)."""
+"""Names computed by quadrature (derivative by autograd)."""
 
 
 def get_activation(activation: str | Activation | Callable) -> Activation:

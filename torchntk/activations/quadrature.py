@@ -1,21 +1,29 @@
-"""Bivariate Gaussian expectations E[f(u) g(v)] by 2-D Gauss-Hermite quadrature.
+"""Bivariate Gaussian expectations E[f(u) g(v)] by a polar product quadrature.
 
-With (u, v) ~ N(0, [[var1, cov], [cov, var2]]) and rho = cov / sqrt(var1 var2), write
-u = s1 z1 and v = s2 (rho z1 + sqrt(1 - rho^2) z2) with z1, z2 iid N(0, 1), s = sqrt(var), so
+With (u, v) ~ N(0, [[var1, cov], [cov, var2]]), s = sqrt(var), rho = cos(theta) the
+correlation, and whitened polar coordinates (R, phi):
 
-    E[f(u) g(v)] ~= sum_i sum_j w_i w_j f(s1 x_i) g(s2 (rho x_i + sqrt(1 - rho^2) x_j))
+    u = s1 R cos(phi),   v = s2 R cos(phi - theta),
+    E[f(u) g(v)] = (1 / 2 pi) int_0^inf R exp(-R^2 / 2) int_0^2pi f(u) g(v) dphi dR.
 
-over the n probabilists' Gauss-Hermite nodes x_i and weights w_i (sum w_i = 1). The rule is
-exact for polynomials of degree < 2n in (z1, z2); for analytic f and g (tanh, sigmoid, softplus,
-silu) the error falls geometrically with n, for functions with a kink (relu, elu) only
-algebraically: `DEFAULT_NODES` in base.py tabulates measured accuracies.
+Why polar: every common nonlinearity has its kink or its sharp transition at 0 (relu, elu,
+tanh, sigmoid at large variance), and u = 0, v = 0 are the rays phi = +-pi/2 and
+phi = theta +- pi/2. The angular integral is split at those four rays into four arcs, each
+cut into panels graded towards its ends (where the integrand turns fastest, on a scale
+1 / (s R)), with Gauss-Legendre nodes in each panel; the radial integral is Gauss-Legendre on
+[0, R_MAX]. A kink on a panel boundary costs nothing, so piecewise-analytic functions converge
+geometrically, unlike with a tensor Gauss-Hermite rule whose error falls only like 1/nodes for
+relu and degrades fast as the variance grows (tanh: 3% at variance 10 with 32 x 32 nodes).
+The rule is symmetric in (u, v), so kernels stay symmetric.
 
-Each kernel entry costs n^2 evaluations of g; entries are processed in chunks so that
-temporaries stay near `_CHUNK_ELEMENTS` numbers whatever the tile size.
+Cost: `nodes` radial x 4 * len(_GRADING) * max(2, nodes // 8) angular evaluations of f and g
+per kernel entry (4,096 at nodes = 32); entries are processed in chunks so temporaries stay
+near `_CHUNK_ELEMENTS` numbers whatever the tile size.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -23,24 +31,34 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..numerics import correlation, safe_sqrt
+from ..numerics import arccos_kernels, correlation, safe_sqrt
 
 _CHUNK_ELEMENTS = 1 << 21
+R_MAX = 10.0
+"""Radial cut-off: the Gaussian mass beyond is exp(-50) ~ 2e-22 (times the integrand's growth)."""
+_GRADING = (0.0, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 1.0)
+"""Panel edges within each arc, as fractions of its length: fine near the rays u = 0, v = 0."""
 
 Elementwise = Callable[[Tensor], Tensor]
 
 
 @lru_cache(maxsize=32)
-def _nodes_numpy(n: int) -> tuple[np.ndarray, np.ndarray]:
-    x, w = np.polynomial.hermite_e.hermegauss(n)
-    return x, w / w.sum()
+def _rule_numpy(nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Radial nodes R and weights (including R exp(-R^2/2) / 2 pi), and graded angular
+    fractions t in [0, 1] and their weights (for an arc of length 1)."""
+    x, w = np.polynomial.legendre.leggauss(nodes)
+    radius = (x + 1) * R_MAX / 2
+    radial_w = w * R_MAX / 2 * radius * np.exp(-radius**2 / 2) / (2 * math.pi)
+    xa, wa = np.polynomial.legendre.leggauss(max(2, nodes // 8))
+    edges = np.asarray(_GRADING)
+    lo, width = edges[:-1, None], np.diff(edges)[:, None]
+    fractions = (lo + (xa + 1) / 2 * width).ravel()
+    fraction_w = (wa / 2 * width).ravel()
+    return radius, radial_w, fractions, fraction_w
 
 
-def gauss_hermite(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Nodes and weights of the n-point rule for E[h(z)], z ~ N(0, 1); weights sum to 1."""
-    x, w = _nodes_numpy(n)
-    return (torch.as_tensor(x, dtype=dtype, device=device),
-            torch.as_tensor(w, dtype=dtype, device=device))
+def polar_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    return tuple(torch.as_tensor(a, dtype=dtype, device=device) for a in _rule_numpy(nodes))
 
 
 def bivariate_expectation(f: Elementwise, g: Elementwise, var1: Tensor, var2: Tensor,
@@ -51,22 +69,29 @@ def bivariate_expectation(f: Elementwise, g: Elementwise, var1: Tensor, var2: Te
     """
     rho, _ = correlation(var1, var2, cov)
     shape = torch.broadcast_shapes(var1.shape, var2.shape, cov.shape)
-    # The rule is not symmetric in (u, v); for f = g, integrating the larger scale along z1
-    # makes E(x, x') and E(x', x) the same computation, so kernels stay exactly symmetric.
+    # For f = g, putting the larger scale first makes E(x, x') and E(x', x) one computation,
+    # so kernels stay exactly symmetric (the rule is symmetric only up to rounding).
     if f == g:  # (bound methods are equal, not identical)
         var1, var2 = torch.maximum(var1, var2), torch.minimum(var1, var2)
-    s1 = safe_sqrt(var1).expand(shape).reshape(-1, 1)
+    s1 = safe_sqrt(var1).expand(shape).reshape(-1, 1, 1)
     s2 = safe_sqrt(var2).expand(shape).reshape(-1, 1, 1)
-    rho = rho.expand(shape).reshape(-1, 1, 1)
-    x, w = gauss_hermite(nodes, cov.dtype, cov.device)
-    xi, xj = x.view(1, -1, 1), x.view(1, 1, -1)
-    chunk = max(1, _CHUNK_ELEMENTS // (nodes * nodes))
+    theta = (math.pi * (1 - arccos_kernels(rho)[0])).expand(shape).reshape(-1, 1)   # guarded arccos
+    radius, radial_w, fractions, fraction_w = polar_rule(nodes, cov.dtype, cov.device)
+    # The four arcs between the rays phi = -pi/2, theta - pi/2, pi/2, theta + pi/2.
+    offsets = torch.tensor([-0.5, -0.5, 0.5, 0.5], dtype=cov.dtype, device=cov.device) * math.pi
+    use_theta = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=cov.dtype, device=cov.device)
+    per_point = radius.numel() * 4 * fractions.numel()
+    chunk = max(1, _CHUNK_ELEMENTS // per_point)
     pieces = []
     for start in range(0, s1.shape[0], chunk):
-        stop = start + chunk
-        fu = f(s1[start:stop] * x)                                     # (m, n)
-        comp = safe_sqrt(1 - rho[start:stop] ** 2)
-        gv = g(s2[start:stop] * (rho[start:stop] * xi + comp * xj))    # (m, n, n)
-        inner = gv @ w                                                 # (m, n)
-        pieces.append((fu * inner) @ w)
+        th = theta[start:start + chunk]                                          # (m, 1)
+        begin = offsets + use_theta * th                                         # (m, 4)
+        length = torch.where(use_theta.bool(), math.pi - th, th)                 # (m, 4)
+        phi = (begin[..., None] + length[..., None] * fractions).flatten(1)     # (m, 4J)
+        weight = (length[..., None] * fraction_w).flatten(1)                     # (m, 4J)
+        r = radius[:, None]                                                      # (n, 1)
+        u = s1[start:start + chunk] * r * torch.cos(phi)[:, None, :]             # (m, n, 4J)
+        v = s2[start:start + chunk] * r * torch.cos(phi - th)[:, None, :]
+        angular = (f(u) * g(v) * weight[:, None, :]).sum(-1)                     # (m, n)
+        pieces.append(angular @ radial_w)
     return torch.cat(pieces).reshape(shape)
