@@ -26,17 +26,31 @@ class _SafeSqrt(torch.autograd.Function):
     """sqrt(x) with derivative 1 / (2 sqrt(x)) for x > 0 and 0 at x = 0 (a one-sided choice:
     the variances fed here are >= 0, and at 0 their own derivative vanishes)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        y = torch.sqrt(x.clamp_min(0))
-        ctx.save_for_backward(y)
-        return y
+    def forward(x: Tensor) -> Tensor:
+        return torch.sqrt(x.clamp_min(0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def _derivative_times(y: Tensor, t: Tensor) -> Tensor:
+        positive = y > 0
+        return torch.where(positive, t / (2 * torch.where(positive, y, torch.ones_like(y))), 0.0)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (y,) = ctx.saved_tensors
-        positive = y > 0
-        return torch.where(positive, grad / (2 * torch.where(positive, y, torch.ones_like(y))), 0.0)
+        return _SafeSqrt._derivative_times(y, grad)
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return _SafeSqrt._derivative_times(y, tangent)
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -89,22 +103,38 @@ class _ArcCosKernels(torch.autograd.Function):
     derivative is 0, so the chain rule gives the one-sided answer 0 instead of NaN.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, rho: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(rho: Tensor) -> tuple[Tensor, Tensor]:
         theta = torch.arccos(rho)
         j0 = 1 - theta / math.pi
-        j1 = (torch.sqrt((1 - rho * rho).clamp_min(0)) / math.pi).addcmul_(j0, rho)
-        ctx.save_for_backward(rho, j0)
+        j1 = torch.sqrt((1 - rho * rho).clamp_min(0)) / math.pi + j0 * rho
         return j0, j1
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (rho,), (j0, _) = inputs, output
+        ctx.save_for_backward(rho, j0)
+        ctx.save_for_forward(rho, j0)
+
+    @staticmethod
+    def _dj0(rho: Tensor) -> Tensor:
+        eps = torch.finfo(rho.dtype).eps
+        return 1 / (math.pi * torch.sqrt((1 - rho * rho).clamp_min(eps)))
 
     @staticmethod
     def backward(ctx, grad0: Tensor | None, grad1: Tensor | None) -> Tensor:
         rho, j0 = ctx.saved_tensors
         out = torch.zeros_like(rho) if grad1 is None else grad1 * j0
         if grad0 is not None:
-            eps = torch.finfo(rho.dtype).eps
-            out = out + grad0 / (math.pi * torch.sqrt((1 - rho * rho).clamp_min(eps)))
+            out = out + grad0 * _ArcCosKernels._dj0(rho)
         return out
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor) -> tuple[Tensor, Tensor]:
+        rho, j0 = ctx.saved_tensors
+        return tangent * _ArcCosKernels._dj0(rho), tangent * j0
 
 
 def arccos_kernels(rho: Tensor) -> tuple[Tensor, Tensor]:

@@ -100,9 +100,12 @@ class Serial:
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
         if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
-        needs_grad = t1.requires_grad or (t2 is not None and t2.requires_grad) or any(
-            isinstance(s, Tensor) and s.requires_grad for d in self.dense_layers for s in (d.bias_std, d.weight_std))
-        with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
+        scales = [s for d in self.dense_layers for s in (d.bias_std, d.weight_std) if isinstance(s, Tensor)]
+        inputs = [t for t in (t1, t2, *scales) if t is not None]
+        # The in-place fast path runs only when no derivative of any kind is being taken.
+        differentiable = any(_is_traced(t) for t in inputs) or (
+            torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
+        with torch.set_grad_enabled(differentiable):
             nngp, ntk = evaluate(self._steps, t1, t2, need_ntk=need_ntk, diagonal=diagonal, tile=tile)
         results = []
         for k in (nngp, ntk):
@@ -118,6 +121,14 @@ class Serial:
         `torchntk.networks.build_network`."""
         from .networks import build_network
         return build_network(self, *args, **kwargs)
+
+
+def _is_traced(t: Tensor) -> bool:
+    """Whether forward-mode AD or a torch.func transform (jvp, vmap, ...) is watching t."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+    from torch.autograd.forward_ad import unpack_dual
+
+    return is_functorch_wrapped_tensor(t) or unpack_dual(t).tangent is not None
 
 
 def _options(options: dict) -> dict:

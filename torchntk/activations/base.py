@@ -25,6 +25,10 @@ from .quadrature import bivariate_expectation
 def elementwise_grad(fn: Callable[[Tensor], Tensor], x: Tensor, *context: Tensor) -> Tensor:
     """d fn(x) / dx for a function acting elementwise on x (other tensors in ``context`` may be
     closed over); the result stays differentiable when x or ``context`` require grad."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+
+    if is_functorch_wrapped_tensor(x):  # inside torch.func transforms: forward mode composes
+        return torch.func.jvp(fn, (x,), (torch.ones_like(x),))[1]
     keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *context))
     with torch.enable_grad():
         z = x if x.requires_grad and keep_graph else x.detach().requires_grad_(True)

@@ -10,7 +10,6 @@ import math
 import torch
 from torch import Tensor
 
-from ..numerics import safe_sqrt
 from .base import Activation, elementwise_grad
 
 
@@ -90,7 +89,7 @@ def _gelu_nngp(var1: Tensor, var2: Tensor, cov: Tensor) -> Tensor:
     a11, a22 = var1 * b2 - cov * cov, var2 * b1 - cov * cov   # det * A_kk
     s12 = torch.sqrt(b1 * b2)
     r = cov / s12
-    comp = safe_sqrt(1 - r * r) / (2 * math.pi)
+    comp = torch.sqrt(1 - r * r) / (2 * math.pi)       # |r| < 1 strictly: B = S + I
     p = 0.25 + torch.arcsin(r) / (2 * math.pi)
     mxx = p + r * comp
     mxy = s12 * (r * p + comp)
