@@ -94,9 +94,8 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
     for start, size in zip(starts, sizes, strict=True):
         rows = slice(start, min(start + block_rows, n1))
         if symmetric:
-            # The diagonal block goes through the symmetric path, which pins each point's
-            # correlation with itself to exactly 1: computed as a cross term, rounding leaves
-            # 1 - rho ~ 1e-16, and the ReLU NTK's arc-cosine cusp turns that into ~1e-8 errors.
+            # The diagonal block goes through the symmetric path (exactly symmetric, half the
+            # work); the rest of the block row is computed once and mirrored.
             _fill(out, _block(spec, x1[rows], None, kinds), rows, rows)
             later = slice(rows.stop, n2)
             if later.start < n2:
