@@ -58,7 +58,7 @@ def describe_activation(act: Activation) -> dict[str, Any]:
     if not builtin:
         warnings.warn(f"activation {act.name!r} is user code: the kernel store records only its name "
                       f"({out.get('fn', out['class'])}), so a resumed run cannot detect that its code "
-                      "changed. Use a new store path whenever you change it.", UserWarning, stacklevel=4)
+                      "changed. Use a new store path whenever you change it.", UserWarning, stacklevel=5)
     return out
 
 
@@ -115,9 +115,16 @@ _WHAT = {
 }
 
 
+def _short(value: Any) -> str:
+    """A fingerprint shortened to 16 hex digits (enough to tell two apart in a message)."""
+    if isinstance(value, str) and len(value) == 64:
+        return repr(value[:16] + "...")
+    return repr(value)
+
+
 def check_same(stored: dict[str, Any], wanted: dict[str, Any], path: str) -> None:
     """Raise ValueError naming every field where a store's manifest differs from this run's."""
-    diffs = [f"{_WHAT.get(key, key)}: store has {stored.get(key)!r}, this call has {wanted.get(key)!r}"
+    diffs = [f"{_WHAT.get(key, key)}: store has {_short(stored.get(key))}, this call has {_short(wanted.get(key))}"
              for key in _WHAT if stored.get(key) != wanted.get(key)]
     if diffs:
         raise ValueError(f"the kernel store {path!r} was made by a different computation, so it cannot be "

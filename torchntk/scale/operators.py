@@ -54,43 +54,60 @@ class SpecTiles:
     def grid(self) -> TileGrid:
         return TileGrid(self.x.shape[0], self.x.shape[0], self.tile, True)
 
-    def opener(self) -> SpecTiles:
-        return self
+
+ROW_CHUNK = 32
+"""Rows of a float32 tile widened to float64 at a time in products: a (32, 4096) float64 slab
+is 1 MiB, so both products with it run while it sits in L2 cache (32 measured fastest of
+32..256, benchmarks/bench_scale.py's setting)."""
 
 
-def _read(source: StoreTiles | SpecTiles, handle: Any, i: int, j: int) -> np.ndarray:
+def _tiles_ahead(source: StoreTiles | SpecTiles, pairs: list[tuple[int, int]]) -> Iterator[Tensor]:
+    """The stored tiles ``pairs`` in order, as tensors. Store tiles are memory-mapped and the
+    next one is announced to the OS (read-ahead) while the caller works on the current one;
+    other sources are read or computed one tile ahead in a thread."""
     if isinstance(source, StoreTiles):
-        return handle.read_block(source.kind, i, j, check=False)
-    return compute_tile(source.spec, source.x, None, (source.kind,), source.grid, i, j)[source.kind]
+        store = source.opener()
+        if store.raw_chunks(source.kind):
+            ahead = store.map_stored_tile(source.kind, *pairs[0]) if pairs else None
+            for index in range(len(pairs)):
+                block = ahead
+                ahead = store.map_stored_tile(source.kind, *pairs[index + 1]) if index + 1 < len(pairs) else None
+                yield torch.from_numpy(block)
+            return
 
+        def read(i: int, j: int) -> np.ndarray:
+            return store.read_block(source.kind, i, j, check=False)
+    else:
+        def read(i: int, j: int) -> np.ndarray:
+            return compute_tile(source.spec, source.x, None, (source.kind,), source.grid, i, j)[source.kind]
 
-def _tiles_ahead(source: StoreTiles | SpecTiles, pairs: list[tuple[int, int]]) -> Iterator[np.ndarray]:
-    """The tiles ``pairs`` in order, reading the next one in a thread while the caller works on
-    the current one (I/O overlaps arithmetic; at most two tiles in memory)."""
-    handle = source.opener()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchntk-tile-reader") as reader:
-        ahead = reader.submit(_read, source, handle, *pairs[0]) if pairs else None
+        ahead = reader.submit(read, *pairs[0]) if pairs else None
         for index in range(len(pairs)):
             block = ahead.result()
-            ahead = reader.submit(_read, source, handle, *pairs[index + 1]) if index + 1 < len(pairs) else None
-            yield block
+            ahead = reader.submit(read, *pairs[index + 1]) if index + 1 < len(pairs) else None
+            yield torch.from_numpy(block)
 
 
 def row_product(source: StoreTiles | SpecTiles, i: int, v: Tensor, dtype: torch.dtype) -> Tensor:
     """The contribution of tile row i (tiles (i, j), j >= i) to K v, as rows [i * tile, N) of the
-    result; the arithmetic is done in ``dtype``."""
+    result; the arithmetic is done in ``dtype`` (tiles are widened slab by slab)."""
     grid = source.grid
-    start = grid.row_range(i)[0]
+    start, r1 = grid.row_range(i)
     out = torch.zeros(grid.n1 - start, v.shape[1], dtype=dtype)
-    r0, r1 = grid.row_range(i)
     v = v.to(dtype)
+    v_rows = v[start:r1]
+    slab = torch.empty(ROW_CHUNK, grid.tile, dtype=dtype)
     pairs = [(i, j) for j in range(i, grid.cols)]
-    for (_, j), block in zip(pairs, _tiles_ahead(source, pairs), strict=False):
+    for (_, j), tile in zip(pairs, _tiles_ahead(source, pairs), strict=True):
         c0, c1 = grid.col_range(j)
-        tile = torch.from_numpy(np.ascontiguousarray(block)).to(dtype)
-        out[r0 - start:r1 - start] += tile @ v[c0:c1]
-        if j != i:
-            out[c0 - start:c1 - start] += tile.T @ v[r0:r1]
+        out_cols = out[c0 - start:c1 - start]
+        for r in range(0, tile.shape[0], ROW_CHUNK):
+            rows = tile[r:r + ROW_CHUNK]
+            part = rows if rows.dtype == dtype else slab[:rows.shape[0], :rows.shape[1]].copy_(rows)
+            out[r:r + part.shape[0]] += part @ v[c0:c1]
+            if j != i:
+                out_cols += part.T @ v_rows[r:r + part.shape[0]]
     return out
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .tiles import single_threaded_ops
+
 
 class NystromPreconditioner:
     """P^-1 for (K + ridge I) from a rank-``rank`` randomized Nystrom sketch of K.
@@ -49,13 +51,16 @@ class NystromPreconditioner:
             raise ValueError(f"rank must be an integer in [1, N) = [1, {n}), got {rank!r}.")
         if not ridge >= 0:
             raise ValueError(f"ridge must be >= 0, got {ridge!r}.")
-        generator = torch.Generator().manual_seed(seed)
-        omega, _ = torch.linalg.qr(torch.randn(n, rank, generator=generator, dtype=torch.float64))
-        sketch_dtype = getattr(operator, "storage_dtype", torch.float64)
-        y = operator.matmul(omega.to(sketch_dtype), dtype=sketch_dtype).to(torch.float64)
-        eps = torch.finfo(sketch_dtype).eps
-        nu = eps * n ** 0.5 * float(torch.linalg.matrix_norm(y, ord=2))
-        self.eigenvectors, self.eigenvalues, nu = _nystrom_factors(omega, y, nu)
+        # The factorizations are of (N, r) and (r, r) matrices: one thread each avoids
+        # intra-op barriers that cost more than they save here on a busy machine.
+        with single_threaded_ops():
+            generator = torch.Generator().manual_seed(seed)
+            omega, _ = torch.linalg.qr(torch.randn(n, rank, generator=generator, dtype=torch.float64))
+            sketch_dtype = getattr(operator, "storage_dtype", torch.float64)
+            y = operator.matmul(omega.to(sketch_dtype), dtype=sketch_dtype).to(torch.float64)
+            eps = torch.finfo(sketch_dtype).eps
+            nu = eps * n ** 0.5 * float(torch.linalg.matrix_norm(y, ord=2))
+            self.eigenvectors, self.eigenvalues, nu = _nystrom_factors(omega, y, nu)
         self.ridge = float(ridge)
         # Eigenvalues below the shift are round-off, not signal: keeping one would make it lam_r
         # and shrink P^-1 along the leading directions to nothing.

@@ -20,6 +20,7 @@ from torch import Tensor
 from .matrix import KernelMatrix
 from .operators import as_operator
 from .preconditioners import NystromPreconditioner
+from .tiles import single_threaded_ops
 
 
 def _ridge(ridge: Any) -> float:
@@ -144,6 +145,15 @@ def conjugate_gradients(kernel: Any, y: Any, *, ridge: float = 0.0, tol: float =
     max_iter = n if max_iter is None else max_iter
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}.")
+    # Everything here but the products is O(N (k + rank)) vector work and small factorizations:
+    # one thread avoids intra-op barriers, which cost far more than they save at these sizes on
+    # a busy machine (tiled products manage their own threads).
+    with single_threaded_ops():
+        return _solve(operator, b, vector, ridge, tol, max_iter, preconditioner, rank, seed, callback, start)
+
+
+def _solve(operator: Any, b: Tensor, vector: bool, ridge: float, tol: float, max_iter: int, preconditioner: Any,
+           rank: int, seed: int, callback: Callable[[int, Tensor], None] | None, start: float) -> SolveResult:
     precondition, prec_rank = _preconditioner(preconditioner, operator, rank, ridge, seed)
 
     def apply(v: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -241,6 +242,36 @@ class KernelStore:
             chunk = self.path / name / "c" / str(i) / str(j)
             _fsync(chunk)
             _fsync(chunk.parent)
+
+    def raw_chunks(self, name: str) -> bool:
+        """Whether the chunks of array ``name`` are plain little-endian C-order bytes (the only
+        codec this module creates), so that `map_stored_tile` may map them directly."""
+        meta = self.array(name).metadata.to_dict()
+        return (meta.get("codecs") == [{"name": "bytes", "configuration": {"endian": "little"}}]
+                and meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}})
+
+    def map_stored_tile(self, name: str, i: int, j: int) -> np.ndarray:
+        """Stored tile (i, j), i <= j when symmetric, memory-mapped straight from its chunk file
+        (no copy, no decoding: the fast path of streamed products), restricted to the part that
+        lies inside the matrix. The kernel asks the OS to read the file ahead right away.
+        Requires `raw_chunks`; the caller checks completion (markers) beforehand."""
+        grid = self.grid
+        itemsize = np.dtype(self.manifest["dtype"]).itemsize
+        chunk = self.path / name / "c" / str(i) / str(j)
+        with open(chunk, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != grid.tile * grid.tile * itemsize:
+                raise ValueError(f"chunk {str(chunk)!r} holds {size} bytes, not {grid.tile ** 2 * itemsize}: the "
+                                 "store is damaged; delete the tile's marker (done/c/i/j) and rerun kernel_matrix "
+                                 "to recompute it.")
+            # A private (copy-on-write) map is writable as far as numpy and torch know, though
+            # nothing writes to it; reading never copies.
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            mapped.madvise(mmap.MADV_WILLNEED)
+        tile = np.frombuffer(mapped, dtype=self.manifest["dtype"]).reshape(grid.tile, grid.tile)
+        (r0, r1), (c0, c1) = grid.row_range(i), grid.col_range(j)
+        return tile[:r1 - r0, :c1 - c0]
 
     def read_block(self, name: str, i: int, j: int, rows: slice = slice(None), cols: slice = slice(None),
                    check: bool = True) -> np.ndarray:

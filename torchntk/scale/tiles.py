@@ -9,6 +9,7 @@ alone, so tiles are independent jobs in any order and on any machine.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +24,19 @@ tile (see `tile_workers`), 1024 measured fastest of 256..2048 for a float32 dept
 (benchmarks/bench_scale.py): fewer, larger elementwise passes than 256."""
 
 
+_threads_lock = threading.Lock()
+_single_threaded_users = 0
+_threads_before = 0
+
+
 def tile_workers(device: torch.device) -> int:
     """How many tiles to compute at once: one per torch thread on the CPU (each tile's
     operations then run single-threaded, see `single_threaded_ops`), one on an accelerator."""
-    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+    if device.type != "cpu":
+        return 1
+    with _threads_lock:
+        threads = _threads_before if _single_threaded_users else torch.get_num_threads()
+    return max(1, threads)
 
 
 @contextlib.contextmanager
@@ -35,18 +45,25 @@ def single_threaded_ops(enabled: bool = True) -> Iterator[None]:
 
     Parallelism across independent tiles needs no synchronisation, whereas intra-op threads
     meet at a barrier after every elementwise pass; on a busy machine those barriers cost up to
-    5x (measured on 2 shared cores). torch's thread count is process-wide: it is restored on
-    exit.
+    5x (measured on 2 shared cores). torch's thread count is process-wide: the first of nested
+    or concurrent users sets it to 1 and the last one restores it.
     """
+    global _single_threaded_users, _threads_before
     if not enabled:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _threads_lock:
+        if _single_threaded_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single_threaded_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _threads_lock:
+            _single_threaded_users -= 1
+            if _single_threaded_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 @dataclass(frozen=True)
