@@ -59,11 +59,12 @@ def as_square_kernel(a: Any, name: str, device: torch.device | None = None) -> T
     if k.shape[0] == 0:
         raise ValueError(f"{name} is empty; it needs at least one training point.")
     scale = float(k.abs().max())
+    asymmetry = float((k - k.T).abs().max())
     # sqrt(eps) of the caller's precision: far above the rounding of a Gram matrix, far below a real asymmetry.
-    if float((k - k.T).abs().max()) > math.sqrt(input_eps(a)) * max(scale, 1e-300):
-        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {float((k - k.T).abs().max()):.3g}); "
+    if asymmetry > math.sqrt(input_eps(a)) * max(scale, 1e-300):
+        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {asymmetry:.3g}); "
                          "pass the kernel of the training points against themselves, K(X, X).")
-    return (k + k.T) / 2
+    return k if asymmetry == 0 else (k + k.T) / 2
 
 
 def as_targets(y: Any, n: int, device: torch.device, name: str = "y_train") -> Tensor:

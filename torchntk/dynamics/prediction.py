@@ -21,7 +21,7 @@ class Prediction:
         cov: (T, M, M) covariance over initialisations, shared by the k outputs (the limit kernel
             is scalar, Theorem 1); None when not asked (cov="diag" or None), without the NNGP
             kernels, or when f0 was given (one network's trajectory is deterministic).
-        var: (T, M) its diagonal, filled when cov="diag".
+        var: (T, M) its diagonal, filled when cov="diag" (clamped at 0 against rounding).
         train_mean: (T, N, k) the same on the training points.
         train_cov: (T, N, N) covariance on the training points (cov="full" and nngp_train given).
         train_var: (T, N) its diagonal (cov="diag").
