@@ -115,12 +115,18 @@ def test_symmetric_exactly_and_blocks_of_the_joint_kernel(method):
     assert float(torch.linalg.eigvalsh(gram).min()) > -1e-12 * float(gram.diagonal().max())
 
 
-def test_batch_size_does_not_change_the_result():
+@pytest.mark.parametrize("cache_bytes", [1 << 30, 1])  # 1 byte: every panel holds a single chunk
+def test_batch_size_and_panels_do_not_change_the_result(monkeypatch, cache_bytes):
+    monkeypatch.setattr("torchntk.empirical.CACHE_BYTES", cache_bytes)
     net = tn.mlp(2, "erf").network(width=6, out_features=2, seed=0, dtype=F64)
-    x = _x(7)
-    ref = empirical_ntk(net, x, batch_size=7)
+    x, x2 = _x(7), _x(5, seed=4)
+    ref, ref2 = empirical_ntk(net, x, batch_size=7), empirical_ntk(net, x, x2, batch_size=7)
     for b in (1, 2, 3, 100):
-        torch.testing.assert_close(empirical_ntk(net, x, batch_size=b), ref, rtol=1e-13, atol=1e-14)
+        for method in ("structured", "jacobian"):
+            # chunks only regroup the same products: round-off
+            torch.testing.assert_close(empirical_ntk(net, x, batch_size=b, method=method), ref, rtol=1e-13, atol=1e-14)
+            torch.testing.assert_close(empirical_ntk(net, x, x2, batch_size=b, method=method), ref2,
+                                       rtol=1e-13, atol=1e-14)
 
 
 def test_float32_numpy_and_lazy_networks():

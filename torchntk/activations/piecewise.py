@@ -21,7 +21,7 @@ from .base import Activation
 
 
 class PiecewiseLinear(Activation):
-    """sigma(x) = a x for x > 0 and b x for x < 0 (sigma'(0) = 0, as autograd gives for relu)."""
+    """sigma(x) = a x for x > 0 and b x for x <= 0; sigma'(0) = b, as autograd gives."""
 
     def __init__(self, a: float = 1.0, b: float = 0.0, *, name: str | None = None) -> None:
         self.a, self.b = float(a), float(b)
@@ -34,7 +34,8 @@ class PiecewiseLinear(Activation):
         return torch.where(x > 0, self.a * x, self.b * x)
 
     def _derivative(self, x: Tensor) -> Tensor:
-        return torch.where(x > 0, self.a, torch.where(x < 0, self.b, 0.0)).to(x.dtype)
+        # b at 0, as autograd differentiates _forward (so identity has sigma'(0) = 1).
+        return torch.where(x > 0, torch.full_like(x, self.a), torch.full_like(x, self.b))
 
     def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
                      overwrite: bool = False) -> tuple[Tensor, Tensor | None]:

@@ -4,7 +4,7 @@ Every method splits the inputs into chunks of ``batch_size`` rows, turns each ch
 "features" (per-sample Jacobians, layer-wise Gram factors, or the chunk itself) and contracts two
 chunks' features into one block of the kernel. For x1 against itself only the blocks on and above
 the diagonal are computed; the others are their transposes, so the result is exactly symmetric.
-Features of the x2 chunks are kept between blocks while they fit in ``cache_bytes``.
+Features are kept in memory in panels of at most ``cache_bytes`` (see `assemble`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
-CACHE_BYTES = 2 << 30
-"""Default cap on cached chunk features (2 GiB); beyond it they are recomputed."""
+CACHE_BYTES = 4 << 30
+"""Default memory for a panel of chunk features kept between blocks (4 GiB)."""
 
 
 class ChunkMethod(Protocol):
@@ -36,39 +36,36 @@ def swap(block: Tensor, full: bool) -> Tensor:
 
 def assemble(method: ChunkMethod, x1: Tensor, x2: Tensor | None, k: int, full: bool, batch_size: int,
              dtype: torch.dtype, cache_bytes: int = CACHE_BYTES) -> Tensor:
-    """The (N1, N2, k, k) kernel (``full``) or its (N1, N2) output trace, block by block."""
+    """The (N1, N2, k, k) kernel (``full``) or its (N1, N2) output trace, block by block.
+
+    Like a blocked matrix product in limited memory: a panel of x1 chunks (as many as fit in
+    ``cache_bytes``) has its features computed once, then every x2 chunk streams past it.
+    Features are thus computed about N1 / B + (N1 / panel) (N2 / B) times, not (N1 / B)(N2 / B).
+    """
     symmetric = x2 is None
     xs2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], xs2.shape[0]
-    shape = (n1, n2, k, k) if full else (n1, n2)
-    out = torch.empty(shape, dtype=dtype, device=x1.device)
+    out = torch.empty((n1, n2, k, k) if full else (n1, n2), dtype=dtype, device=x1.device)
     rows1 = [slice(s, min(s + batch_size, n1)) for s in range(0, n1, batch_size)]
     rows2 = [slice(s, min(s + batch_size, n2)) for s in range(0, n2, batch_size)]
-    cache: dict[int, tuple[Any, int]] = {}
-    room = [cache_bytes]
-
-    def features2(j: int) -> Any:
-        if j in cache:
-            return cache[j][0]
-        f = method.features(xs2[rows2[j]])
-        size = nbytes(f)
-        if size <= room[0]:
-            cache[j] = (f, size)
-            room[0] -= size
-        return f
-
-    for i, r1 in enumerate(rows1):
-        f1 = features2(i) if symmetric else method.features(x1[r1])
-        for j in range(i if symmetric else 0, len(rows2)):
-            f2 = f1 if symmetric and j == i else features2(j)
-            blk = method.block(f1, f2, full)
-            if symmetric and j == i:
-                blk = 0.5 * (blk + swap(blk, full))  # exact symmetry: round-off differs between halves
-            out[r1, rows2[j]] = blk
-            if symmetric and j > i:
-                out[rows2[j], r1] = swap(blk, full)
-        if symmetric and i in cache:  # chunk i is never needed again
-            room[0] += cache.pop(i)[1]
+    start = 0
+    while start < len(rows1):
+        panel = {start: method.features(x1[rows1[start]])}
+        span = max(1, cache_bytes // max(1, nbytes(panel[start])))
+        for i in range(start + 1, min(len(rows1), start + span)):
+            panel[i] = method.features(x1[rows1[i]])
+        for j in range(start if symmetric else 0, len(rows2)):
+            f2 = panel[j] if symmetric and j in panel else method.features(xs2[rows2[j]])
+            for i, f1 in panel.items():
+                if symmetric and j < i:
+                    continue  # the transpose of block (j, i), written with it
+                blk = method.block(f1, f2, full)
+                if symmetric and j == i:
+                    blk = 0.5 * (blk + swap(blk, full))  # exact symmetry: round-off differs between halves
+                out[rows1[i], rows2[j]] = blk
+                if symmetric and j > i:
+                    out[rows2[j], rows1[i]] = swap(blk, full)
+        start += len(panel)
     return out
 
 

@@ -21,7 +21,7 @@ class JacobianMethod:
         self._jacobian = vmap(jacrev(fmodel.single), in_dims=(None, 0))
 
     def point_bytes(self, element_size: int) -> float:
-        return 2.0 * self.k * self.fmodel.num_params * element_size  # the Jacobian and its temporaries
+        return 1.25 * self.k * self.fmodel.num_params * element_size  # the Jacobian, some temporaries
 
     def features(self, x: Tensor) -> list[Tensor]:
         jac = self._jacobian(self.fmodel.params, x)

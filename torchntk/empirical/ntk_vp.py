@@ -23,7 +23,7 @@ class NTKVectorMethod:
         self.fmodel, self.k = fmodel, k
 
     def point_bytes(self, element_size: int) -> float:
-        return 2.0 * self.k * self.fmodel.num_params * element_size  # the vmapped g's and their temporaries
+        return 1.25 * self.k * self.fmodel.num_params * element_size  # the vmapped g's, some temporaries
 
     def features(self, x: Tensor) -> Tensor:
         return x

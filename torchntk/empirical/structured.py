@@ -24,7 +24,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..activations.base import elementwise_grad
 from ..networks import NTKNetwork
 
 
@@ -72,8 +71,18 @@ class DenseOp:
 
 @dataclass(frozen=True)
 class ElementwiseOp:
+    """An elementwise nonlinearity; sigma' comes from autograd through ``fn`` itself, as training
+    and the other methods see it (the same value at kinks, in the same dtype)."""
+
     fn: Callable[[Tensor], Tensor]
-    derivative: Callable[[Tensor], Tensor]
+
+    def value_and_slope(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(sigma(z), sigma'(z)) from one forward and one backward pass."""
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_(True)
+            value = self.fn(leaf)
+            (slope,) = torch.autograd.grad(value, leaf, torch.ones_like(value))
+        return value.detach(), slope
 
 
 def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
@@ -88,10 +97,7 @@ def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
         ops: list[DenseOp | ElementwiseOp] = []
         for index, layer in enumerate(model.dense):
             if index:
-                # sigma' by autograd through the forward itself, as training and the other
-                # methods see it (the same value at kinks and in the same dtype)
-                act = model.activations[index - 1]
-                ops.append(ElementwiseOp(act, lambda z, f=act: elementwise_grad(f, z)))
+                ops.append(ElementwiseOp(model.activations[index - 1]))
             ops.append(DenseOp(layer.weight.detach(), layer.bias.detach(), layer.weight_scale, layer.bias_scale,
                                layer.weight.requires_grad, layer.bias.requires_grad))
         return ops
@@ -109,7 +115,7 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
         return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
                         module.weight.requires_grad, bias is not None and bias.requires_grad)]
     if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module, lambda z, m=module: elementwise_grad(m, z))]
+        return [ElementwiseOp(module)]
     if any(p.requires_grad for p in module.parameters()):
         raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not "
                             "nn.Linear.")
@@ -159,9 +165,12 @@ class StructuredMethod:
                 inputs.append(a)
                 a = op.forward(a)
             else:
-                # sigma' is only needed where a trainable layer lies below
-                slopes.append(op.derivative(a) if position > self.lowest else None)
-                a = op.fn(a)
+                if position > self.lowest:  # sigma' is only needed where a trainable layer lies below
+                    a, slope = op.value_and_slope(a)
+                    slopes.append(slope)
+                else:
+                    slopes.append(None)
+                    a = op.fn(a)
         return ChunkFeatures(x.shape[0], self._backward(inputs, slopes, x.shape[0]))
 
     def _backward(self, inputs: list[Tensor], slopes: list[Tensor | None], batch: int) -> list[LayerTerm]:
@@ -175,7 +184,7 @@ class StructuredMethod:
                 slope_index -= 1
                 d = slopes[slope_index]
                 if delta is not None:
-                    delta = delta * d.unsqueeze(1)
+                    delta = delta.mul_(d.unsqueeze(1))  # delta is always a fresh product here
                 else:
                     rows = torch.eye(k, dtype=d.dtype, device=d.device) if rows is None else rows
                     gate = d if gate is None else gate * d
