@@ -19,3 +19,7 @@ from .fit import fit, predict  # noqa: E402
 
 main.add_command(fit)
 main.add_command(predict)
+from .reproduce import reproduce, study  # noqa: E402
+
+main.add_command(reproduce)
+main.add_command(study)

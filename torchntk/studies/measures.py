@@ -140,8 +140,12 @@ def bootstrap_ratio(a: np.ndarray, b: np.ndarray, stat, *, repeats: int = 2000, 
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    ratios = stat(a[rng.integers(0, a.shape[0], size=(repeats, a.shape[0]))]) / \
-        stat(b[rng.integers(0, b.shape[0], size=(repeats, b.shape[0]))])
+    top = stat(a[rng.integers(0, a.shape[0], size=(repeats, a.shape[0]))])
+    bottom = stat(b[rng.integers(0, b.shape[0], size=(repeats, b.shape[0]))])
+    # With few seeds a resample can repeat one seed throughout (a spread of 0): such draws say
+    # nothing about the ratio and are left out.
+    usable = bottom > 0
+    ratios = top[usable] / bottom[usable]
     tail = (1 - confidence) / 2 * 100
     ratio = float(stat(a[None])[0] / stat(b[None])[0])
     return ratio, float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))

@@ -22,15 +22,30 @@ def color_of(index: int) -> str:
     return COLORS[index % len(COLORS)]
 
 
-def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
-    """(figure, axes array) without pyplot."""
+def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1, *, top: float = 0.86,
+               wspace: float = 0.28, hspace: float = 0.45) -> tuple[Any, Any]:
+    """(figure, axes array) without pyplot. Margins are fixed (constrained layout costs seconds
+    per figure); ``top`` leaves room for the suptitle."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("figures need matplotlib: pip install 'torchntk[plot]'.") from exc
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=110)
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig.subplots_adjust(left=0.07 if ncols > 1 else 0.09, right=0.98, bottom=0.12 if nrows == 1 else 0.08,
+                        top=top, wspace=wspace, hspace=hspace)
     return fig, axes
+
+
+def width_axis(ax: Any, widths: np.ndarray) -> None:
+    """A log-scale width axis ticked at the measured widths, labelled as plain numbers."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([float(w) for w in widths]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{int(w):,}" for w in widths])
+    ax.set_xlabel("hidden width n")
 
 
 def save(fig: Any, path: Path) -> Path:
@@ -49,12 +64,12 @@ def _angle_axis(ax: Any) -> None:
 
 
 def figure_ntk(angles: np.ndarray, theory: np.ndarray, curves: dict[int, dict[str, np.ndarray]], steps: int,
-               lr: float, path: Path, depth: int) -> Path:
+               lr: float, path: Path, depth: int, activation: str = "relu") -> Path:
     """Figure 1: Theta(x0, x(γ)) at initialization and after training, beside the limit.
 
     curves[width] = {"init": (S, G), "trained": (S, G)}, one row per initialization.
     """
-    fig, axes = new_figure(11, 4.2, ncols=2)
+    fig, axes = new_figure(12, 4.8, ncols=2, top=0.86)
     titles = ("at initialization (t = 0)", f"after {steps} steps, lr {lr:g} (t = {steps * lr:g})")
     for ax, key, title in zip(axes[0], ("init", "trained"), titles, strict=True):
         for i, (width, curve) in enumerate(curves.items()):
@@ -71,7 +86,7 @@ def figure_ntk(angles: np.ndarray, theory: np.ndarray, curves: dict[int, dict[st
     highs = [max(c["init"].max(), c["trained"].max()) for c in curves.values()] + [theory.max()]
     for ax in axes[0]:
         ax.set_ylim(min(lows) - 0.05 * np.ptp([min(lows), max(highs)]), max(highs) * 1.08)
-    fig.suptitle(f"Figure 1: convergence of the NTK (depth {depth}, ReLU)")
+    fig.suptitle(f"Figure 1: convergence of the NTK (depth {depth}, {activation})")
     return save(fig, path)
 
 
@@ -82,7 +97,8 @@ def figure_regression(angles: np.ndarray, curves: dict[int, np.ndarray], gp_mean
 
     curves[width]: (S, G) functions after training; gp_mean, gp_std: (G,).
     """
-    fig, axes = new_figure(8.5, 4.6)
+    fig, axes = new_figure(11.5, 5, top=0.92)
+    fig.subplots_adjust(right=0.72)  # the legend sits to the right of the axes, off the curves
     ax = axes[0, 0]
     for c, (width, rows) in enumerate(curves.items()):
         color = color_of(c)
@@ -97,19 +113,19 @@ def figure_regression(angles: np.ndarray, curves: dict[int, np.ndarray], gp_mean
     _angle_axis(ax)
     ax.set_ylabel("f(x)")
     ax.set_title(f"Figure 2: trained networks ({steps} steps) vs the infinite-width Gaussian (depth {depth})")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return save(fig, path)
 
 
 def figure_pca(coords: np.ndarray, labels: np.ndarray | None, eigenvalues: np.ndarray, times: np.ndarray,
                runs: dict[int, list[dict[str, np.ndarray]]], theory_g: np.ndarray, path: Path, depth: int,
-               data_name: str) -> Path:
+               data_name: str, activation: str = "relu") -> Path:
     """Figure 3: (a) data in the 2nd/3rd kernel principal components, (b) the part h_t of
     f_t - f* orthogonal to f(2), (c) the component g_t along f(2) beside 0.5 exp(-lambda_2 t).
 
     runs[width] = [{"g": (T,), "h": (T,)} per trial]; theory_g: (T,), the limit |g_t|.
     """
-    fig, axes = new_figure(15, 4.4, ncols=3)
+    fig, axes = new_figure(16, 4.8, ncols=3, wspace=0.3)
     ax = axes[0, 0]
     if labels is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=8, color=COLORS[0])
@@ -135,8 +151,10 @@ def figure_pca(coords: np.ndarray, labels: np.ndarray | None, eigenvalues: np.nd
     for ax in axes[0, 1:]:
         ax.set_xlabel("time t = learning rate × steps")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Figure 3: kernel principal components (depth {depth}, ReLU); "
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.35 * (high - low))  # headroom so the legend covers no curve
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"Figure 3: kernel principal components (depth {depth}, {activation}); "
                  f"λ1, λ2, λ3 = {eigenvalues[0]:.4g}, {eigenvalues[1]:.4g}, {eigenvalues[2]:.4g}")
     return save(fig, path)
 
@@ -160,7 +178,7 @@ def figure_rates(panels: list[tuple[str, str, list[RateSeries]]], path: Path, ti
     """
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = new_figure(5.0 * ncols, 4.0 * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = new_figure(5.2 * ncols, 4.2 * nrows, ncols=ncols, nrows=nrows, top=0.92 if nrows > 1 else 0.86)
     flat = axes.reshape(-1)
     for ax, (panel_title, ylabel, series) in zip(flat, panels, strict=False):  # spare axes are hidden below
         for c, s in enumerate(series):
@@ -179,9 +197,8 @@ def figure_rates(panels: list[tuple[str, str, list[RateSeries]]], path: Path, ti
                 centre_v = np.exp(np.log(vals).mean())
                 ax.plot(grid, centre_v * (grid / centre_n) ** s.fit.predicted, color=color, lw=1.2, ls=":")
         ax.plot([], [], color="gray", ls=":", label="predicted slope (through the data's centre)")
-        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("hidden width n")
+        width_axis(ax, np.asarray(series[0].widths))
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
@@ -201,7 +218,7 @@ def figure_gaussianity(widths: np.ndarray, whitened: np.ndarray, cov_error: np.n
     """
     from scipy import stats
 
-    fig, axes = new_figure(10, 4.2, ncols=2)
+    fig, axes = new_figure(11, 4.6, ncols=2, top=0.9)
     ax = axes[0, 0]
     for c, wi in enumerate(sorted({0, len(widths) - 1})):
         color = color_of(c)
@@ -218,8 +235,7 @@ def figure_gaussianity(widths: np.ndarray, whitened: np.ndarray, cov_error: np.n
     ax = axes[0, 1]
     ax.plot(widths, cov_error, "o-", color=COLORS[0], label="‖Ĉ − Σ(L)‖ / ‖Σ(L)‖ measured")
     ax.axhline(noise_95, color=THEORY, ls="--", label="95% Monte Carlo noise of exact N(0, Σ(L)) samples")
-    ax.set_xscale("log")
-    ax.set_xlabel("hidden width n")
+    width_axis(ax, widths)
     ax.set_ylabel("relative covariance error")
     ax.set_ylim(0, max(noise_95, float(np.max(cov_error))) * 1.3)
     ax.set_title("Output covariance over initializations vs Σ(L)")

@@ -11,11 +11,16 @@ the two-sided interval b +- t_{m-2, (1+c)/2} se(b) has confidence c (Student's t
 honest with few points). The seeds' scatter is what the residuals see, so more seeds give a
 narrower interval.
 
-The verdict on a predicted slope b0 < 0 (a quantity that vanishes as n grows) is
+Two kinds of prediction are judged differently:
 
-    "borne out"       the interval contains b0 and lies below 0;
-    "inconclusive"    the interval contains both b0 and 0 (too noisy to tell);
-    "not borne out"   the interval excludes b0.
+- a rate ("d ~ n^b0", e.g. central-limit fluctuations at initialization, exactly n^-1/2):
+  "borne out" when the interval contains b0 and, for b0 < 0, lies below 0 (the quantity does
+  vanish); "inconclusive" when it contains both b0 and 0; "not borne out" when it excludes b0.
+- a bound ("d = O(n^b0)", e.g. the Gronwall bounds of Theorem 2 and Lemma 1, which say the
+  quantity vanishes at least that fast): "borne out" when the interval lies below 0 and does not
+  lie entirely above b0 (a steeper measured slope is consistent with the bound, and the report
+  says it is faster); "inconclusive" when it contains 0; "not borne out" when it lies entirely
+  above b0 (the quantity vanishes significantly slower than the bound allows).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class SlopeFit:
         confidence: e.g. 0.95.
         predicted: the theory's slope b0.
         points: m, the number of (width, seed) measurements fitted.
+        kind: "rate" (b0 is the exponent) or "bound" (the quantity is O(n^b0)).
     """
 
     slope: float
@@ -48,10 +54,15 @@ class SlopeFit:
     confidence: float
     predicted: float
     points: int
+    kind: str = "rate"
 
     @property
     def verdict(self) -> str:
-        """"borne out", "inconclusive" or "not borne out" (rule in the module docstring)."""
+        """"borne out", "inconclusive" or "not borne out" (rules in the module docstring)."""
+        if self.kind == "bound":
+            if self.low > self.predicted:
+                return NOT_BORNE_OUT
+            return INCONCLUSIVE if self.high >= 0 else BORNE_OUT
         if not self.low <= self.predicted <= self.high:
             return NOT_BORNE_OUT
         if self.predicted < 0 <= self.high or self.predicted > 0 >= self.low:
@@ -59,15 +70,26 @@ class SlopeFit:
         return BORNE_OUT
 
     @property
+    def faster(self) -> bool:
+        """For a bound: the whole interval lies below b0 (the quantity vanishes faster than the bound)."""
+        return self.kind == "bound" and self.high < self.predicted
+
+    @property
     def criterion(self) -> str:
         pct = f"{100 * self.confidence:g}%"
-        return (f"the {pct} interval of the fitted slope contains {self.predicted:g} and excludes 0 "
-                f"(least squares on log-log, {self.points} points, Student's t)")
+        how = f"(least squares on log-log, {self.points} points, Student's t)"
+        if self.kind == "bound":
+            return (f"O(n^{self.predicted:g}) bound: the {pct} interval of the fitted slope lies below 0 and not "
+                    f"entirely above {self.predicted:g} {how}")
+        if self.predicted == 0:
+            return f"the {pct} interval of the fitted slope contains 0 {how}"
+        return f"the {pct} interval of the fitted slope contains {self.predicted:g} and excludes 0 {how}"
 
     def describe(self) -> str:
-        """"-0.49 +- 0.03 (95%: [-0.55, -0.43])"."""
-        return (f"{self.slope:.3f} ± {self.stderr:.3f} "
+        """"-0.49 ± 0.03 (95%: [-0.55, -0.43])", noting a bound beaten by a steeper slope."""
+        text = (f"{self.slope:.3f} ± {self.stderr:.3f} "
                 f"({100 * self.confidence:g}%: [{self.low:.3f}, {self.high:.3f}])")
+        return text + (f"; faster than the n^{self.predicted:g} bound" if self.faster else "")
 
     def line(self, widths: np.ndarray) -> np.ndarray:
         """The fitted power law exp(a) n^b at ``widths``."""
@@ -76,10 +98,11 @@ class SlopeFit:
     def as_dict(self) -> dict:
         return {"slope": self.slope, "stderr": self.stderr, "intercept": self.intercept, "low": self.low,
                 "high": self.high, "confidence": self.confidence, "predicted": self.predicted,
-                "points": self.points, "verdict": self.verdict}
+                "points": self.points, "kind": self.kind, "verdict": self.verdict}
 
 
-def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confidence: float = 0.95) -> SlopeFit:
+def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confidence: float = 0.95,
+               kind: str = "rate") -> SlopeFit:
     """Fit log(values) = a + b log(widths) by least squares, with a t-interval on b.
 
     Args:
@@ -87,6 +110,7 @@ def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confide
         values: shape (W, S), one measurement per width and seed, all positive and finite.
         predicted: the slope the theory predicts (e.g. -0.5).
         confidence: the interval's confidence level in (0, 1).
+        kind: "rate" or "bound" (how the verdict reads the prediction; see the module docstring).
 
     Returns:
         A `SlopeFit`.
@@ -109,6 +133,8 @@ def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confide
                          f"min {np.nanmin(values):.3g}, NaN/inf present: {not np.all(np.isfinite(values))}.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
+    if kind not in ("rate", "bound"):
+        raise ValueError(f"kind must be 'rate' or 'bound', got {kind!r}.")
     log_n = np.repeat(np.log(widths), values.shape[1])
     log_d = np.log(values).reshape(-1)
     m = log_n.size
@@ -121,4 +147,4 @@ def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confide
     residuals = log_d - intercept - slope * log_n
     stderr = float(np.sqrt(residuals @ residuals / (m - 2) / sxx))
     half = float(stats.t.ppf(0.5 + confidence / 2, m - 2)) * stderr
-    return SlopeFit(slope, intercept, stderr, slope - half, slope + half, confidence, float(predicted), m)
+    return SlopeFit(slope, intercept, stderr, slope - half, slope + half, confidence, float(predicted), m, kind)

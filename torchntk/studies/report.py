@@ -35,7 +35,7 @@ _VERDICT_CLASS = {BORNE_OUT: "borne", INCONCLUSIVE: "inconclusive", NOT_BORNE_OU
 
 
 def write_report(sections: list[Section], out: str | Path, *, title: str, meta: dict[str, Any],
-                 intro: list[str] | None = None) -> dict[str, Path]:
+                 intro: list[str] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.html, report.md and results.json into ``out`` (created if needed).
 
     Args:
@@ -45,6 +45,7 @@ def write_report(sections: list[Section], out: str | Path, *, title: str, meta: 
         meta: run settings shown at the top (mode, seed, versions); no timings, so that the same
             seed gives the same report.
         intro: paragraphs under the title.
+        settings: the full configuration, stored in results.json (sections show their own).
 
     Returns:
         {"html": path, "markdown": path, "json": path}.
@@ -54,8 +55,8 @@ def write_report(sections: list[Section], out: str | Path, *, title: str, meta: 
     intro = intro or []
     paths = {"html": out / "report.html", "markdown": out / "report.md", "json": out / "results.json"}
     paths["html"].write_text(_html(sections, title, meta, intro, out), encoding="utf-8")
-    paths["markdown"].write_text(_markdown(sections, title, meta, intro), encoding="utf-8")
-    payload = {"title": title, "meta": jsonable(meta),
+    paths["markdown"].write_text(_markdown(sections, title, meta, intro, out), encoding="utf-8")
+    payload = {"title": title, "meta": jsonable(meta), "settings": jsonable(settings or {}),
                "claims": [_claim_dict(s, c) for s in sections for c in s.claims],
                "sections": [s.as_dict() for s in sections]}
     paths["json"].write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
@@ -100,7 +101,7 @@ def _html(sections, title, meta, intro, out: Path) -> str:
             if table.note:
                 parts.append(f"<p class='note'>{_e(table.note)}</p>")
         for figure in section.figures:
-            data = base64.b64encode((out / figure.path.name).read_bytes()).decode("ascii")
+            data = base64.b64encode(Path(figure.path).read_bytes()).decode("ascii")
             parts.append(f"<figure><img alt='{_e(figure.path.name)}' src='data:image/png;base64,{data}'>"
                          f"<figcaption><b>{_e(figure.path.name)}</b>: {_e(figure.caption)}</figcaption></figure>")
     parts.append("</body></html>")
@@ -142,7 +143,15 @@ def _md_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(sections, title, meta, intro) -> str:
+def _relative(path: Path, out: Path) -> str:
+    """The figure's path as the Markdown file (in ``out``) should link it."""
+    try:
+        return Path(path).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
+
+
+def _markdown(sections, title, meta, intro, out: Path) -> str:
     parts = [f"# {title}", *intro, _md_table(["setting", "value"], [[k, fmt(v)] for k, v in meta.items()]),
              "## Summary of claims",
              _md_table(["experiment", "claim", "measured", "theory", "criterion", "verdict"],
@@ -163,5 +172,6 @@ def _markdown(sections, title, meta, intro) -> str:
             if table.note:
                 parts.append(f"_{table.note}_")
         for figure in section.figures:
-            parts.append(f"![{figure.path.name}]({figure.path.name})\n\n*{figure.path.name}*: {figure.caption}")
+            link = _relative(figure.path, out)
+            parts.append(f"![{figure.path.name}]({link})\n\n*{figure.path.name}*: {figure.caption}")
     return "\n\n".join(parts) + "\n"

@@ -1,0 +1,187 @@
+"""``torchntk reproduce`` and ``torchntk study``: the paper's claims measured on finite networks.
+
+    torchntk reproduce                      # quick: about five minutes on two CPU cores
+    torchntk reproduce --full               # the paper's widths (up to 10,000): hours on a CPU
+    torchntk reproduce --out report/ --seed 0
+    torchntk study --depth 3 --activation tanh --widths 64,256,1024 --data gaussian --dim 3
+
+Both write PNG figures, report.html (self-contained), report.md and results.json into --out.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..activations import CLOSED_FORM, QUADRATURE
+from .kernel import user_errors
+
+ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
+
+
+def _widths(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in value.replace(" ", "").split(",") if w)
+    except ValueError:
+        raise click.BadParameter(f"widths must be integers separated by commas, e.g. 64,256,1024; got {value!r}.") \
+            from None
+    if len(widths) < 3 or min(widths) < 1 or len(set(widths)) != len(widths):
+        raise click.BadParameter(f"give at least three distinct positive widths, e.g. 64,256,1024; got {value!r}.")
+    return tuple(sorted(widths))
+
+
+def _experiments(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    from ..studies.runner import EXPERIMENTS
+
+    if value is None:
+        return EXPERIMENTS
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in EXPERIMENTS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose among {', '.join(EXPERIMENTS)} (comma-separated); got {value!r}.")
+    return chosen
+
+
+def _finish(paths: dict[str, Path], started: float, quiet: bool) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True, quiet=quiet)
+    claims = json.loads(paths["json"].read_text(encoding="utf-8"))["claims"]
+    table = Table(title="Claims and verdicts")
+    for column in ("claim", "measured", "verdict"):
+        table.add_column(column, overflow="fold")
+    colours = {"borne out": "green", "inconclusive": "yellow", "not borne out": "red"}
+    for claim in claims:
+        colour = colours.get(claim["verdict"], "white")
+        table.add_row(claim["statement"], claim["measured"], f"[{colour}]{claim['verdict']}[/{colour}]")
+    console.print(table)
+    console.print(f"Report: {paths['html']} (also {paths['markdown'].name}, {paths['json'].name} and the PNG "
+                  f"figures in {paths['html'].parent}); wall time {time.perf_counter() - started:.0f} s.")
+
+
+def _bars(quiet: bool):
+    from rich.console import Console
+
+    from ..studies.progress import make_bars
+
+    return make_bars(Console(stderr=True, quiet=quiet))
+
+
+@click.command()
+@click.option("--full", is_flag=True, help="The paper's settings (widths up to 10,000; hours on a CPU). "
+                                          "Default: quick mode, about five minutes on two cores.")
+@click.option("--smoke", is_flag=True, help="A seconds-long run with tiny networks that checks the installation; "
+                                           "its numbers are not meant to bear out the theory.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True, help="Folder for the figures, report.html, report.md and results.json.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Every random draw derives from it; the same seed gives the same report.")
+@click.option("--only", callback=_experiments, default=None, metavar="LIST",
+              help="Run only some of fig1,fig2,fig3,sweep (comma-separated).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes running the experiments side by side (default: one per CPU core).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads per worker (default: cores / workers). Other thread counts can change the "
+                   "last digits.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+@user_errors
+def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ...], workers: int | None,
+              threads: int | None, quiet: bool) -> None:
+    """Reproduce the paper's experiments and measure the appendix's theorems on finite networks.
+
+    Figures 1-3 of the paper (NTK convergence on the circle, kernel regression on 4 points,
+    convergence along a kernel principal component on MNIST) and Proposition 1, Theorems 1-2
+    and Lemma 1 over a sweep of widths with fitted convergence rates. Writes PNG figures and a
+    self-contained report.html saying, for each claim, whether this run bears it out.
+    """
+    from ..studies import full_settings, quick_settings
+    from ..studies.config import smoke_settings
+    from ..studies.progress import RichBars
+    from ..studies.runner import reproduce as run
+
+    if full and smoke:
+        raise click.UsageError("--full and --smoke exclude each other.")
+    started = time.perf_counter()
+    settings = full_settings() if full else smoke_settings() if smoke else quick_settings()
+    with _bars(quiet) as bars:
+        paths = run(settings, seed, out, RichBars(bars), only=only, threads=threads, workers=workers)  # None: per core
+    _finish(paths, started, quiet)
+
+
+@click.command()
+@click.option("--depth", type=click.IntRange(min=2), default=4, show_default=True,
+              help="Dense layers (>= 2; 4 = three hidden layers).")
+@click.option("--activation", type=click.Choice(ACTIVATIONS, case_sensitive=False), default="relu",
+              show_default=True, help="Nonlinearity between the dense layers.")
+@click.option("--bias-std", type=click.FloatRange(min=0), default=0.1, show_default=True, help="beta.")
+@click.option("--weight-std", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="sigma_w.")
+@click.option("--widths", callback=_widths, default="64,128,256,512,1024", show_default=True,
+              help="Hidden widths of the sweep (comma-separated; at least three, best >= 4 spanning >= 16x).")
+@click.option("--seeds", type=click.IntRange(min=2), default=6, show_default=True,
+              help="Networks trained per width.")
+@click.option("--gaussian-seeds", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Networks per width drawn for the Gaussianity checks (at least --seeds).")
+@click.option("--outputs", type=click.IntRange(min=1), default=2, show_default=True, help="Output units n_L.")
+@click.option("--data", default="circle", show_default=True,
+              help="circle, gaussian, mnist, digits, or a .npy/.npz/.csv file (a CSV needs a header row).")
+@click.option("--points", type=click.IntRange(min=2), default=12, show_default=True,
+              help="Number of data points (a file's first rows).")
+@click.option("--dim", type=click.IntRange(min=1), default=2, show_default=True, help="Input dimension of 'gaussian'.")
+@click.option("--target", default=None, help="A file's target column (CSV header name or array column index); "
+                                             "default: the target x1 x2 of the paper's Figure 1.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Learning rate of full-batch gradient descent on C = (1/2N) sum |f - y|^2.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Training steps.")
+@click.option("--record-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Record the NTK, weights and activations every this many steps.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
+              show_default=True, help="Folder for the figures and the report.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+@user_errors
+def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds, outputs, data, points, dim,
+          target, lr, steps, record_every, out, seed, threads, quiet) -> None:
+    """Measure Proposition 1, Theorems 1-2 and Lemma 1 for your own network, data and training.
+
+    Draws, measures and trains networks of each width, fits the log-log slope of each distance
+    against width with its uncertainty, and writes the same report as `torchntk reproduce`.
+    """
+    from ..studies import NetworkSettings, SweepSettings
+    from ..studies.config import derive_seed
+    from ..studies.progress import RichBars
+    from ..studies.runner import study as run
+
+    started = time.perf_counter()
+    dataset = _dataset(data, points, dim, target, derive_seed(seed, "sweep-data"))
+    settings = SweepSettings(network=NetworkSettings(depth, activation.lower(), bias_std, weight_std), widths=widths,
+                             seeds=seeds, gaussian_seeds=max(gaussian_seeds, seeds), out_features=outputs, data=data,
+                             points=len(dataset), data_dim=dataset.x.shape[1], lr=lr, steps=steps,
+                             record_every=record_every)
+    with _bars(quiet) as bars:
+        paths = run(settings, dataset, seed, out, RichBars(bars), threads=threads)
+    _finish(paths, started, quiet)
+
+
+def _dataset(data: str, points: int, dim: int, target: str | None, seed: int):
+    from ..studies.data import BUILTIN, Dataset, load_data, product_target
+
+    if data.lower() in BUILTIN:
+        if target is not None:
+            raise click.BadParameter("--target picks a column of a data file; the built-in sets have their own "
+                                     "targets.", param_hint="--target")
+        return load_data(data, points, seed=seed, dim=dim)
+    from .data import read_table
+
+    table = read_table(data, target=(target,) if target is not None else ())
+    x = table.x[:points]
+    y = table.y[:points, :1] if table.y is not None else product_target(x)
+    what = f"target column {target!r}" if target is not None else "target x1 x2"
+    name = Path(data).name
+    return Dataset(x, y, name, f"{x.shape[0]} rows of {name} ({x.shape[1]} input columns); {what}")

@@ -1,0 +1,28 @@
+"""Finite networks beside the infinite-width theory: the paper's experiments and width sweeps.
+
+    from torchntk.studies import reproduce, quick_settings
+    reproduce(quick_settings(), seed=0, out="report/")        # what `torchntk reproduce` runs
+
+    from torchntk.studies import study, SweepSettings, NetworkSettings, load_data
+    study(SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), widths=(64, 256, 1024)),
+          load_data("gaussian", 12, dim=3), seed=0, out="study/")
+
+Modules: `data` (built-in data sets), `rates` (log-log slopes with uncertainty), `measures`
+(the theorems' distances), `theorems` (the width sweep), `fig1_ntk`, `fig2_regression`,
+`fig3_pca` (the paper's Section 6), `plots`, `report`, `runner`.
+"""
+
+from .config import Fig1Settings as Fig1Settings
+from .config import Fig2Settings as Fig2Settings
+from .config import Fig3Settings as Fig3Settings
+from .config import NetworkSettings as NetworkSettings
+from .config import ReproduceSettings as ReproduceSettings
+from .config import SweepSettings as SweepSettings
+from .config import full_settings as full_settings
+from .config import quick_settings as quick_settings
+from .data import Dataset as Dataset
+from .data import load_data as load_data
+from .rates import SlopeFit as SlopeFit
+from .rates import fit_loglog as fit_loglog
+from .runner import reproduce as reproduce
+from .runner import study as study

@@ -1,0 +1,165 @@
+"""Run the paper's experiments (`reproduce`) or the width sweep on a user's choice (`study`),
+and write the report.
+
+    reproduce(quick_settings(), seed=0, out="report/")
+    study(SweepSettings(widths=(64, 256, 1024), ...), load_data("circle", 12), seed=0, out="study/")
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .config import ReproduceSettings, SweepSettings, derive_seed
+from .data import Dataset, load_data
+from .progress import ProgressLike, Silent
+from .report import write_report
+from .results import Section
+
+EXPERIMENTS = ("fig1", "fig2", "fig3", "sweep")
+LARGE = ("fig3",)
+"""Experiments whose matrix products are large enough to gain from several CPU threads (512
+digits x 784 pixels x width); the others train small batches, where extra threads only add
+synchronization (and, on a busy machine, spinning threads slow them down many times over)."""
+
+
+@contextmanager
+def cpu_threads(count: int | None):
+    """Run the block with ``count`` torch CPU threads (None: leave as is), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _meta(mode: str, seed: int) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"mode": mode, "seed": seed, "torchntk": __version__, "torch": torch.__version__,
+            "python": platform.python_version(),
+            "precision": "networks and empirical NTKs in float32; limiting kernels and analysis in float64"}
+
+
+def run_experiment(name: str, settings: ReproduceSettings, seed: int, out: str | Path,
+                   progress: ProgressLike | None = None) -> list[Section]:
+    """One experiment of `reproduce` ("fig1", "fig2", "fig3" or "sweep"): its report sections."""
+    from .fig1_ntk import run_fig1
+    from .fig2_regression import run_fig2
+    from .fig3_pca import run_fig3
+    from .theorems import analyse_sweep, measure_sweep
+
+    out = Path(out)
+    if name == "fig1":
+        return [run_fig1(settings.fig1, seed, out, progress)]
+    if name == "fig2":
+        return [run_fig2(settings.fig2, seed, out, progress)]
+    if name == "fig3":
+        return [run_fig3(settings.fig3, seed, out, progress)]
+    if name != "sweep":
+        raise ValueError(f"unknown experiment {name!r}; choose among {EXPERIMENTS}.")
+    sweep = settings.sweep
+    data = load_data(sweep.data, sweep.points, seed=derive_seed(seed, "sweep-data"), dim=sweep.data_dim)
+    measured = measure_sweep(sweep, data, seed, progress, "Appendix: width sweep")
+    return analyse_sweep(measured, sweep, data, seed, out)
+
+
+LONGEST_FIRST = ("fig1", "fig3", "sweep", "fig2")
+"""Submission order for the worker pool (longest first balances two workers best)."""
+
+
+def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress: ProgressLike | None = None,
+              only: tuple[str, ...] = EXPERIMENTS, threads: int | None = None,
+              workers: int | None = 1) -> dict[str, Path]:
+    """Run the paper's three experiments and the appendix's width sweep; write the report.
+
+    Args:
+        settings: `quick_settings()`, `full_settings()` or `config.smoke_settings()` (or a modified copy).
+        seed: every random draw (networks, data, bootstrap) derives from it; the same seed gives
+            the same numbers.
+        out: folder for the PNG figures, report.html, report.md and results.json.
+        progress: a progress object (`progress.RichBars`), or None for silence.
+        only: a subset of ("fig1", "fig2", "fig3", "sweep").
+        workers: processes running experiments side by side; None for one per CPU core (at most
+            one per experiment; what `torchntk reproduce` does); 1 (default) runs them here, one
+            after the other. Worker processes are spawned, so a script calling this with
+            workers != 1 needs the usual ``if __name__ == "__main__":`` guard.
+        threads: torch CPU threads per worker (default: cores / workers). With one worker and no
+            ``threads``, the small-network experiments run on one thread and Figure 3 on torch's
+            default. Other thread counts can change the last digits of the numbers.
+
+    Returns:
+        The paths written by `write_report`.
+    """
+    import os
+
+    from .parallel import default_workers, run_jobs
+
+    jobs = tuple(e for e in EXPERIMENTS if e in only)
+    if set(only) - set(EXPERIMENTS) or not jobs:
+        raise ValueError(f"only must name some of {EXPERIMENTS}; got {only!r}.")
+    workers = default_workers(len(jobs)) if workers is None else workers
+    if workers < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"workers and threads must be positive integers; got {workers!r} and {threads!r}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = progress or Silent()
+    if workers == 1:
+        results = {}
+        for name in jobs:
+            with cpu_threads(threads if threads is not None else None if name in LARGE else 1):
+                results[name] = run_experiment(name, settings, seed, out, progress)
+    else:
+        per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+        ordered = [name for name in LONGEST_FIRST if name in jobs]
+        results = run_jobs({name: (run_experiment, (name, settings, seed, str(out))) for name in ordered},
+                           workers, per_worker, progress)
+    sections = [section for name in jobs for section in results[name]]
+    intro = [
+        "Finite networks beside the infinite-width theory of Jacot, Gabriel and Hongler (2018): the three "
+        "experiments of the paper's Section 6, then the appendix's statements measured over a sweep of widths. Every "
+        "number in this report was measured by this run; each claim says whether the run bears it out, and by "
+        "which criterion.",
+        "Conventions (DESIGN.md): NTK parameterization with parameters iid N(0, 1); depth counts dense layers; "
+        "cost C = (1/2N) Σ|f(x_i) − y_i|² and time t = learning rate × steps; the operator norm of a kernel on N "
+        "points is the top |eigenvalue| of its Gram matrix divided by N.",
+    ]
+    if settings.mode == "smoke":
+        intro.append("Smoke run: tiny networks and a few seeds, to check that everything runs. Its numbers are far "
+                     "from the infinite-width regime and are not meant to bear the theory out.")
+    if settings.mode == "quick":
+        intro.append("Quick mode: narrower widest networks and shorter runs than the paper where that saves time, so "
+                     "that the run takes minutes on a laptop CPU; each section says what it changed. "
+                     "`torchntk reproduce --full` runs the paper's settings (hours on a CPU).")
+    return write_report(sections, out, title="torchntk: the paper's claims on finite networks",
+                        meta=_meta(settings.mode, seed), intro=intro, settings=asdict(settings))
+
+
+def study(settings: SweepSettings, data: Dataset, seed: int, out: str | Path,
+          progress: ProgressLike | None = None, threads: int | None = None) -> dict[str, Path]:
+    """The appendix's measurements (Proposition 1, Theorems 1 and 2, Lemma 1) for any network
+    description, widths, seeds, data set, learning rate and steps; same report format.
+    ``threads``: torch CPU threads (None: torch's default)."""
+    from .theorems import analyse_sweep, measure_sweep
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with cpu_threads(threads):
+        measured = measure_sweep(settings, data, seed, progress or Silent(), "Width sweep")
+    sections = analyse_sweep(measured, settings, data, seed, out)
+    intro = [f"The appendix's statements for {settings.network.describe()} networks on {data.source}, measured "
+             "over a sweep of widths. Every number was measured by this run; each claim says whether the run bears "
+             "it out, and by which criterion."]
+    return write_report(sections, out, title="torchntk study: the NTK theorems on finite networks",
+                        meta=_meta("study", seed), intro=intro, settings=asdict(settings))
+
