@@ -163,10 +163,13 @@ class KernelModel:
         from .dynamics import GradientFlow
 
         flow = GradientFlow(train, torch.from_numpy((y - y_mean) / y_scale), nngp_train=nngp, ridge=settings.ridge)
+        # The saved model needs the eigendecomposition anyway; take it first so that the check below
+        # reuses it (predicting t = inf first would add a Cholesky factorisation).
+        eigenvalues, eigenvectors = flow.eigenvalues, flow.eigenvectors
         flow.predict(settings.time, cov=None)  # O(N^2): a singular t = inf limit fails here, not at predict time
         arrays = {"x_train": x, "y_train": y, "x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean,
-                  "y_scale": y_scale, "eigenvalues": flow.eigenvalues.cpu().numpy(),
-                  "eigenvectors": flow.eigenvectors.cpu().numpy(), "nngp_train": nngp.cpu().numpy()}
+                  "y_scale": y_scale, "eigenvalues": eigenvalues.cpu().numpy(),
+                  "eigenvectors": eigenvectors.cpu().numpy(), "nngp_train": nngp.cpu().numpy()}
         names_x = feature_names if feature_names is not None else [str(i) for i in range(x.shape[1])]
         names_y = target_names if target_names is not None else [str(i) for i in range(y.shape[1])]
         return cls(settings, arrays, names_x, names_y)
