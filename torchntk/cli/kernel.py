@@ -18,8 +18,9 @@ import click
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
+from .._progress import rich_progress
 from ..activations import CLOSED_FORM, QUADRATURE
 from ..spec import Serial, mlp
 from .data import read_table
@@ -64,9 +65,7 @@ def make_progress(quiet: bool) -> Progress:
     """A progress display on stderr (stdout may carry results); shown only on a terminal, and
     never with ``quiet``."""
     console = Console(stderr=True)
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                    disable=quiet or not console.is_terminal)
+    return rich_progress(console=console, transient=True, disable=quiet or not console.is_terminal)
 
 
 def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,

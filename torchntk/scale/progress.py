@@ -50,19 +50,11 @@ class TileProgress:
         self._start = time.perf_counter()
         self._bar = None
         if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import TextColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("left"),
-                                 TimeRemainingColumn(), console=Console(stderr=True))
+            from .._progress import rich_progress
+
+            self._bar = rich_progress(TextColumn("{task.fields[rate]}"))
             self._task = self._bar.add_task(label, total=total, completed=done, rate="")
 
     def __enter__(self) -> TileProgress:

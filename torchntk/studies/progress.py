@@ -50,14 +50,6 @@ class RichBars:
 
 def make_bars(console: Any = None) -> Any:
     """A rich Progress with a description, a bar, counts, elapsed and remaining time."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from .._progress import rich_progress
 
-    return Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+    return rich_progress(console=console)
