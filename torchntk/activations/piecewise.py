@@ -61,7 +61,10 @@ class PiecewiseLinear(Activation):
         """The same formulas with cov's storage reused and two temporaries, no autograd: the hot
         loop of large kernels, where every extra pass over a block and every fresh allocation
         shows (see benchmarks/bench_kernels.py)."""
-        norm = torch.mul(var1, var2).sqrt_()                 # exact on the diagonal, see correlation()
+        # sqrt of the variances, not of their products: two small vectors instead of a pass
+        # over the block (the dearest pass after arccos). A point's correlation with itself is
+        # then 1 within ~3 ulps, and the snap below makes it exactly 1.
+        norm = torch.mul(var1.sqrt(), var2.sqrt())
         positive = bool((var1 > 0).all()) and bool((var2 > 0).all())
         # cov is 0 wherever a variance is: divide by a positive stand-in there, rho = 0.
         rho = cov.div_(norm if positive else norm.clamp_min(torch.finfo(norm.dtype).tiny)).clamp_(-1.0, 1.0)

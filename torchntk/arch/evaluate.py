@@ -19,7 +19,7 @@ from . import layout
 from .branches import run_serial
 from .state import input_state
 
-TILE_BYTES = 16 * 2**20
+TILE_BYTES = 2 * 2**20
 """Target size of one kernel tensor of a block: a layer holds a few of them at once."""
 
 

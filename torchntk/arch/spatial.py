@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..layers import Dense
@@ -35,7 +36,8 @@ def _check_padding(padding: Any, where: str) -> str:
 
 def _window_map(window: tuple[int, ...], stride: tuple[int, ...], padding: str, sizes: tuple[int, ...],
                 full: bool, diagonal_shift: bool):
-    """The linear map of a Conv (``diagonal_shift``) or an AvgPool on kernel tensors."""
+    """The linear map of a Conv (``diagonal_shift``) or an AvgPool on kernel tensors, without
+    the division by the window size (Conv folds it into weight_std^2; AvgPool applies it once)."""
     def f(t, prefix):
         for axis, (k, s, size) in enumerate(zip(window, stride, sizes, strict=True)):
             if not full:
@@ -135,7 +137,8 @@ class Conv(_Windowed):
         if state.full and not full_out:
             state = state.to_diagonal()
         f = self._map(state, state.full, diagonal_shift=True)
-        return ops.affine(state, _square(self.weight_std), _square(self.bias_std), f)
+        window, _ = self._resolve(state.spatial)
+        return ops.affine(state, _square(self.weight_std) / math.prod(window), _square(self.bias_std), f)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         window, stride = self._resolve(sig.spatial)
@@ -179,7 +182,14 @@ class AvgPool(_Windowed):
         return True
 
     def kernel(self, state: ArchState, full_out) -> ArchState:
-        state = ops.linear(state, self._map(state, True, diagonal_shift=False))
+        window, _ = self._resolve(state.spatial)
+        pooled = self._map(state, True, diagonal_shift=False)
+        scale = 1.0 / math.prod(window) ** 2
+
+        def f(t, prefix):
+            out = pooled(t, prefix)
+            return out.mul_(scale) if not torch.is_grad_enabled() else out * scale
+        state = ops.linear(state, f)
         return state if full_out else state.to_diagonal()
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:

@@ -67,14 +67,35 @@ def _strided(t: Tensor, dims: tuple[int, ...], start: int, count: int, stride: i
 
 
 def window_sum(t: Tensor, dims: tuple[int, ...], size: int, window: int, stride: int, padding: str) -> Tensor:
-    """(1/window) sum_{a < window} t[.., s p + a, .., s q + a, ..] along the given ``dims``
+    """sum_{a < window} t[.., s p + a, .., s q + a, ..] along the given ``dims``
     together (one dim: a pooled axis; two dims: a diagonal shift of a (p, q) plane), after
-    padding each of them. Returns a new tensor (never a view of t)."""
+    padding each of them (the caller divides by the window). Returns a new tensor (never a view
+    of t)."""
     low, high = pad_amounts(size, window, stride, padding)
+    if padding == "same" and stride == 1:
+        return _shifted_sum(t, dims, size, window, low)
     for dim in dims:
         t = pad_axis(t, dim, low, high, padding == "circular")
     count = out_size(size, window, stride, padding)
     out = _strided(t, dims, 0, count, stride).clone()
     for a in range(1, window):
         out.add_(_strided(t, dims, a, count, stride))
-    return out.mul_(1.0 / window) if not out.requires_grad else out * (1.0 / window)
+    return out
+
+
+def _shifted_sum(t: Tensor, dims: tuple[int, ...], size: int, window: int, low: int) -> Tensor:
+    """The zero-padded, stride-1 case of `window_sum` without materialising the padding:
+    out(p) = sum_o t(p + o) over offsets o = a - low, terms outside the input dropped.
+    (In-place updates of a fresh clone: autograd and forward-mode AD both follow them.)"""
+    out = t.clone()                                   # the offset o = 0 (low < window always)
+    for a in range(window):
+        o = a - low
+        if o == 0:
+            continue
+        src = [slice(None)] * t.dim()
+        dst = [slice(None)] * t.dim()
+        for dim in dims:
+            src[dim] = slice(max(0, o), size - max(0, -o))
+            dst[dim] = slice(max(0, -o), size - max(0, o))
+        out[tuple(dst)] += t[tuple(src)]
+    return out

@@ -1,0 +1,137 @@
+"""Convolutional NNGP + NTK (float64) against neural-tangents, side by side in one run.
+
+The network: 3 conv layers (3x3 filters, "same" padding, bias_std 0.1) with ReLU between and
+after, then a readout and a Dense layer. Two cases, the readouts neural-tangents needs the
+most memory and time for:
+- GlobalAvgPool on (100, 1, 8, 8): needs covariances between all pairs of positions;
+- Flatten on (500, 1, 28, 28): needs each position with itself only.
+neural-tangents (a venv of its own, --nt-python) runs jit-compiled, timed after a first call,
+on the same inputs transposed to its channels-last layout; values are compared on every entry.
+Then peak memory (ru_maxrss) of a GlobalAvgPool kernel at N = 1000 on 8x8 inputs, in a
+subprocess of its own so that nothing else counts.
+
+    .venv/bin/python benchmarks/bench_arch.py
+    .venv/bin/python benchmarks/bench_arch.py --repeats 5 --nt-python /path/to/nt-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import torchntk as tn
+
+CASES = {"gap": ((100, 1, 8, 8), "GlobalAvgPool"), "flatten": ((500, 1, 28, 28), "Flatten")}
+
+NT_SCRIPT = r"""
+import sys, types, time, json, statistics
+sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
+import numpy as np, jax
+jax.config.update("jax_enable_x64", True)
+from neural_tangents import stax
+x = np.transpose(np.load(sys.argv[1]), (0, 2, 3, 1)); readout = sys.argv[2]; repeats = int(sys.argv[3])
+layers = []
+for _ in range(3):
+    layers += [stax.Conv(1, (3, 3), padding="SAME", W_std=1.0, b_std=0.1, parameterization="ntk"), stax.Relu()]
+layers += [stax.GlobalAvgPool() if readout == "GlobalAvgPool" else stax.Flatten(),
+           stax.Dense(1, W_std=1.0, b_std=0.1, parameterization="ntk")]
+_, _, kernel_fn = stax.serial(*layers)
+kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+xj = jax.numpy.asarray(x)
+out = kernel_fn(xj, None, get=("nngp", "ntk")); out[1].block_until_ready()
+times = []
+for _ in range(repeats):
+    t = time.perf_counter(); out = kernel_fn(xj, None, get=("nngp", "ntk")); out[1].block_until_ready()
+    times.append(time.perf_counter() - t)
+np.savez(sys.argv[4], nngp=np.asarray(out[0]), ntk=np.asarray(out[1]))
+print(json.dumps({"median": statistics.median(times)}))
+"""
+
+MEMORY_SCRIPT = r"""
+import resource, sys, numpy as np, torchntk as tn
+sys.path.insert(0, sys.argv[2])
+from bench_arch import cnn
+x = np.random.default_rng(0).standard_normal((int(sys.argv[1]), 1, 8, 8))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cnn("GlobalAvgPool").kernels(x)
+print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def cnn(readout: str):
+    layers = []
+    for _ in range(3):
+        layers += [tn.Conv((3, 3), padding="same", bias_std=0.1), tn.ReLU()]
+    return tn.serial(*layers, tn.GlobalAvgPool() if readout == "GlobalAvgPool" else tn.Flatten(),
+                     tn.Dense(bias_std=0.1))
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_neural_tangents(python: str, x: np.ndarray, readout: str, repeats: int):
+    with tempfile.TemporaryDirectory() as tmp:
+        xin, out = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
+        np.save(xin, x)
+        proc = subprocess.run([python, "-c", NT_SCRIPT, xin, readout, str(repeats), out], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            print(f"neural-tangents failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return None
+        data = np.load(out, allow_pickle=False)
+        return json.loads(proc.stdout.strip().splitlines()[-1])["median"], data["nngp"], data["ntk"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-n", type=int, default=1000)
+    parser.add_argument("--nt-python", default="/work/nt-venv/bin/python",
+                        help="python of a venv with neural-tangents 0.6.5; '' to skip")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; median of {args.repeats}, float64")
+    print("| case | torchntk (s) | neural-tangents (s) | NT / torchntk | max rel. diff (NNGP, NTK) |")
+    print("|---|---:|---:|---:|---:|")
+    for shape, readout in CASES.values():
+        x = np.random.default_rng(0).standard_normal(shape)
+        spec = cnn(readout)
+        xt = torch.from_numpy(x)
+        ours = median_time(lambda spec=spec, xt=xt: spec.kernels(xt), args.repeats)
+        nt = run_neural_tangents(args.nt_python, x, readout, args.repeats) \
+            if args.nt_python and os.path.exists(args.nt_python) else None
+        if nt is None:
+            cols = "n/a | n/a | n/a"
+        else:
+            k, t = spec.kernels(xt)
+            diff = (np.abs(nt[1] - k.numpy()).max() / np.abs(k.numpy()).max(),
+                    np.abs(nt[2] - t.numpy()).max() / np.abs(t.numpy()).max())
+            cols = f"{nt[0]:.2f} | {nt[0] / ours:.2f}x | {diff[0]:.1e}, {diff[1]:.1e}"
+        print(f"| {readout} {shape} | {ours:.2f} | {cols} |", flush=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(args.memory_n), here], capture_output=True,
+                          text=True, check=True)
+    before, peak = map(float, proc.stdout.split())
+    print(f"\npeak resident memory, GlobalAvgPool CNN kernel on ({args.memory_n}, 1, 8, 8): {peak:.0f} MiB "
+          f"({before:.0f} MiB after imports; the two (N, N) float64 outputs are "
+          f"{2 * args.memory_n ** 2 * 8 / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
