@@ -129,3 +129,10 @@ def test_a_damaged_marker_is_a_clear_error(store):
     store.store.marker(0, 1).write_bytes(b"\x01")  # the old one-byte marker
     with pytest.raises(ValueError, match="completion marker.*damaged"):
         open_kernel_matrix(store.path)[0:4, 20:24]
+
+
+@pytest.mark.parametrize("tile,error", [(10**9, ValueError), (0, ValueError), (True, ValueError), (2.5, ValueError)])
+def test_absurd_tiles_are_refused_before_anything_is_written(tmp_path, x, tile, error):
+    with pytest.raises(error, match="tile must be"):
+        kernel_matrix(SPEC, x, store=tmp_path / "T.zarr", tile=tile, progress=False)
+    assert not (tmp_path / "T.zarr").exists()

@@ -26,6 +26,10 @@ DEFAULT_STORE_TILE = 4096
 """Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
 fsync, a task) are negligible and small enough that a few tiles fit in memory at once."""
 
+MAX_STORE_TILE = 32768
+"""Largest stored tile side: every chunk is written whole (tile^2 numbers, padded at the edges),
+so a larger tile would only allocate and write gigabytes of padding."""
+
 STALL_ENV = "TORCHNTK_SCALE_STALL_BEFORE_RECORD"
 """Test hook: when set to k, the run stops (sleeps) after writing its k-th tile to disk and
 before recording it complete, so tests can kill -9 the process at the worst instant."""
@@ -163,6 +167,9 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         raise TypeError(f"store must be a directory path (str or os.PathLike), got {type(store).__name__}.")
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be a positive integer (e.g. 4096), got {tile!r}.")
+    if tile > MAX_STORE_TILE:
+        raise ValueError(f"tile must be at most {MAX_STORE_TILE} (each stored chunk holds tile^2 numbers: "
+                         f"{MAX_STORE_TILE}^2 float32 is 4 GiB), got {tile}; the default 4096 suits any N.")
     if not hasattr(spec, "layers") or not hasattr(spec, "kernels"):
         raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
                         f"{type(spec).__name__}.")
