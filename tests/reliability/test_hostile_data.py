@@ -92,3 +92,14 @@ def test_study_needs_two_rows_from_a_file(cli, tmp_path):
     _csv(tmp_path / "one.csv", ["a", "b"], [[1.0, 2.0]])
     cli.error("study", "--data", tmp_path / "one.csv", "--out", tmp_path / "st", "--quiet",
               match=("at least 2 points", "one.csv"))
+
+
+def test_drop_may_name_a_column_only_the_first_file_has(cli, tmp_path):
+    rng = np.random.default_rng(2)
+    train, test = rng.normal(size=(5, 3)), rng.normal(size=(3, 2))
+    _csv(tmp_path / "train.csv", ["p", "price", "q"], train)
+    _csv(tmp_path / "test.csv", ["q", "p"], test)             # no price column, other order
+    cli.ok("kernel", tmp_path / "train.csv", tmp_path / "test.csv", "--drop", "price", "-o", tmp_path / "K.npy", "-q")
+    np.testing.assert_array_equal(np.load(tmp_path / "K.npy"), tn.mlp(3).ntk(train[:, [0, 2]], test[:, [1, 0]]))
+    cli.error("kernel", tmp_path / "train.csv", tmp_path / "test.csv", "--drop", "cost", "-o", tmp_path / "K.npy",
+              match=("--drop 'cost'", "neither"))

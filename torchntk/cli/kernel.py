@@ -154,8 +154,14 @@ def _fill(out: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor], rows: s
         matrix[rows, cols] = blocks[kind]
 
 
-def load_table(path: Path, *, array: str | None, drop: Sequence[str]) -> Table:
-    """The features of a data file (the ``drop`` columns removed), with their column names."""
+def load_table(path: Path, *, array: str | None, drop: Sequence[str], lenient: bool = False) -> Table:
+    """The features of a data file (the ``drop`` columns removed), with their column names.
+
+    ``lenient``: a CSV may lack some of the ``drop`` columns (a test file without the target);
+    the caller checks that each one named exists somewhere."""
+    if lenient and path.suffix.lower() == ".csv":
+        names = read_table(path, array=array).feature_names
+        drop = [name for name in drop if name in names]
     return read_table(path, target=drop, array=array)
 
 
@@ -230,10 +236,15 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
     if kind == "both" and output.suffix.lower() != ".npz":
         raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {output.name!r}.")
     spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
-    table1 = load_table(data, array=array, drop=drop)
+    lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
+    table1 = load_table(data, array=array, drop=drop, lenient=lenient)
     x1, x2 = table1.x, None
     if data2 is not None:
-        table2 = load_table(data2, array=array, drop=drop)
+        table2 = load_table(data2, array=array, drop=drop, lenient=lenient)
+        unknown = [name for name in drop if name not in (*table1.target_names, *table2.target_names)]
+        if unknown:
+            raise click.UsageError(f"--drop {unknown[0]!r}: neither {data.name} nor {data2.name} has a column of that "
+                                   "name.")
         x2 = _matching_columns(table1, table2, data, data2)
     if standardize:
         x1, x2 = standardize_columns(x1, x2, table1.feature_names)
