@@ -13,9 +13,11 @@ process posterior. The standard deviation is that of the network's output over i
 (no observation noise is added).
 
 On disk a model is a directory with ``model.json`` (a format tag and version, the settings, the
-column names) and ``arrays.npz`` (training inputs and targets, the standardisation, the training
-kernel's eigendecomposition and its NNGP matrix); `load` reads it with ``allow_pickle=False`` and
-refuses anything that is not such a directory. Sizes: two (N, N) float64 matrices, 16 N^2 bytes.
+column names, the number of training rows and a sha256 content fingerprint of all of it and of
+the arrays) and ``arrays.npz`` (training inputs and targets, the standardisation, the training
+kernel's eigendecomposition and its NNGP matrix); `load` reads it without pickle, validates every
+field and verifies the fingerprint, and refuses anything that is not such a directory. Sizes:
+two (N, N) float64 matrices, 16 N^2 bytes.
 """
 
 from __future__ import annotations
