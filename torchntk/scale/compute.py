@@ -186,6 +186,8 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         done = kernel_store.done()
         schedule = grid.tiles()
         todo = [t for t in schedule if t not in done]
+        if todo:
+            kernel_store.check_writable(len(todo))
         start = time.perf_counter()
         with TileProgress(len(schedule), len(schedule) - len(todo), f"{kind} tiles", progress) as bar:
             record = _Recorder(kernel_store, bar)

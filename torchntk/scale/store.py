@@ -267,6 +267,19 @@ class KernelStore:
                              "writable storage, and run again.") from None
         return store
 
+    def check_writable(self, missing: int) -> None:
+        """Raise ValueError if ``missing`` tiles are to be computed but the store cannot be
+        written (read-only media, permissions): before the work, not at the first write."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.path / DONE, prefix=".probe-", suffix=".tmp"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"the kernel store {str(self.path)!r} cannot be written ({exc.strerror or exc}) and "
+                             f"{missing} tile(s) are still to compute; make it writable, or copy it to "
+                             "writable storage, and run again.") from None
+
     def check_arrays(self) -> None:
         """Raise ValueError unless every array's metadata (shape, chunks, dtype, raw codec) is
         the one the manifest implies; a missing array is reported too."""
@@ -423,8 +436,14 @@ class KernelStore:
             if problem is not None:
                 problems[(i, j)] = problem
         if repair:
-            for i, j in problems:
-                self.unmark(i, j)
+            try:
+                for i, j in problems:
+                    self.unmark(i, j)
+            except OSError as exc:
+                raise ValueError(f"the kernel store {str(self.path)!r} has {len(problems)} damaged tile(s) "
+                                 f"({', '.join(map(str, list(problems)[:5]))}) but cannot be written "
+                                 f"({exc.strerror or exc}) to recompute them; make it writable and run "
+                                 "again.") from None
         return problems
 
     def require(self, tiles: set[tuple[int, int]]) -> None:
