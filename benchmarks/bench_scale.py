@@ -156,8 +156,8 @@ def _chunk_files(store: Path) -> int:
 
 
 def _done_tiles(store: Path) -> int:
-    base = store / "done" / "c"
-    return sum(1 for row in base.iterdir() for f in row.iterdir() if f.name.isdigit()) if base.is_dir() else 0
+    base = store / "done" / "c"  # a tile is done when its marker done/c/i/j/0 exists
+    return sum(1 for row in base.iterdir() for f in row.iterdir() if (f / "0").is_file()) if base.is_dir() else 0
 
 
 def main() -> None:

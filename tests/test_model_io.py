@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 
 import torchntk as tn
-from torchntk.model_io import FORMAT, KernelModel, ModelSettings
+from torchntk.model_io import FORMAT, VERSION, KernelModel, ModelSettings
 
 N, M, D = 12, 5, 3
 
@@ -104,7 +104,7 @@ def test_save_and_load_round_trip(tmp_path, data):
     assert loaded.settings == model.settings
     assert loaded.feature_names == ("a", "b", "c") and loaded.target_names == ("u", "v")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert meta["format"] == FORMAT and meta["version"] == 1
+    assert meta["format"] == FORMAT and meta["version"] == VERSION
     assert meta["settings"]["time"] == 2.5
     # Plain data: every array loads without pickle.
     with np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False) as archive:
@@ -174,8 +174,9 @@ def test_load_refuses_pickled_or_inconsistent_arrays(saved):
     np.savez(saved / "arrays.npz", **{k: v for k, v in arrays.items() if k != "nngp_train"})
     with pytest.raises(ValueError, match="lacks"):
         KernelModel.load(saved)
+    # Consistent shapes but other numbers: the content fingerprint recorded at save refuses them.
     np.savez(saved / "arrays.npz", **{**arrays, "eigenvectors": arrays["eigenvectors"] * 2})
-    with pytest.raises(ValueError, match="orthonormal"):
+    with pytest.raises(ValueError, match="fingerprint"):
         KernelModel.load(saved)
 
 

@@ -5,6 +5,8 @@
     K, T = spec.kernels(x)          # NNGP Sigma(L) and NTK Theta(L), infinite width
 """
 
+from ._finite import MAX_DEPTH as MAX_DEPTH
+from ._finite import KernelOverflowError as KernelOverflowError
 from .activations import Abs as Abs
 from .activations import Activation as Activation
 from .activations import Cos as Cos

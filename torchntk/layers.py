@@ -11,6 +11,7 @@ import numbers
 import torch
 from torch import Tensor
 
+from ._finite import check_scale
 from .activations import Activation
 from .kernel_state import KernelState
 
@@ -64,8 +65,7 @@ class Dense:
                 value = value.item()
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a real number, got {type(value).__name__}.")
-            if not value >= 0 or value == float("inf"):
-                raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+            check_scale(name, value)  # finite, >= 0, finite square (torchntk/_finite.py)
 
     def apply(self, k: KernelState) -> KernelState:
         w2, b2 = _square(self.weight_std, k.nngp), _square(self.bias_std, k.nngp)

@@ -13,16 +13,19 @@ process posterior. The standard deviation is that of the network's output over i
 (no observation noise is added).
 
 On disk a model is a directory with ``model.json`` (a format tag and version, the settings, the
-column names) and ``arrays.npz`` (training inputs and targets, the standardisation, the training
-kernel's eigendecomposition and its NNGP matrix); `load` reads it with ``allow_pickle=False`` and
-refuses anything that is not such a directory. Sizes: two (N, N) float64 matrices, 16 N^2 bytes.
+column names, the number of training rows and a sha256 content fingerprint of all of it and of
+the arrays) and ``arrays.npz`` (training inputs and targets, the standardisation, the training
+kernel's eigendecomposition and its NNGP matrix); `load` reads it without pickle, validates every
+field and verifies the fingerprint, and refuses anything that is not such a directory. Sizes:
+two (N, N) float64 matrices, 16 N^2 bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import zipfile
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,11 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._finite import check_depth, check_scale
+from ._json import read_json
+from ._npyfile import NpzArchive
 from .activations import CLOSED_FORM, QUADRATURE
 from .spec import Serial, mlp
 
 FORMAT = "torchntk.kernel-model"
-VERSION = 1
+VERSION = 2
+"""2: model.json records a sha256 content fingerprint of itself and the arrays (verified at load)."""
 _JSON, _ARRAYS = "model.json", "arrays.npz"
 _ARRAY_NAMES = ("x_train", "y_train", "x_mean", "x_scale", "y_mean", "y_scale", "eigenvalues", "eigenvectors",
                 "nngp_train")
@@ -68,8 +75,10 @@ class ModelSettings:
 
     def check(self) -> ModelSettings:
         """Raise a ValueError / TypeError naming the bad setting; return self."""
-        if isinstance(self.depth, bool) or not isinstance(self.depth, (int, np.integer)) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1 (the number of dense layers), got {self.depth!r}.")
+        try:
+            check_depth(self.depth)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
         known = sorted([*CLOSED_FORM, *QUADRATURE])
         if not isinstance(self.activation, str) or self.activation.lower() not in known:
             raise ValueError(f"activation must be one of {', '.join(known)}; got {self.activation!r}.")
@@ -83,6 +92,8 @@ class ModelSettings:
             if math.isnan(value) or value < 0 or (math.isinf(value) and not inf_ok):
                 allowed = "a number >= 0 or inf" if inf_ok else "a finite number >= 0"
                 raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+            if name in ("bias_std", "weight_std"):
+                check_scale(name, float(value))
         return self
 
     def spec(self) -> Serial:
@@ -104,6 +115,11 @@ class ModelSettings:
         values = dict(data)
         if values["time"] == "inf":
             values["time"] = math.inf
+        elif isinstance(values["time"], str):
+            raise ValueError(f"the model's time must be a number or \"inf\", got {values['time']!r}.")
+        for name in ("bias_std", "weight_std", "ridge", "time"):
+            if isinstance(values[name], int) and not isinstance(values[name], bool):
+                values[name] = float(values[name])
         return cls(**values).check()
 
 
@@ -154,8 +170,8 @@ class KernelModel:
         x, y = _as_matrix(x, "x"), _as_matrix(y, "y", column=True)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; give one target row per input row.")
-        x_mean, x_scale = _moments(x, standardize_x)
-        y_mean, y_scale = _moments(y, standardize_y)
+        x_mean, x_scale = column_moments(x, standardize_x, feature_names)
+        y_mean, y_scale = column_moments(y, standardize_y, target_names)
         xs = torch.from_numpy((x - x_mean) / x_scale)
         k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",))
         nngp = k["nngp"]
@@ -210,25 +226,31 @@ class KernelModel:
         Refuses a non-empty directory that is not already a torchntk model, so that saving
         never mixes into (or overwrites) someone else's files.
         """
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ValueError(f"{directory} is a file; a model is saved as a directory (give a new folder name).")
-        if directory.is_dir() and any(directory.iterdir()) and not (directory / _JSON).is_file():
-            raise ValueError(f"{directory} is a non-empty directory that is not a torchntk model; "
-                             "choose a new or empty folder.")
+        directory = check_save_target(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / _ARRAYS, **{name: np.asarray(getattr(self, name)) for name in _ARRAY_NAMES})
         from . import __version__
 
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAY_NAMES}
         meta = {"format": FORMAT, "version": VERSION, "written_by": f"torchntk {__version__}",
                 "settings": self.settings.to_json(), "feature_names": list(self.feature_names),
                 "target_names": list(self.target_names), "n_train": int(self.x_train.shape[0])}
-        (directory / _JSON).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        meta["sha256"] = content_fingerprint(meta, arrays)
+        # Each file is written whole to a temporary name and renamed: a failed save never leaves
+        # half a file, and the fingerprint ties the two together.
+        _replace(directory / _ARRAYS, lambda handle: np.savez(handle, **arrays))
+        text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+        _replace(directory / _JSON, lambda handle: handle.write(text.encode("utf-8")))
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> KernelModel:
-        """Read a model written by `save`, without pickle; a ValueError says why if it is not one."""
+        """Read a model written by `save`, without pickle; a ValueError says why if it is not one.
+
+        Every field of model.json is checked for type and range, the arrays for shape, dtype and
+        finiteness, and the sha256 content fingerprint recorded at save time over both is
+        verified, so a hand-edited setting, permuted names or arrays from another model are
+        refused. (The fingerprint detects changes; it does not authenticate the writer.)
+        """
         directory = Path(directory)
         if directory.is_file() and directory.name == _JSON:
             directory = directory.parent
@@ -236,13 +258,73 @@ class KernelModel:
             raise ValueError(f"{directory} is not a torchntk model directory (a folder written by "
                              "`torchntk fit -o DIR` or KernelModel.save).")
         meta = _read_meta(directory)
-        settings = ModelSettings.from_json(meta.get("settings"))
-        names = {key: meta.get(key) for key in ("feature_names", "target_names")}
+        where = directory / _JSON
+        if set(meta) != _META_KEYS:
+            raise ValueError(f"{where} has keys {sorted(meta)}; a torchntk model has {sorted(_META_KEYS)}. "
+                             "The file was edited or not written by torchntk.")
+        try:
+            settings = ModelSettings.from_json(meta["settings"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        names = {key: meta[key] for key in ("feature_names", "target_names")}
         for key, value in names.items():
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{directory / _JSON}: {key} must be a list of strings.")
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{where}: {key} must be a non-empty list of strings.")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{where}: {key} holds a name twice.")
+        if not isinstance(meta["written_by"], str) or not isinstance(meta["sha256"], str):
+            raise ValueError(f"{where}: written_by and sha256 must be strings.")
+        n_train = meta["n_train"]
+        if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
+            raise ValueError(f"{where}: n_train must be a positive integer, got {n_train!r}.")
         arrays = _read_arrays(directory, len(names["feature_names"]), len(names["target_names"]))
+        if arrays["x_train"].shape[0] != n_train:
+            raise ValueError(f"{where} says n_train = {n_train} but {_ARRAYS} holds {arrays['x_train'].shape[0]} "
+                             "training rows; the model's files are inconsistent (refit it).")
+        expected = content_fingerprint(meta, arrays)
+        if meta["sha256"] != expected:
+            raise ValueError(f"{directory}: the model's content fingerprint does not match its files (model.json "
+                             "or arrays.npz was changed after saving, or they come from two different models); "
+                             "refit the model with `torchntk fit` or KernelModel.fit.")
         return cls(settings, arrays, names["feature_names"], names["target_names"])
+
+
+_META_KEYS = frozenset({"format", "version", "written_by", "settings", "feature_names", "target_names", "n_train",
+                        "sha256"})
+
+
+def content_fingerprint(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over model.json's content without its "sha256" field (canonical JSON: sorted keys,
+    no spaces) and over each array's name, dtype, shape and bytes, in a fixed order."""
+    digest = hashlib.sha256()
+    canonical = {k: v for k, v in meta.items() if k != "sha256"}
+    digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+    for name in _ARRAY_NAMES:
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def check_save_target(directory: str | Path) -> Path:
+    """``directory`` as a Path if a model may be saved there: absent, empty, or holding a torchntk
+    model (replaced). Anything else is refused with a ValueError, so that saving never mixes
+    into or overwrites another program's files (a foreign model.json included)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file; a model is saved as a directory (give a new folder name).")
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / _JSON).is_file():
+            raise ValueError(f"{directory} is a non-empty directory that is not a torchntk model; "
+                             "choose a new or empty folder.")
+        try:
+            meta = read_json(directory / _JSON)
+        except (ValueError, OSError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{directory} holds a {_JSON} that is not a torchntk model (another program's file?); "
+                             "it is never overwritten: choose a new or empty folder.")
+    return directory
 
 
 def _read_meta(directory: Path) -> dict:
@@ -250,9 +332,9 @@ def _read_meta(directory: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"{directory} is not a torchntk model: it has no {_JSON}.")
     try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); it is not a torchntk model.") from None
+        meta = read_json(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc} It is not a torchntk model file.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a torchntk model file (format tag {FORMAT!r} missing).")
     version = meta.get("version")
@@ -261,6 +343,9 @@ def _read_meta(directory: Path) -> dict:
     if version > VERSION:
         raise ValueError(f"{path} has format version {version}, newer than this torchntk reads ({VERSION}); "
                          "upgrade torchntk.")
+    if version < VERSION:
+        raise ValueError(f"{path} has format version {version}, written by an older torchntk without a content "
+                         "fingerprint; refit the model with this version (`torchntk fit`).")
     return meta
 
 
@@ -269,16 +354,18 @@ def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"{directory} is an incomplete torchntk model: {_ARRAYS} is missing.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with NpzArchive(path) as archive:
+            unknown = sorted(set(archive.files) - set(_ARRAY_NAMES))
             missing = [name for name in _ARRAY_NAMES if name not in archive.files]
-            arrays = {name: archive[name] for name in _ARRAY_NAMES if name not in missing}
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path} is not a readable .npz file ({exc}).") from None
-    except ValueError as exc:  # object arrays: numpy refuses them without pickle
-        raise ValueError(f"{path} holds arrays that cannot be read without pickle ({exc}); "
-                         "it was not written by torchntk.") from None
-    if missing:
-        raise ValueError(f"{path} lacks array(s) {missing}; it was not written by torchntk.")
+            if missing or unknown:
+                what = f"lacks array(s) {missing}" if missing else f"holds unknown array(s) {unknown}"
+                raise ValueError(f"{what}; it was not written by torchntk")
+            arrays = {name: archive[name] for name in _ARRAY_NAMES}
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ValueError(f"{path}: {exc} (arrays that cannot be read without pickle: it was not written by "
+                             "torchntk).") from None
+        raise ValueError(f"{path}: {exc}.") from None
     n = arrays["eigenvalues"].shape[0] if arrays["eigenvalues"].ndim == 1 else -1
     expected = {"x_train": (n, d), "y_train": (n, k), "x_mean": (d,), "x_scale": (d,), "y_mean": (k,),
                 "y_scale": (k,), "eigenvalues": (n,), "eigenvectors": (n, n), "nngp_train": (n, n)}
@@ -287,6 +374,12 @@ def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
         if a.dtype != np.float64 or a.shape != shape:
             raise ValueError(f"{path}: array {name!r} has shape {a.shape} and dtype {a.dtype}; expected {shape} "
                              "float64. The model files are inconsistent.")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{path}: array {name!r} holds NaN or infinite values; the model is damaged (refit it).")
+    for name in ("x_scale", "y_scale"):
+        if not (arrays[name] > 0).all():
+            raise ValueError(f"{path}: array {name!r} holds a scale <= 0; scales are standard deviations (> 0). "
+                             "The model is damaged (refit it).")
     return arrays
 
 
@@ -306,8 +399,32 @@ def _as_matrix(a: Any, name: str, column: bool = False) -> np.ndarray:
     return arr
 
 
-def _moments(a: np.ndarray, on: bool) -> tuple[np.ndarray, np.ndarray]:
+def _replace(path: Path, write: Callable[[Any], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def column_moments(a: np.ndarray, on: bool = True,
+                   names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of each column of ``a`` (N, d) for standardising: (x - mean) / scale, the
+    scale being the standard deviation (1 for constant columns); zeros and ones when ``on`` is
+    False. A column whose mean or standard deviation overflows float64 is refused (ValueError)
+    rather than silently zeroed."""
     if not on:
         return np.zeros(a.shape[1]), np.ones(a.shape[1])
-    scale = a.std(axis=0)
-    return a.mean(axis=0), np.where(scale > 0, scale, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, scale = a.mean(axis=0), a.std(axis=0)
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+    if bad.size:
+        col = int(bad[0])
+        name = names[col] if names is not None else str(col)
+        biggest = float(np.abs(a[:, col]).max())
+        raise ValueError(f"column {name!r} cannot be standardised: its mean or standard deviation overflows "
+                         f"float64 (values up to {biggest:.3g}); rescale it first (e.g. divide it by "
+                         f"1e{int(np.log10(biggest)) - 10}).")
+    return mean, np.where(scale > 0, scale, 1.0)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._finite import check_depth, check_finite_kernels
 from ._inputs import as_pair, as_pair_batches, to_output
 from .activations import Activation, get_activation
 from .arch import branches as _branches
@@ -193,6 +194,7 @@ class Serial(Layer):
                                      tile=DEFAULT_TILE if tile is None else tile)
             else:
                 nngp, ntk = self._evaluate_arch(t1, t2, need_ntk, diagonal, tile)
+        check_finite_kernels(nngp, ntk, self, inputs=(t1, t2))  # never a silent NaN (torchntk/_finite.py)
         results = []
         for k in (nngp, ntk):
             if k is not None and out_features is not None:
@@ -361,8 +363,7 @@ def mlp(depth: int, activation: str | Activation | Callable = "relu", bias_std: 
     """
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise TypeError(f"depth must be an integer >= 1, got {depth!r}.")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1 (the number of dense layers; 1 is a random affine map), got {depth}.")
+    depth = check_depth(depth)  # 1..MAX_DEPTH (torchntk/_finite.py)
     act = get_activation(activation) if depth > 1 else None
     layers: list = []
     for index in range(depth):

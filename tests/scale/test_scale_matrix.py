@@ -168,7 +168,7 @@ def test_user_activation_is_fingerprinted_by_name_with_a_warning(tmp_path, x):
 
 def test_reading_an_unfinished_tile_is_refused(stored, tmp_path, x):
     k = kernel_matrix(SPEC, x[:30], store=tmp_path / "p.zarr", tile=16, dtype=torch.float64, progress=False)
-    (k.store.path / "done" / "c" / "0" / "1").unlink()
+    k.store.marker(0, 1).unlink()
     k.store.done()
     assert k.missing_tiles() == [(0, 1)] and not k.complete
     with pytest.raises(ValueError, match="not computed yet"):
@@ -176,5 +176,7 @@ def test_reading_an_unfinished_tile_is_refused(stored, tmp_path, x):
     with pytest.raises(ValueError, match="not computed yet"):
         k[20:25, 0:5]  # the mirror of a missing tile is missing too
     direct = SPEC.ntk(x[:30]).numpy()
-    np.testing.assert_array_equal(k[16:30, 16:30], direct[16:30, 16:30])  # complete tiles still read
-    np.testing.assert_array_equal(k[:16, :16], direct[:16, :16])
+    # Complete tiles still read. A stored tile's Gram matrix comes from a GEMM of another shape
+    # than the direct call's, which BLAS may round differently: round-off only (1e-12 relative).
+    np.testing.assert_allclose(k[16:30, 16:30], direct[16:30, 16:30], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(k[:16, :16], direct[:16, :16], rtol=1e-12, atol=0)

@@ -24,7 +24,7 @@ class PiecewiseLinear(Activation):
     """sigma(x) = a x for x > 0 and b x for x <= 0; sigma'(0) = b, as autograd gives."""
 
     def __init__(self, a: float = 1.0, b: float = 0.0, *, name: str | None = None) -> None:
-        self.a, self.b = float(a), float(b)
+        self.a, self.b = _slope("a", a), _slope("b", b)
         super().__init__(self._forward, self._derivative, name=name or f"piecewise_linear({a}, {b})")
 
     def __repr__(self) -> str:
@@ -84,6 +84,19 @@ class PiecewiseLinear(Activation):
 
 _ONE = torch.tensor(1.0, dtype=torch.float64)
 
+MAX_SLOPE = 1e150
+"""Largest |slope| accepted: (a - b)^2 / 2 and a b must stay finite in float64."""
+
+
+def _slope(name: str, value: float) -> float:
+    """A slope as a finite float with |slope| <= MAX_SLOPE, or a TypeError / ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"slope {name} must be a real number, got {type(value).__name__}.")
+    value = float(value)
+    if not abs(value) <= MAX_SLOPE:
+        raise ValueError(f"slope {name} must be a finite number of magnitude at most {MAX_SLOPE:g}, got {value}.")
+    return value
+
 
 class ReLU(PiecewiseLinear):
     """max(x, 0): the arc-cosine kernels of Cho and Saul."""
@@ -100,7 +113,7 @@ class LeakyReLU(PiecewiseLinear):
 
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__(1.0, slope, name="leaky_relu")
-        self.slope = float(slope)
+        self.slope = self.b
 
     def __repr__(self) -> str:
         return f"LeakyReLU({self.slope})"

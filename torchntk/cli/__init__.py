@@ -23,3 +23,6 @@ from .reproduce import reproduce, study  # noqa: E402
 
 main.add_command(reproduce)
 main.add_command(study)
+from .store import store  # noqa: E402
+
+main.add_command(store)

@@ -12,13 +12,14 @@ column of an array) or, in an .npz file, by the name of a separate array (``--ta
 from __future__ import annotations
 
 import csv
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
+
+from .._npyfile import NpzArchive, read_npy
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 """Cell values (case-insensitive, after stripping spaces) read as missing."""
@@ -75,7 +76,7 @@ def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | Non
 
 
 def select_features(table: Table, feature_names: Sequence[str], target_names: Sequence[str],
-                    path: str | Path) -> np.ndarray:
+                    path: str | Path, against: str = "the model's") -> np.ndarray:
     """The columns of ``table`` that a model fitted on ``feature_names`` needs, in its order.
 
     By name when both sides have names (a CSV file, or an array whose column indices match the
@@ -95,10 +96,10 @@ def select_features(table: Table, feature_names: Sequence[str], target_names: Se
         if missing:
             problems.append(f"lacks column(s) {_names(missing)}")
         if extra:
-            problems.append(f"has column(s) {_names(extra)} the model was not fitted on")
-        raise click.ClickException(f"{path}: the columns do not match the model: the file "
-                                   f"{' and '.join(problems)}; the model expects {len(feature_names)} "
-                                   f"column(s): {_names(feature_names)}.")
+            problems.append(f"has column(s) {_names(extra)} not among {against} columns")
+        raise click.ClickException(f"{path}: the columns do not match {against}: the file "
+                                   f"{' and '.join(problems)}; {against} {len(feature_names)} "
+                                   f"column(s) are {_names(feature_names)}.")
     return table.x[:, [index[name] for name in feature_names]]
 
 
@@ -179,20 +180,17 @@ def _is_number(text: str) -> bool:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        data = np.load(path, allow_pickle=False)
+        data = read_npy(path)
     except ValueError as exc:
-        raise click.ClickException(f"{path}: cannot read without pickle ({exc}); save a numeric array "
-                                   "with numpy.save.") from None
-    except (OSError, EOFError) as exc:
-        raise click.ClickException(f"{path}: not a readable .npy file ({exc}).") from None
+        raise click.ClickException(f"{path}: {exc}") from None
     return _as_matrix(path, data, "the array")
 
 
 def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise click.ClickException(f"{path}: not a readable .npz file ({exc}).") from None
+        archive = NpzArchive(path)
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
     with archive:
         keys = list(archive.files)
         if not keys:
@@ -224,12 +222,11 @@ def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
     return Table(x, y, _index_names(x.shape[1]), target_names, named=False)
 
 
-def _npz_member(path: Path, archive, name: str) -> np.ndarray:
+def _npz_member(path: Path, archive: NpzArchive, name: str) -> np.ndarray:
     try:
         return archive[name]
     except ValueError as exc:
-        raise click.ClickException(f"{path}: array {name!r} cannot be read without pickle ({exc}); "
-                                   "store numeric arrays only.") from None
+        raise click.ClickException(f"{path}: {exc}") from None
 
 
 def _as_matrix(path: Path, data: np.ndarray, what: str, column: bool = False) -> np.ndarray:

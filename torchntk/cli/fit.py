@@ -20,9 +20,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..model_io import KernelModel, ModelSettings
+from ..model_io import KernelModel, ModelSettings, check_save_target
 from .data import read_table, select_features
 from .kernel import DEFAULT_BLOCK_ROWS, blocked_kernels, make_progress, network_options, user_errors
+from .paths import check_output_dir, check_output_file
 
 
 class _Time(click.ParamType):
@@ -69,9 +70,11 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
     The saved model predicts, for new inputs, the mean and standard deviation over random
     initialisations of the network trained for time --time (see `torchntk predict`).
     """
-    table = read_table(train, target=targets, array=array)
+    check_output_dir(output)
+    check_save_target(output)  # never into another program's folder, and before the long work
     settings = ModelSettings(depth=depth, activation=activation.lower(), bias_std=bias_std, weight_std=weight_std,
-                             kernel=kernel, time=time_, ridge=ridge)
+                             kernel=kernel, time=time_, ridge=ridge).check()
+    table = read_table(train, target=targets, array=array)
     with make_progress(quiet) as progress:
         kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
                                     description=f"training kernel {table.x.shape[0]}x{table.x.shape[0]}")
@@ -86,7 +89,7 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
 @click.command()
 @click.argument("model_dir", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="CSV file for the predictions (default: standard output).")
 @click.option("--time", "time_", type=_Time(), default=None,
               help="Predict at this training time instead of the model's own (same eigendecomposition).")
@@ -104,8 +107,8 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
     network, in the target's units; it does not include observation noise. DATA must have the
     model's feature columns (by name for a CSV; target columns, if present, are ignored).
     """
-    if output is not None and output.suffix.lower() != ".csv":
-        raise click.UsageError(f"predictions are written as CSV: give an output ending in .csv, not {output.name!r}.")
+    if output is not None:
+        check_output_file(output, (".csv",))
     model = KernelModel.load(model_dir)
     table = read_table(data, array=array)
     x = select_features(table, model.feature_names, model.target_names, data)
@@ -130,4 +133,5 @@ def write_predictions(output: Path | None, mean: np.ndarray, std: np.ndarray, ta
         np.savetxt(sys.stdout, table, delimiter=",", header=line.getvalue(), comments="",
                    fmt="%.12g")
     else:
-        np.savetxt(output, table, delimiter=",", header=line.getvalue(), comments="", fmt="%.12g")
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            np.savetxt(handle, table, delimiter=",", header=line.getvalue(), comments="", fmt="%.12g")

@@ -11,6 +11,7 @@ progress bar.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,10 +21,13 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from .._finite import MAX_DEPTH
 from .._progress import rich_progress
 from ..activations import CLOSED_FORM, QUADRATURE
+from ..model_io import column_moments
 from ..spec import Serial, mlp
-from .data import read_table
+from .data import Table, read_table, select_features
+from .paths import check_output_file
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 KINDS = ("nngp", "ntk")
@@ -33,7 +37,7 @@ DEFAULT_BLOCK_ROWS = 512
 def network_options(command: Callable) -> Callable:
     """--depth, --activation, --bias-std, --weight-std: the network description."""
     options = [
-        click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
+        click.option("--depth", type=click.IntRange(min=1, max=MAX_DEPTH), default=3, show_default=True,
                      help="Number of dense layers (1 = a random affine map; 4 = three hidden layers)."),
         click.option("--activation", type=click.Choice(ACTIVATIONS, case_sensitive=False), default="relu",
                      show_default=True, help="Nonlinearity between the dense layers."),
@@ -48,17 +52,47 @@ def network_options(command: Callable) -> Callable:
 
 
 def user_errors(command: Callable) -> Callable:
-    """Show torchntk's ValueError / TypeError (bad settings or data) as one line, exit code 1."""
+    """Show every failure as one ``Error:`` line and exit code 1, never a traceback.
+
+    torchntk's ValueError / TypeError (bad settings or data), RuntimeError (a kernel overflow,
+    a busy store), OSError (a file that cannot be read or written, named) and MemoryError get
+    their own message; anything else is reported as an unexpected failure (set
+    TORCHNTK_TRACEBACK=1 to see the traceback).
+    """
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except (ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+        except OSError as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            name = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{name}{exc.strerror or exc}; check that the path exists and that you may "
+                                       "read (inputs) or write (outputs) it.") from None
         except MemoryError:
             raise click.ClickException("out of memory: the kernel matrix does not fit; use fewer rows "
                                        "(an (N, N) float64 matrix takes 8 N^2 bytes).") from None
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            raise click.ClickException(f"unexpected failure ({type(exc).__name__}: {_one_line(exc)}); this is a bug "
+                                       f"in torchntk: rerun with {TRACEBACK_ENV}=1 for the traceback and report "
+                                       "it.") from None
     return wrapper
+
+
+TRACEBACK_ENV = "TORCHNTK_TRACEBACK"
+"""Set to any value to let the command line show Python tracebacks (for debugging torchntk)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def make_progress(quiet: bool) -> Progress:
@@ -120,31 +154,57 @@ def _fill(out: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor], rows: s
         matrix[rows, cols] = blocks[kind]
 
 
+def load_table(path: Path, *, array: str | None, drop: Sequence[str], lenient: bool = False) -> Table:
+    """The features of a data file (the ``drop`` columns removed), with their column names.
+
+    ``lenient``: a CSV may lack some of the ``drop`` columns (a test file without the target);
+    the caller checks that each one named exists somewhere."""
+    if lenient and path.suffix.lower() == ".csv":
+        names = read_table(path, array=array).feature_names
+        drop = [name for name in drop if name in names]
+    return read_table(path, target=drop, array=array)
+
+
 def load_matrix(path: Path, *, array: str | None, drop: Sequence[str]) -> np.ndarray:
     """The features of a data file (the ``drop`` columns removed)."""
-    return read_table(path, target=drop, array=array).x
+    return load_table(path, array=array, drop=drop).x
 
 
-def standardize_columns(x1: np.ndarray, x2: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Columns centred and scaled by x1's mean and standard deviation (constant columns: scale 1)."""
-    mean, scale = x1.mean(axis=0), x1.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
+def standardize_columns(x1: np.ndarray, x2: np.ndarray | None,
+                        names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Columns centred and scaled by x1's mean and standard deviation (constant columns: scale 1);
+    a column whose mean or standard deviation overflows is refused (`column_moments`)."""
+    mean, scale = column_moments(x1, True, names)
     return (x1 - mean) / scale, None if x2 is None else (x2 - mean) / scale
 
 
 def write_kernels(path: Path, kernels: dict[str, np.ndarray]) -> None:
-    """.npy or .csv for one matrix; .npz with one array per kind."""
+    """.npy or .csv for one matrix; .npz with one array per kind. The suffix is compared
+    case-insensitively and the file written under exactly the given name (numpy's savers
+    would append ".npy" to "K.NPY")."""
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        np.savez(path, **kernels)
-    elif len(kernels) > 1:
-        raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {path.name!r}.")
-    elif suffix == ".npy":
-        np.save(path, next(iter(kernels.values())))
-    elif suffix == ".csv":
-        np.savetxt(path, next(iter(kernels.values())), delimiter=",", fmt="%.17g")
-    else:
+    if suffix not in (".npy", ".npz", ".csv"):
         raise click.UsageError(f"output {path.name!r}: use a .npy, .npz or .csv file name.")
+    if suffix != ".npz" and len(kernels) > 1:
+        raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {path.name!r}.")
+    with open(path, "wb") as handle:
+        if suffix == ".npz":
+            np.savez(handle, **kernels)
+        elif suffix == ".npy":
+            np.save(handle, next(iter(kernels.values())))
+        else:
+            np.savetxt(handle, next(iter(kernels.values())), delimiter=",", fmt="%.17g")
+
+
+def _matching_columns(table1: Table, table2: Table, data: Path, data2: Path) -> np.ndarray:
+    """DATA2's features in DATA's column order: by header name when both files have names (the
+    same set of columns is required, in any order), by position otherwise."""
+    if table1.named and table2.named:
+        return select_features(table2, table1.feature_names, (), data2, against=f"{data.name}'s")
+    if table2.x.shape[1] != table1.x.shape[1]:
+        raise click.ClickException(f"{data} has {table1.x.shape[1]} feature columns but {data2} has "
+                                   f"{table2.x.shape[1]}; both need the same columns.")
+    return table2.x
 
 
 @click.command()
@@ -153,7 +213,7 @@ def write_kernels(path: Path, kernels: dict[str, np.ndarray]) -> None:
 @network_options
 @click.option("--kind", type=click.Choice(["ntk", "nngp", "both"]), default="ntk", show_default=True,
               help="Theta(L) (the NTK), Sigma(L) (the NNGP kernel), or both (into an .npz).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), required=True,
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Where to write the kernel: .npy, .csv, or .npz (arrays 'nngp' and 'ntk').")
 @click.option("--array", default=None, help="In an .npz input, the name of the features array.")
 @click.option("--drop", multiple=True, help="A column to leave out (e.g. the target); repeat for more.")
@@ -172,19 +232,23 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
     row per data point. The kernels follow the NTK parameterisation of Jacot et al. (2018):
     K[i, j] = k(x_i, x_j) for the fully-connected network described by the options.
     """
-    if output.suffix.lower() not in (".npy", ".npz", ".csv"):
-        raise click.UsageError(f"output {output.name!r}: use a .npy, .npz or .csv file name.")
+    check_output_file(output, (".npy", ".npz", ".csv"))
     if kind == "both" and output.suffix.lower() != ".npz":
         raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {output.name!r}.")
-    x1 = load_matrix(data, array=array, drop=drop)
-    x2 = None if data2 is None else load_matrix(data2, array=array, drop=drop)
-    if x2 is not None and x2.shape[1] != x1.shape[1]:
-        raise click.ClickException(f"{data} has {x1.shape[1]} feature columns but {data2} has {x2.shape[1]}; "
-                                   "both need the same columns.")
-    if standardize:
-        x1, x2 = standardize_columns(x1, x2)
-    dtype = torch.float32 if single else torch.float64
     spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
+    lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
+    table1 = load_table(data, array=array, drop=drop, lenient=lenient)
+    x1, x2 = table1.x, None
+    if data2 is not None:
+        table2 = load_table(data2, array=array, drop=drop, lenient=lenient)
+        unknown = [name for name in drop if name not in (*table1.target_names, *table2.target_names)]
+        if unknown:
+            raise click.UsageError(f"--drop {unknown[0]!r}: neither {data.name} nor {data2.name} has a column of that "
+                                   "name.")
+        x2 = _matching_columns(table1, table2, data, data2)
+    if standardize:
+        x1, x2 = standardize_columns(x1, x2, table1.feature_names)
+    dtype = torch.float32 if single else torch.float64
     kinds = KINDS if kind == "both" else (kind,)
     t1 = torch.from_numpy(x1).to(dtype)
     t2 = None if x2 is None else torch.from_numpy(x2).to(dtype)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import click
 
+from .._finite import MAX_DEPTH
 from ..activations import CLOSED_FORM, QUADRATURE
 from .kernel import user_errors
+from .paths import check_output_dir
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 
@@ -106,6 +108,7 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
 
     if full and smoke:
         raise click.UsageError("--full and --smoke exclude each other.")
+    check_output_dir(out, "--out")
     started = time.perf_counter()
     settings = full_settings() if full else smoke_settings() if smoke else quick_settings()
     with _bars(quiet) as bars:
@@ -114,7 +117,7 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
 
 
 @click.command()
-@click.option("--depth", type=click.IntRange(min=2), default=4, show_default=True,
+@click.option("--depth", type=click.IntRange(min=2, max=MAX_DEPTH), default=4, show_default=True,
               help="Dense layers (>= 2; 4 = three hidden layers).")
 @click.option("--activation", type=click.Choice(ACTIVATIONS, case_sensitive=False), default="relu",
               show_default=True, help="Nonlinearity between the dense layers.")
@@ -159,6 +162,7 @@ def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds
     from ..studies.runner import study as run
 
     started = time.perf_counter()
+    check_output_dir(out, "--out")
     dataset = _dataset(data, points, dim, target, derive_seed(seed, "sweep-data"))
     settings = SweepSettings(network=NetworkSettings(depth, activation.lower(), bias_std, weight_std), widths=widths,
                              seeds=seeds, gaussian_seeds=max(gaussian_seeds, seeds), out_features=outputs, data=data,
@@ -181,6 +185,9 @@ def _dataset(data: str, points: int, dim: int, target: str | None, seed: int):
 
     table = read_table(data, target=(target,) if target is not None else ())
     x = table.x[:points]
+    if x.shape[0] < 2:
+        raise click.BadParameter(f"{data} has {x.shape[0]} data row(s); a study needs at least 2 points "
+                                 "(give a file with more rows).", param_hint="--data")
     y = table.y[:points, :1] if table.y is not None else product_target(x)
     what = f"target column {target!r}" if target is not None else "target x1 x2"
     name = Path(data).name

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -24,6 +25,10 @@ from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
 DEFAULT_STORE_TILE = 4096
 """Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
 fsync, a task) are negligible and small enough that a few tiles fit in memory at once."""
+
+MAX_STORE_TILE = 32768
+"""Largest stored tile side: every chunk is written whole (tile^2 numbers, padded at the edges),
+so a larger tile would only allocate and write gigabytes of padding."""
 
 STALL_ENV = "TORCHNTK_SCALE_STALL_BEFORE_RECORD"
 """Test hook: when set to k, the run stops (sleeps) after writing its k-th tile to disk and
@@ -48,12 +53,12 @@ class _Recorder:
         self.count = 0
         self._lock = threading.Lock()
 
-    def __call__(self, i: int, j: int) -> None:
+    def __call__(self, i: int, j: int, digests: bytes) -> None:
         with self._lock:
             self.count += 1
             count = self.count
         _stall_if_asked(count, i, j)
-        self.store.mark_done(i, j)
+        self.store.mark_done(i, j, digests)
         self.progress.advance(self.store.grid.entries(i, j))
 
 
@@ -70,8 +75,7 @@ def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore
     writes: deque[Future] = deque()
 
     def write(i: int, j: int, blocks: dict) -> None:
-        store.write_tile(i, j, blocks)
-        record(i, j)
+        record(i, j, store.write_tile(i, j, blocks))
 
     def submit(computers: ThreadPoolExecutor) -> None:
         for i, j in queue:
@@ -110,7 +114,7 @@ def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore
 
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
                   tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
-                  progress: bool = True) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
+                  progress: bool = True, verify: bool = False) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
     """The infinite-width kernel matrix of ``spec`` on (x, x2), computed tile by tile into an
     on-disk zarr store; resumable, and distributable over a Dask cluster.
 
@@ -126,6 +130,10 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
     different is refused with ValueError (never mixed). See `torchntk.scale.store` for the
     crash-safety protocol.
 
+    Integrity: on resume every tile recorded complete is checked to have its chunk files at
+    the right size (with ``verify=True`` also their sha256 against the marker's); a tile that
+    fails is recomputed, with a warning that names it. Reads verify each tile's checksum.
+
     Args:
         spec: a network description (`torchntk.mlp`, `torchntk.serial`).
         x: inputs of shape (N1, d), torch tensor (any device) or numpy array.
@@ -139,6 +147,8 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
             workers, which write them straight into the store (the store directory must be on a
             filesystem shared by the workers and this process). None computes here.
         progress: show a progress bar (entries/s, time left) and a summary on stderr.
+        verify: also check the sha256 of every stored tile before resuming (reads the whole
+            store once); damaged tiles are recomputed.
 
     Returns:
         A `KernelMatrix` (array-like, shape (N1, N2)), or (nngp, ntk) for kind="both". Each
@@ -157,18 +167,27 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         raise TypeError(f"store must be a directory path (str or os.PathLike), got {type(store).__name__}.")
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be a positive integer (e.g. 4096), got {tile!r}.")
+    if tile > MAX_STORE_TILE:
+        raise ValueError(f"tile must be at most {MAX_STORE_TILE} (each stored chunk holds tile^2 numbers: "
+                         f"{MAX_STORE_TILE}^2 float32 is 4 GiB), got {tile}; the default 4096 suits any N.")
     if not hasattr(spec, "layers") or not hasattr(spec, "kernels"):
         raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
                         f"{type(spec).__name__}.")
     x1, t2, _ = as_pair(x, x2, dtype)
     manifest = build_manifest(spec, x1, t2, kind, tile, dtype)
-    kernel_store = KernelStore.create_or_resume(store, manifest)
-    grid: TileGrid = kernel_store.grid
-    with kernel_store.lock():
-        kernel_store.remove_leftovers()
+    with KernelStore.locked(store, manifest) as kernel_store:
+        grid: TileGrid = kernel_store.grid
+        damaged = {} if kernel_store.read_only else kernel_store.check_tiles(checksum=verify, repair=True)
+        if damaged:
+            listed = "; ".join(f"tile {t}: {why}" for t, why in list(damaged.items())[:5])
+            warnings.warn(f"kernel store {str(kernel_store.path)!r}: {len(damaged)} tile(s) recorded complete were "
+                          f"damaged on disk and are recomputed ({listed}{'; ...' if len(damaged) > 5 else ''}).",
+                          UserWarning, stacklevel=2)
         done = kernel_store.done()
         schedule = grid.tiles()
         todo = [t for t in schedule if t not in done]
+        if todo:
+            kernel_store.check_writable(len(todo))
         start = time.perf_counter()
         with TileProgress(len(schedule), len(schedule) - len(todo), f"{kind} tiles", progress) as bar:
             record = _Recorder(kernel_store, bar)
@@ -180,7 +199,8 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
                 _run_in_process(spec, x1, t2, kernel_store, todo, record)
         summary = RunSummary(tiles=len(schedule), computed=record.count, skipped=len(schedule) - len(todo),
                              seconds=time.perf_counter() - start,
-                             entries=sum(grid.entries(i, j) for i, j in todo), features=x1.shape[1])
+                             entries=sum(grid.entries(i, j) for i, j in todo), features=x1.shape[1],
+                             damaged=len(damaged))
         bar.report(summary, str(kernel_store.path))
     views = tuple(KernelMatrix(kernel_store, name, summary) for name in manifest["arrays"])
     return views[0] if len(views) == 1 else views

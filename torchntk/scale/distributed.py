@@ -53,18 +53,18 @@ def _slots(client: Any) -> int:
 
 
 def _tile_task(spec: Any, x1: np.ndarray, x2: np.ndarray | None, path: str, manifest: dict, i: int,
-               j: int) -> tuple[int, int]:
-    """On a worker: compute tile (i, j), write it into the store and make it durable."""
+               j: int) -> tuple[int, int, bytes]:
+    """On a worker: compute tile (i, j), write it into the store and make it durable; returns
+    (i, j, the checksums for its completion marker)."""
     store = KernelStore(path, manifest)
     t1 = torch.from_numpy(x1)
     t2 = None if x2 is None else torch.from_numpy(x2)
     blocks = compute_tile(spec, t1, t2, tuple(manifest["arrays"]), store.grid, i, j)
-    store.write_tile(i, j, blocks)
-    return i, j
+    return i, j, store.write_tile(i, j, blocks)
 
 
 def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore,
-                todo: list[tuple[int, int]], record: Callable[[int, int], None]) -> None:
+                todo: list[tuple[int, int]], record: Callable[[int, int, bytes], None]) -> None:
     """Compute the tiles ``todo`` on the cluster, recording each as its worker reports it durable."""
     from distributed import as_completed
 
@@ -86,9 +86,9 @@ def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: Ke
         running = as_completed([submit() for _ in range(min(_slots(dask_client), len(queue)))])
         try:
             for future in running:
-                i, j = future.result()
+                i, j, digests = future.result()
                 futures.discard(future)
-                record(i, j)
+                record(i, j, digests)
                 if queue:
                     running.add(submit())
         except BaseException:

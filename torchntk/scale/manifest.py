@@ -19,8 +19,9 @@ from torch import Tensor
 from ..activations import QUADRATURE, Activation, PiecewiseLinear
 from ..layers import Dense
 
-FORMAT = "torchntk-kernel-store/1"
-"""Version of the on-disk layout; bumped when the layout changes incompatibly."""
+FORMAT = "torchntk-kernel-store/2"
+"""Version of the on-disk layout; bumped when the layout changes incompatibly (2: completion
+markers hold each chunk's sha256)."""
 
 KINDS = {"ntk": ("ntk",), "nngp": ("nngp",), "both": ("nngp", "ntk")}
 """The arrays each ``kind`` argument stores (kind="both" stores two, as spec.kernels returns)."""
@@ -120,6 +121,33 @@ def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64:
         return repr(value[:16] + "...")
     return repr(value)
+
+
+_FIELDS = {"format": str, "kind": str, "arrays": list, "spec": list, "dtype": str, "tile": int, "shape": list,
+           "symmetric": bool, "x": str, "x2": (str, type(None))}
+
+
+def validate_manifest(manifest: dict[str, Any], path: str) -> None:
+    """Raise ValueError unless ``manifest`` has every field, each of the right type and range."""
+    def damaged(what: str) -> ValueError:
+        return ValueError(f"the manifest of the kernel store {path!r} {what}: the store is damaged or was edited; "
+                          "delete it and recompute it.")
+
+    missing = [key for key in _FIELDS if key not in manifest]
+    if missing:
+        raise damaged(f"lacks the field(s) {missing}")
+    for key, kind in _FIELDS.items():
+        value = manifest[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise damaged(f"has {key} = {value!r} of type {type(value).__name__}")
+    if manifest["kind"] not in KINDS or manifest["arrays"] != list(KINDS[manifest["kind"]]):
+        raise damaged(f"has kind {manifest['kind']!r} with arrays {manifest['arrays']!r}")
+    if manifest["dtype"] not in ("float32", "float64"):
+        raise damaged(f"has dtype {manifest['dtype']!r} (float32 or float64 expected)")
+    shape = manifest["shape"]
+    if (len(shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+            or manifest["tile"] < 1 or (manifest["symmetric"] and shape[0] != shape[1])):
+        raise damaged(f"has shape {shape!r}, tile {manifest['tile']!r}, symmetric {manifest['symmetric']!r}")
 
 
 def check_same(stored: dict[str, Any], wanted: dict[str, Any], path: str) -> None:

@@ -13,7 +13,9 @@ class RunSummary:
 
     tiles: tiles in the store's schedule; computed: tiles this call computed; skipped: tiles
     already complete on disk; entries: kernel entries this call computed; features: the input
-    dimension d (each entry's inner product costs 2 d flops, so GEMM GFLOP/s = 2 d entries / s).
+    dimension d (each entry's inner product costs 2 d flops, so GEMM GFLOP/s = 2 d entries / s);
+    damaged: tiles recorded complete whose files failed the check on resume, recomputed (counted
+    in ``computed``).
     """
 
     tiles: int
@@ -22,6 +24,7 @@ class RunSummary:
     seconds: float
     entries: int
     features: int
+    damaged: int = 0
 
     @property
     def entries_per_second(self) -> float:
@@ -34,7 +37,8 @@ class RunSummary:
     def __str__(self) -> str:
         if not self.computed:
             return f"{self.tiles} tiles, all already on disk: nothing to compute"
-        return (f"{self.tiles} tiles: {self.computed} computed, {self.skipped} already on disk; "
+        repaired = f" ({self.damaged} of them damaged on disk and recomputed)" if self.damaged else ""
+        return (f"{self.tiles} tiles: {self.computed} computed{repaired}, {self.skipped} already on disk; "
                 f"{self.seconds:.1f} s, {self.entries_per_second:.3g} entries/s "
                 f"({self.gemm_gflops:.3g} GEMM-equivalent GFLOP/s)")
 

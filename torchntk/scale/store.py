@@ -6,20 +6,34 @@ Layout (a plain zarr hierarchy; any zarr reader opens it)::
     K.zarr/zarr.json          group; attributes["torchntk"] is the manifest (see manifest.py)
     K.zarr/ntk/c/i/j          tile (i, j) of the NTK, uncompressed, one file per tile
     K.zarr/nngp/c/i/j         the same for the NNGP kernel (kind="nngp" or "both")
-    K.zarr/done/c/i/j         uint8 array of shape (tile rows, tile cols): 1 where tile (i, j) is complete
+    K.zarr/done/c/i/j/0       uint8 array of shape (tile rows, tile cols, 32 x arrays): the
+                              completion marker of tile (i, j), holding the sha256 of each
+                              array's chunk file (all zeros, the fill value, while not complete)
 
 Crash safety. A tile counts as done only when its ``done`` file exists, and that file is
 written last:
 
 1. the tile's chunk is written (zarr writes to a temporary file and renames it), then the chunk
-   file and its directory are fsync'ed, so its bytes are on disk;
-2. only then the marker is written to a temporary file, fsync'ed, atomically renamed into place
-   (os.replace) and its directory fsync'ed.
+   file and its directory are fsync'ed, so its bytes are on disk, and its sha256 is taken from
+   the file itself;
+2. only then the marker (the checksums) is written to a temporary file, fsync'ed, atomically
+   renamed into place (os.replace) and its directory fsync'ed.
+
+Integrity. Every chunk is read only after its checksum matched the marker's (once per process
+and file version, see `verified_digest`), so a tile deleted, truncated or overwritten after it
+was recorded is reported, never read. A resumed run checks that every marked tile's files exist
+with the right size (``verify=True``: also their checksums) and recomputes the ones that fail;
+``torchntk store verify`` checks a whole store.
+
+Concurrency. A run holds an exclusive lock (flock on the store directory itself, so locking
+creates no file) from before the store is created or its temporary files are cleaned until it
+ends; a second run is refused with a RuntimeError. A complete store on read-only media is
+opened for reading without a lock.
 
 A kill -9 or power loss before step 2's rename leaves no marker, and the tile is recomputed on
 the next run, whatever state its chunk is in; after the rename the chunk is already durable.
 Readers never look at a tile without a marker. Leftover temporary files from interrupted writes
-are removed when a run resumes.
+are removed when a run resumes, under the lock.
 
 Distributed runs assume a shared filesystem: the workers write chunks into the same directory
 (step 1) and the driver writes the markers (step 2) once a worker reports its tile written.
@@ -28,7 +42,8 @@ Distributed runs assume a shared filesystem: the workers write chunks into the s
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import hashlib
 import mmap
 import os
 import threading
@@ -38,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import FORMAT, check_same
+from .._json import read_json
+from .manifest import FORMAT, check_same, validate_manifest
 from .tiles import TileGrid
 
 DONE = "done"
@@ -73,17 +89,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of the store at ``path``, or None if it is not a torchntk kernel store."""
+    """The manifest of the store at ``path``, or None if it is not a torchntk kernel store.
+
+    A store of another layout version, or a manifest with missing or ill-typed fields, raises
+    a ValueError saying so (rather than being mistaken for a foreign directory)."""
     meta = Path(path) / "zarr.json"
     if not meta.is_file():
         return None
     try:
-        with open(meta, encoding="utf-8") as handle:
-            attributes = json.load(handle).get("attributes", {})
+        document = read_json(meta)
     except (OSError, ValueError):
         return None
+    attributes = document.get("attributes", {}) if isinstance(document, dict) else {}
     manifest = attributes.get("torchntk") if isinstance(attributes, dict) else None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+    if not isinstance(manifest, dict):
+        return None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is a torchntk kernel store of layout {manifest.get('format')!r}, not "
+                         f"{FORMAT!r} (the one this version reads and writes): delete it and recompute it.")
+    validate_manifest(manifest, str(path))
+    return manifest
 
 
 def grid_of(manifest: dict[str, Any]) -> TileGrid:
@@ -91,10 +116,67 @@ def grid_of(manifest: dict[str, Any]) -> TileGrid:
     return TileGrid(n1, n2, manifest["tile"], manifest["symmetric"])
 
 
+DIGEST = 32
+"""Bytes of one sha256 checksum in a completion marker."""
+
+_verified_lock = threading.Lock()
+_verified: dict[tuple[str, int, int, int], bytes] = {}
+
+
+def _file_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def verified_digest(path: Path) -> bytes:
+    """sha256 of the file at ``path``, cached per file version (device, inode, size, mtime), so
+    that streaming a store many times (conjugate gradients) hashes each tile once."""
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _verified_lock:
+        cached = _verified.get(key)
+    if cached is None:
+        cached = _file_digest(path)
+        with _verified_lock:
+            _verified[key] = cached
+    return cached
+
+
+@contextlib.contextmanager
+def _directory_lock(root: Path) -> Iterator[bool]:
+    """Hold an exclusive flock on the directory ``root``; yields True when locked, False where
+    locks are unavailable (no fcntl, or a filesystem that refuses them: the user keeps runs
+    apart). A lock held by another process raises RuntimeError."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        yield False
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another process is computing into the kernel store {str(root)!r}; "
+                               "wait for it to finish (or stop it) before running again.") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 class KernelStore:
     """Reads and writes the tiles of one store directory; see the module docstring for the layout.
 
-    Construct with `KernelStore.open` (an existing store) or `KernelStore.create_or_resume`.
+    Construct with `KernelStore.open` (an existing store, for reading) or `KernelStore.locked`
+    (a run that computes into it).
     """
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]) -> None:
@@ -103,6 +185,7 @@ class KernelStore:
         self.grid = grid_of(manifest)
         self._arrays: dict[str, Any] = {}
         self._done: set[tuple[int, int]] = set()
+        self.read_only = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -112,22 +195,51 @@ class KernelStore:
         if manifest is None:
             raise ValueError(f"{str(path)!r} is not a torchntk kernel store (no zarr.json with a torchntk "
                              "manifest); create one with torchntk.kernel_matrix(..., store=path).")
-        return cls(path, manifest)
+        store = cls(path, manifest)
+        store.check_arrays()
+        return store
 
     @classmethod
-    def create_or_resume(cls, path: str | os.PathLike, manifest: dict[str, Any]) -> KernelStore:
-        """The store at ``path`` for this manifest: created if absent, resumed if it holds the same
-        computation, refused (ValueError) if it holds anything else."""
-        import zarr
-
+    @contextlib.contextmanager
+    def locked(cls, path: str | os.PathLike, manifest: dict[str, Any]) -> Iterator[KernelStore]:
+        """The store at ``path`` for this manifest, held under an exclusive lock for one run:
+        created if absent, resumed if it holds the same computation, refused (ValueError) if it
+        holds anything else. The lock is taken before anything is created or cleaned, so a second
+        process gets the lock's RuntimeError and touches nothing. A complete store on read-only
+        media is yielded unlocked with ``read_only`` True (it can be read, not computed into)."""
         root = Path(path)
         if root.exists() and not root.is_dir():
             raise ValueError(f"store path {str(root)!r} is a file; give a directory path such as 'K.zarr'.")
-        if root.is_dir() and any(root.iterdir()):
-            stored = read_manifest(root)
-            if stored is None:
-                raise ValueError(f"{str(root)!r} exists and is not a torchntk kernel store; choose another "
-                                 "store path (it is never overwritten).")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not root.is_dir():
+                raise ValueError(f"cannot create the kernel store {str(root)!r}: {exc.strerror or exc}.") from None
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(_directory_lock(root))
+            store = cls._create_or_resume(root, manifest)
+        except OSError as exc:
+            held.close()
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            store = cls._read_only(root, manifest, exc)
+        except BaseException:
+            held.close()
+            raise
+        with held:
+            yield store
+
+    @classmethod
+    def _create_or_resume(cls, root: Path, manifest: dict[str, Any]) -> KernelStore:
+        """Under the lock: the store for ``manifest`` at ``root``, created if empty."""
+        import zarr
+
+        stored = read_manifest(root)
+        if stored is None and any(root.iterdir()):
+            raise ValueError(f"{str(root)!r} exists and is not a torchntk kernel store; choose another "
+                             "store path (it is never overwritten).")
+        if stored is not None:
             check_same(stored, manifest, str(root))
         else:
             zarr.create_group(store=str(root), attributes={"torchntk": manifest}, zarr_format=3)
@@ -138,22 +250,83 @@ class KernelStore:
         store.remove_leftovers()
         return store
 
+    @classmethod
+    def _read_only(cls, root: Path, manifest: dict[str, Any], exc: OSError) -> KernelStore:
+        """A complete store that cannot be written (read-only media): usable for reading."""
+        stored = read_manifest(root)
+        if stored is None:
+            raise ValueError(f"cannot create the kernel store {str(root)!r}: {exc.strerror or exc}.") from None
+        check_same(stored, manifest, str(root))
+        store = cls(root, manifest)
+        store.check_arrays()
+        store.read_only = True
+        missing = [t for t in store.grid.tiles() if t not in store.done()]
+        if missing:
+            raise ValueError(f"the kernel store {str(root)!r} cannot be written ({exc.strerror or exc}) and "
+                             f"{len(missing)} tile(s) are still to compute; make it writable, or copy it to "
+                             "writable storage, and run again.") from None
+        return store
+
+    def check_writable(self, missing: int) -> None:
+        """Raise ValueError if ``missing`` tiles are to be computed but the store cannot be
+        written (read-only media, permissions): before the work, not at the first write."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.path / DONE, prefix=".probe-", suffix=".tmp"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"the kernel store {str(self.path)!r} cannot be written ({exc.strerror or exc}) and "
+                             f"{missing} tile(s) are still to compute; make it writable, or copy it to "
+                             "writable storage, and run again.") from None
+
+    def check_arrays(self) -> None:
+        """Raise ValueError unless every array's metadata (shape, chunks, dtype, raw codec) is
+        the one the manifest implies; a missing array is reported too."""
+        for name, wanted in self._wanted_arrays().items():
+            if not (self.path / name / "zarr.json").is_file():
+                raise ValueError(f"array {name!r} of store {str(self.path)!r} is missing: the store is damaged; "
+                                 "delete it.")
+            self._check_array(name, *wanted)
+
+    def _wanted_arrays(self) -> dict[str, tuple]:
+        grid = self.grid
+        wanted = {name: ((grid.n1, grid.n2), (grid.tile, grid.tile), self.manifest["dtype"], float("nan"))
+                  for name in self.manifest["arrays"]}
+        width = DIGEST * len(self.manifest["arrays"])
+        wanted[DONE] = ((grid.rows, grid.cols, width), (1, 1, width), "uint8", 0)
+        return wanted
+
+    def _check_array(self, name: str, shape: tuple, chunks: tuple, dtype: str, _fill: Any) -> None:
+        import zarr
+
+        try:
+            array = zarr.open_array(str(self.path / name), mode="r")
+        except Exception as exc:  # zarr raises many types for bad metadata
+            raise ValueError(f"array {name!r} of store {str(self.path)!r} has unreadable metadata "
+                             f"({type(exc).__name__}: {exc}): the store is damaged; delete it.") from None
+        if tuple(array.shape) != shape or tuple(array.chunks) != chunks or str(array.dtype) != dtype:
+            raise ValueError(f"array {name!r} of store {str(self.path)!r} has shape {array.shape}, "
+                             f"chunks {array.chunks}, dtype {array.dtype}, but its manifest says "
+                             f"{shape}, {chunks}, {dtype}: the store is damaged; delete it.")
+        meta = array.metadata.to_dict()
+        codecs = meta.get("codecs")
+        raw = (isinstance(codecs, (list, tuple)) and len(codecs) == 1 and isinstance(codecs[0], dict)
+               and codecs[0].get("name") == "bytes"
+               and codecs[0].get("configuration", {"endian": "little"}).get("endian", "little") == "little")
+        if not raw or meta.get("chunk_key_encoding") != {"name": "default", "configuration": {"separator": "/"}}:
+            raise ValueError(f"array {name!r} of store {str(self.path)!r} has codecs {codecs} and chunk keys "
+                             f"{meta.get('chunk_key_encoding')}, but torchntk writes raw little-endian chunks "
+                             "under '/'-separated keys: the array's metadata was changed; delete the store.")
+
     def _ensure_arrays(self) -> None:
         """Create any array whose metadata is missing (a run killed right after creating the
         group); existing arrays are checked against the manifest."""
         import zarr
 
-        grid = self.grid
-        wanted = {name: ((grid.n1, grid.n2), (grid.tile, grid.tile), self.manifest["dtype"], float("nan"))
-                  for name in self.manifest["arrays"]}
-        wanted[DONE] = ((grid.rows, grid.cols), (1, 1), "uint8", 0)
-        for name, (shape, chunks, dtype, fill) in wanted.items():
+        for name, (shape, chunks, dtype, fill) in self._wanted_arrays().items():
             if (self.path / name / "zarr.json").is_file():
-                array = zarr.open_array(str(self.path / name), mode="r")
-                if tuple(array.shape) != shape or tuple(array.chunks) != chunks or str(array.dtype) != dtype:
-                    raise ValueError(f"array {name!r} of store {str(self.path)!r} has shape {array.shape}, "
-                                     f"chunks {array.chunks}, dtype {array.dtype}, but its manifest says "
-                                     f"{shape}, {chunks}, {dtype}: the store is damaged; delete it.")
+                self._check_array(name, shape, chunks, dtype, fill)
                 continue
             if name != DONE and self.done():
                 raise ValueError(f"array {name!r} of store {str(self.path)!r} is missing although tiles are "
@@ -166,7 +339,8 @@ class KernelStore:
 
     def remove_leftovers(self) -> None:
         """Delete temporary files of writes that were interrupted (zarr's ``*.partial`` files and
-        our ``.*.tmp`` markers). Call only while no other process writes to the store."""
+        our ``.*.tmp`` markers). Call only under the lock (`locked`), so that no other process
+        is writing them."""
         for name in (*self.manifest["arrays"], DONE):
             chunks = self.path / name / "c"
             if chunks.is_dir():
@@ -176,28 +350,22 @@ class KernelStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold an exclusive lock on the store for one run (two runs at once would race on the
-        leftovers' cleanup and do all work twice)."""
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks on this platform: the user keeps runs apart
+        """Hold the store's exclusive lock (as a run does; see `locked`)."""
+        with _directory_lock(self.path):
             yield
-            return
-        handle = open(self.path / DONE / "lock", "a+b")  # noqa: SIM115 -- held for the whole run
-        try:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RuntimeError(f"another process is computing into the kernel store {str(self.path)!r}; "
-                                   "wait for it to finish (or stop it) before running again.") from None
-            yield
-        finally:
-            handle.close()
 
     # -- completion markers -------------------------------------------------------------
 
+    def marker(self, i: int, j: int) -> Path:
+        """The completion marker file of stored tile (i, j)."""
+        return self.path / DONE / "c" / str(i) / str(j) / "0"
+
+    def chunk(self, name: str, i: int, j: int) -> Path:
+        """The chunk file of stored tile (i, j) of array ``name``."""
+        return self.path / name / "c" / str(i) / str(j)
+
     def done(self, refresh: bool = True) -> set[tuple[int, int]]:
-        """The stored tiles (i, j) that are complete."""
+        """The stored tiles (i, j) that are recorded complete (their marker exists)."""
         if refresh:
             found = set()
             base = self.path / DONE / "c"
@@ -205,14 +373,78 @@ class KernelStore:
                 for row in os.scandir(base):
                     if row.is_dir() and row.name.isdigit():
                         found.update((int(row.name), int(col.name)) for col in os.scandir(row.path)
-                                     if col.name.isdigit())
+                                     if col.name.isdigit() and os.path.isfile(os.path.join(col.path, "0")))
             self._done = found
         return self._done
 
-    def mark_done(self, i: int, j: int) -> None:
-        """Record tile (i, j) as complete; call only after `write_tile` returned."""
-        _atomic_write(self.path / DONE / "c" / str(i) / str(j), b"\x01")
+    def mark_done(self, i: int, j: int, digests: bytes) -> None:
+        """Record tile (i, j) as complete with the checksums `write_tile` returned."""
+        if len(digests) != DIGEST * len(self.manifest["arrays"]):
+            raise ValueError(f"a completion marker holds {DIGEST} bytes per array, got {len(digests)}.")
+        _atomic_write(self.marker(i, j), digests)
         self._done.add((i, j))
+
+    def unmark(self, i: int, j: int) -> None:
+        """Forget that tile (i, j) is complete, so the next run recomputes it."""
+        self.marker(i, j).unlink(missing_ok=True)
+        _fsync(self.marker(i, j).parent)
+        self._done.discard((i, j))
+
+    def recorded_digest(self, name: str, i: int, j: int) -> bytes:
+        """The checksum of array ``name``'s chunk of tile (i, j), as its marker records it."""
+        try:
+            data = self.marker(i, j).read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"tile ({i}, {j}) of the kernel store {str(self.path)!r} is not computed yet; run "
+                             "torchntk.kernel_matrix with the same arguments again to finish the store.") from None
+        arrays = self.manifest["arrays"]
+        if len(data) != DIGEST * len(arrays):
+            raise ValueError(f"the completion marker of tile ({i}, {j}) of the kernel store {str(self.path)!r} "
+                             f"holds {len(data)} bytes, not {DIGEST * len(arrays)}: it is damaged; run "
+                             "`torchntk store verify --repair` on the store, then kernel_matrix again.")
+        at = arrays.index(name) * DIGEST
+        return data[at:at + DIGEST]
+
+    def tile_problem(self, i: int, j: int, checksum: bool = True) -> str | None:
+        """Why stored tile (i, j) cannot be trusted (None when it can): a missing or wrongly
+        sized chunk file, a damaged marker or (``checksum``) a chunk whose sha256 differs from
+        the marker's. Assumes the tile is marked complete."""
+        size = self.grid.tile ** 2 * np.dtype(self.manifest["dtype"]).itemsize
+        for name in self.manifest["arrays"]:
+            chunk = self.chunk(name, i, j)
+            try:
+                actual = chunk.stat().st_size
+            except FileNotFoundError:
+                return f"the {name} chunk file is missing"
+            if actual != size:
+                return f"the {name} chunk file holds {actual} bytes, not {size}"
+            if checksum:
+                try:
+                    recorded = self.recorded_digest(name, i, j)
+                except ValueError:
+                    return "its completion marker is damaged"
+                if verified_digest(chunk) != recorded:
+                    return f"the {name} chunk's sha256 differs from the one recorded when it was written"
+        return None
+
+    def check_tiles(self, checksum: bool = False, repair: bool = False) -> dict[tuple[int, int], str]:
+        """{tile: problem} for every marked tile that fails `tile_problem`; with ``repair`` their
+        markers are removed so that the next run recomputes them (needs the lock)."""
+        problems = {}
+        for i, j in sorted(self.done()):
+            problem = self.tile_problem(i, j, checksum)
+            if problem is not None:
+                problems[(i, j)] = problem
+        if repair:
+            try:
+                for i, j in problems:
+                    self.unmark(i, j)
+            except OSError as exc:
+                raise ValueError(f"the kernel store {str(self.path)!r} has {len(problems)} damaged tile(s) "
+                                 f"({', '.join(map(str, list(problems)[:5]))}) but cannot be written "
+                                 f"({exc.strerror or exc}) to recompute them; make it writable and run "
+                                 "again.") from None
+        return problems
 
     def require(self, tiles: set[tuple[int, int]]) -> None:
         """Raise ValueError unless every stored tile in ``tiles`` is complete."""
@@ -225,27 +457,43 @@ class KernelStore:
                              f"computed yet ({len(self._done)} of {total} tiles done); run "
                              "torchntk.kernel_matrix with the same arguments again to finish the store.")
 
+    def verify_tile(self, name: str, i: int, j: int) -> None:
+        """Raise ValueError unless stored tile (i, j) of ``name`` has the size and checksum its
+        marker records: called before every read, so damage is reported, never read."""
+        problem = self.tile_problem(i, j, checksum=False)
+        if problem is None and verified_digest(self.chunk(name, i, j)) != self.recorded_digest(name, i, j):
+            problem = f"the {name} chunk's sha256 differs from the one recorded when it was written"
+        if problem is not None:
+            raise ValueError(f"tile ({i}, {j}) of the kernel store {str(self.path)!r} is damaged ({problem}); "
+                             "rerun torchntk.kernel_matrix with the same arguments and verify=True to recompute "
+                             "it (or `torchntk store verify --repair` on the store, then kernel_matrix).")
+
     # -- tiles ---------------------------------------------------------------------------
 
     def array(self, name: str) -> Any:
         if name not in self._arrays:
             import zarr
 
-            self._arrays[name] = zarr.open_array(str(self.path / name), mode="r+")
+            mode = "r" if self.read_only else "r+"
+            self._arrays[name] = zarr.open_array(str(self.path / name), mode=mode)
         return self._arrays[name]
 
-    def write_tile(self, i: int, j: int, blocks: dict[str, np.ndarray]) -> None:
-        """Write tile (i, j) of each array and make it durable (not yet marked complete)."""
+    def write_tile(self, i: int, j: int, blocks: dict[str, np.ndarray]) -> bytes:
+        """Write tile (i, j) of each array and make it durable (not yet marked complete).
+        Returns the checksums for its marker: the sha256 of each array's chunk file as written,
+        in the manifest's order of arrays."""
         (r0, r1), (c0, c1) = self.grid.row_range(i), self.grid.col_range(j)
         for name, block in blocks.items():
             self.array(name)[r0:r1, c0:c1] = block
-            chunk = self.path / name / "c" / str(i) / str(j)
+            chunk = self.chunk(name, i, j)
             _fsync(chunk)
             _fsync(chunk.parent)
+        return b"".join(verified_digest(self.chunk(name, i, j)) for name in self.manifest["arrays"])
 
     def raw_chunks(self, name: str) -> bool:
         """Whether the chunks of array ``name`` are plain little-endian C-order bytes (the only
-        codec this module creates), so that `map_stored_tile` may map them directly."""
+        codec this module creates, and the only one `check_arrays` accepts), so that
+        `map_stored_tile` may map them directly."""
         meta = self.array(name).metadata.to_dict()
         return (meta.get("codecs") == [{"name": "bytes", "configuration": {"endian": "little"}}]
                 and meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}})
@@ -254,16 +502,11 @@ class KernelStore:
         """Stored tile (i, j), i <= j when symmetric, memory-mapped straight from its chunk file
         (no copy, no decoding: the fast path of streamed products), restricted to the part that
         lies inside the matrix. The kernel asks the OS to read the file ahead right away.
-        Requires `raw_chunks`; the caller checks completion (markers) beforehand."""
+        Requires `raw_chunks`; the tile's size and checksum are verified first (`verify_tile`)."""
         grid = self.grid
-        itemsize = np.dtype(self.manifest["dtype"]).itemsize
-        chunk = self.path / name / "c" / str(i) / str(j)
+        self.verify_tile(name, i, j)
+        chunk = self.chunk(name, i, j)
         with open(chunk, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != grid.tile * grid.tile * itemsize:
-                raise ValueError(f"chunk {str(chunk)!r} holds {size} bytes, not {grid.tile ** 2 * itemsize}: the "
-                                 "store is damaged; delete the tile's marker (done/c/i/j) and rerun kernel_matrix "
-                                 "to recompute it.")
             # A private (copy-on-write) map is writable as far as numpy and torch know, though
             # nothing writes to it; reading never copies.
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
@@ -280,6 +523,7 @@ class KernelStore:
         si, sj, transposed = self.grid.stored(i, j)
         if check:
             self.require({(si, sj)})
+        self.verify_tile(name, si, sj)  # zarr would read a missing chunk as NaN, a damaged one as garbage
         r0, _ = self.grid.row_range(si)
         c0, _ = self.grid.col_range(sj)
         if transposed:
