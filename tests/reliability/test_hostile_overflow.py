@@ -43,7 +43,7 @@ def test_unrepresentable_settings_are_refused(build, error, match):
     (tn.mlp(3, "tanh"), np.full((3, 2), 1e160), torch.float64, "largest input entry"),
     (tn.mlp(4, weight_std=1e100), np.ones((3, 2)), torch.float64, "weight_std^(2 depth)"),
     (tn.mlp(2000, weight_std=2.0), np.ones((3, 2)), torch.float64, "weight_std^(2 depth)"),
-    (tn.mlp(3, bias_std=1e150), np.ones((3, 2)), torch.float64, "bias_std^2"),
+    (tn.mlp(30, bias_std=6e153), np.ones((3, 2)), torch.float64, "bias_std^2"),
     (tn.mlp(3), np.full((3, 2), 1e20), torch.float32, "float64"),
 ])
 @pytest.mark.parametrize("call", ["kernels", "nngp", "ntk", "diagonal"])
@@ -63,6 +63,11 @@ def test_large_but_representable_inputs_give_exact_numbers():
     nngp = tn.mlp(1, bias_std=0.0).nngp(x)
     np.testing.assert_allclose(nngp, [[5e299, 0.0], [0.0, 5e299]], rtol=1e-15)  # one rounding per entry
     assert np.isfinite(tn.mlp(50, weight_std=2 ** 0.5).ntk(np.ones((2, 3)))).all()
+    # bias_std^2 = 1e300 stays representable: the correlations never form var1 * var2 (1e600).
+    # Identical inputs: K(l+1) = K(l) / 2 + 1e300 and T(l+1) = T(l) / 2 + K(l+1) from K(1) = 1 + 1e300.
+    nngp, ntk = tn.mlp(3, bias_std=1e150).kernels(np.ones((3, 2)))
+    np.testing.assert_allclose(nngp, np.full((3, 3), 1.75e300), rtol=1e-15)
+    np.testing.assert_allclose(ntk, np.full((3, 3), 2.75e300), rtol=1e-15)
 
 
 def test_the_kernel_store_path_is_guarded_too(tmp_path):
