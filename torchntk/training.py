@@ -101,6 +101,8 @@ def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, step
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0; got {lr!r}.")
     wanted = _check_record(RECORDABLE if record is None else record, ntk_outputs)
+    if getattr(model, "body", True) is None and hasattr(model, "build"):   # an ArchNetwork built lazily
+        model.build(tuple(np.shape(x_train)[1:]))
     first = next((p for p in model.parameters() if p.requires_grad), None)
     if first is None:
         raise ValueError("the model has no trainable parameters (requires_grad=True); nothing to train.")
@@ -273,7 +275,7 @@ def _check_record(record: Any, ntk_outputs: str) -> set[str]:
 
 
 def _as_inputs(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-    from ._inputs import as_features
+    from ._inputs import as_batch as as_features
 
     if isinstance(x, Tensor) and x.device != device:
         raise ValueError(f"{name} is on {x.device} but the model is on {device}; move it with {name}.to('{device}').")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .._inputs import as_pair
+from .._inputs import as_pair_batches as as_pair
 from ._checks import check_cov
 from .flow import GradientFlow
 from .prediction import Prediction

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import as_pair
+from .._inputs import as_pair_batches as as_pair
 from .manifest import KINDS, build_manifest
 from .matrix import KernelMatrix
 from .progress import RunSummary, TileProgress

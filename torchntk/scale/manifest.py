@@ -73,8 +73,11 @@ def describe_spec(spec: Any) -> list[dict[str, Any]]:
         elif isinstance(layer, Activation):
             layers.append(describe_activation(layer))
         else:
-            raise TypeError(f"cannot describe layer {layer!r} for a kernel store: only Dense layers and "
-                            "Activations are supported.")
+            from ..arch.serialize import node_of
+            try:  # architecture layers (Conv, pooling, branches): their plain-data description
+                layers.append(node_of(layer))
+            except (ValueError, AttributeError) as exc:
+                raise TypeError(f"cannot describe layer {layer!r} for a kernel store: {exc}") from None
     return layers
 
 

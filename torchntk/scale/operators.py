@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._inputs import as_features
+from .._inputs import as_batch
 from .manifest import KINDS
 from .matrix import KernelMatrix
 from .store import KernelStore
@@ -219,7 +219,7 @@ class ComputedKernel(TiledKernel):
             raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}.")
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
-        features = as_features(x, "x", dtype).detach()
+        features = as_batch(x, "x", dtype).detach()
         super().__init__(SpecTiles(spec, features, kind, tile), client)
 
 

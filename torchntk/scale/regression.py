@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._inputs import as_features, check_dtype
+from .._inputs import as_batch, check_dtype
 from .compute import DEFAULT_STORE_TILE, kernel_matrix
 from .operators import ComputedKernel, StoredKernel
 from .solvers import SolveResult, cholesky_solve, conjugate_gradients
@@ -96,7 +96,7 @@ class KernelRegression:
         if self.solver not in ("auto", "cholesky", "cg"):
             raise ValueError(f"solver must be 'auto', 'cholesky' or 'cg', got {self.solver!r}.")
         check_dtype(self.dtype)
-        x_train = as_features(x, "x", torch.float64)
+        x_train = as_batch(x, "x", torch.float64)
         n = x_train.shape[0]
         y_t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
         if y_t.dim() not in (1, 2) or y_t.shape[0] != n:
@@ -130,7 +130,7 @@ class KernelRegression:
         """mean(x) = k(x, X) coef, shape (M,) or (M, k) like y; numpy in, numpy out."""
         if not hasattr(self, "dual_coef_"):
             raise RuntimeError("call fit(x, y) before predict(x).")
-        x_test = as_features(x, "x", torch.float64, device=self.x_train_.device)
+        x_test = as_batch(x, "x", torch.float64, device=self.x_train_.device)
         if x_test.shape[1] != self.x_train_.shape[1]:
             raise ValueError(f"x has {x_test.shape[1]} features but the model was fitted on "
                              f"{self.x_train_.shape[1]}.")
