@@ -69,8 +69,9 @@ class PiecewiseLinear(Activation):
         # cov is 0 wherever a variance is: divide by a positive stand-in there, rho = 0.
         rho = cov.div_(norm if positive else norm.clamp_min(torch.finfo(norm.dtype).tiny)).clamp_(-1.0, 1.0)
         rho.masked_fill_(rho > 1 - snap_width(rho.dtype), 1.0)
-        pi_j0 = torch.arccos(rho).neg_().add_(math.pi)                          # pi - theta
-        ess = torch.addcmul(_ONE.to(rho), rho, rho, value=-1.0).clamp_min_(0.0).sqrt_()   # sin theta
+        pi_j0 = torch.neg(rho).arccos_()               # pi - theta = arccos(-rho), exact near rho = -1 too
+        # sin theta; |rho| <= 1 makes 1 - rho^2 >= 0 in floating point, so no clamp is needed
+        ess = torch.addcmul(_ONE.to(rho), rho, rho, value=-1.0).sqrt_()
         ess.addcmul_(pi_j0, rho)                                                 # pi J1
         if ab != 0:
             ess.mul_(half_jump / math.pi).add_(rho, alpha=ab).mul_(norm)
