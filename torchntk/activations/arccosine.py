@@ -34,7 +34,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
-from ..numerics import correlation
+from ..numerics import safe_reciprocal, safe_sqrt, snap_width
 from .base import Activation
 
 MAX_DEGREE = 64
@@ -50,6 +50,16 @@ def check_degree(degree: object, owner: str) -> int:
         raise ValueError(f"{owner}: degree must be between 0 and {MAX_DEGREE}, got {degree} (the Gaussian "
                          "moments of higher powers overflow float64).")
     return degree
+
+
+def correlation(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+    """(rho, sqrt(var1 var2)) as `torchntk.numerics.correlation` computes them (clamped, snapped to
+    exactly 1 within `snap_width`), but with rho = 0 and a zero derivative where a variance is 0:
+    dividing by a tiny stand-in there makes forward-mode tangents ~1e308, which overflow to inf
+    against F_k' for k >= 4 before the factor sqrt(var1 var2)^k = 0 can cancel them."""
+    norm = safe_sqrt(var1 * var2)
+    rho = (cov * safe_reciprocal(norm)).clamp(-1.0, 1.0)
+    return torch.where(rho > 1 - snap_width(rho.dtype), 1.0, rho), norm
 
 
 # -- the polynomials A_n, B_n ---------------------------------------------------------------
@@ -78,7 +88,13 @@ def arccos_polynomials(n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         da, db = _derivative(a), _derivative(b)
         a, b = (_add(da, _times_monomial(da, -1, 2), _times_monomial(a, 2 * m + 1, 1)),
                 _add(db, _times_monomial(db, -1, 2), _times_monomial(b, 2 * m, 1), a))
-    return tuple(a), tuple(b)
+    return _trimmed(a), _trimmed(b)
+
+
+def _trimmed(p: list[int]) -> tuple[int, ...]:
+    while len(p) > 1 and p[-1] == 0:
+        p = p[:-1]
+    return tuple(p)
 
 
 def _horner(coefficients: tuple[int, ...], x: Tensor) -> Tensor:
