@@ -44,6 +44,13 @@ def test_reprs_read_as_code():
     assert tn.Polynomial([1, 0, 2]).config() == {"coefficients": [1.0, 0.0, 2.0]}
 
 
+def test_polynomial_coefficients_from_arrays():
+    import numpy as np
+
+    for given in (np.array([1.0, 0.5]), torch.tensor([1.0, 0.5]), (1, 0.5)):
+        assert tn.Polynomial(given).config() == {"coefficients": [1.0, 0.5]}
+
+
 def test_names_in_get_activation():
     assert repr(tn.get_activation("sign")) == "Sign()"
     assert repr(tn.get_activation("step")) == "RectifiedMonomial(0)"

@@ -115,12 +115,11 @@ class Polynomial(Activation):
 
 
 def _check_coefficients(coefficients: object) -> tuple[float, ...]:
+    if getattr(coefficients, "ndim", None) == 1 and hasattr(coefficients, "tolist"):   # a tensor or numpy array
+        coefficients = coefficients.tolist()
     if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence):
-        if isinstance(coefficients, Tensor) and coefficients.dim() == 1:
-            coefficients = coefficients.tolist()
-        else:
-            raise TypeError(f"Polynomial: coefficients must be a sequence of real numbers c_0, c_1, ... "
-                            f"(ascending powers), got {type(coefficients).__name__}.")
+        raise TypeError(f"Polynomial: coefficients must be a sequence of real numbers c_0, c_1, ... "
+                        f"(ascending powers), got {type(coefficients).__name__}.")
     if not 1 <= len(coefficients) <= MAX_DEGREE + 1:
         raise ValueError(f"Polynomial: give between 1 and {MAX_DEGREE + 1} coefficients (degree <= {MAX_DEGREE}), "
                          f"got {len(coefficients)}.")
