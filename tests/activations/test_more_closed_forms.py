@@ -26,6 +26,7 @@ CASES = [
     (tn.Monomial(2), ref.polynomial([0, 0, 1])),
     (tn.Monomial(3), ref.polynomial([0, 0, 0, 1])),
     (tn.Monomial(5), ref.polynomial([0, 0, 0, 0, 0, 1])),
+    (tn.Monomial(12), ref.polynomial([0] * 12 + [1])),
     (tn.Polynomial([0.5, -1.0, 0.25, 2.0]), ref.polynomial([0.5, -1.0, 0.25, 2.0])),
     (tn.Exp(), ref.exponential(1, 1)),
     (tn.Exp(0.5, -0.7), ref.exponential(0.5, -0.7)),
@@ -99,7 +100,9 @@ def test_price_theorem_links_the_two_expectations(act):
     torch.testing.assert_close(slope, edd.detach(), rtol=1e-12, atol=1e-14 * edd.abs().max().item())
 
 
-@pytest.mark.parametrize("act", ALL, ids=repr)
+# Monomial(12)'s integrand spans ~25 decades over the polar rule's nodes: the quadrature, not
+# the closed form, is the inaccurate one there (the 30-digit test covers it).
+@pytest.mark.parametrize("act", [a for a in ALL if repr(a) != "Monomial(12)"], ids=repr)
 def test_closed_forms_match_the_quadrature_path(act):
     """The polar quadrature at 64 nodes (kinks and jumps on panel boundaries, so geometric
     convergence) agrees with every closed form to 4e-13 of the block's largest entry (measured),
