@@ -11,11 +11,17 @@ from .activations import Abs as Abs
 from .activations import Activation as Activation
 from .activations import Cos as Cos
 from .activations import Erf as Erf
+from .activations import Exp as Exp
+from .activations import Gaussian as Gaussian
 from .activations import Gelu as Gelu
 from .activations import Identity as Identity
 from .activations import LeakyReLU as LeakyReLU
+from .activations import Monomial as Monomial
 from .activations import PiecewiseLinear as PiecewiseLinear
+from .activations import Polynomial as Polynomial
+from .activations import RectifiedMonomial as RectifiedMonomial
 from .activations import ReLU as ReLU
+from .activations import Sign as Sign
 from .activations import Sin as Sin
 from .activations import get_activation as get_activation
 from .arch import ArchitectureError as ArchitectureError

@@ -7,13 +7,19 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .arccosine import RectifiedMonomial as RectifiedMonomial
+from .arccosine import Sign as Sign
 from .base import DEFAULT_NODES as DEFAULT_NODES
 from .base import Activation as Activation
+from .exponential import Exp as Exp
+from .exponential import Gaussian as Gaussian
 from .piecewise import Abs as Abs
 from .piecewise import Identity as Identity
 from .piecewise import LeakyReLU as LeakyReLU
 from .piecewise import PiecewiseLinear as PiecewiseLinear
 from .piecewise import ReLU as ReLU
+from .polynomial import Monomial as Monomial
+from .polynomial import Polynomial as Polynomial
 from .smooth import Cos as Cos
 from .smooth import Erf as Erf
 from .smooth import Gelu as Gelu
@@ -22,8 +28,11 @@ from .smooth import Sin as Sin
 CLOSED_FORM: dict[str, Callable[[], Activation]] = {
     "relu": ReLU, "leaky_relu": LeakyReLU, "abs": Abs, "identity": Identity,
     "erf": Erf, "sin": Sin, "cos": Cos, "gelu": Gelu,
+    "sign": Sign, "step": lambda: RectifiedMonomial(0), "exp": Exp, "gaussian": Gaussian,
 }
-"""Names whose expectations are exact closed forms."""
+"""Names whose expectations are exact closed forms ("exp" and "gaussian" with their default
+parameters; parameterised ones such as ``RectifiedMonomial(2)`` or ``Polynomial([...])`` are
+passed as objects). "sign" and "step" have an NNGP but no NTK (their derivative is not a function)."""
 
 QUADRATURE: dict[str, Callable] = {
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
