@@ -9,7 +9,9 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
 ``spec.ntk`` computes. Methods:
 
 - "structured": dense networks (`NTKNetwork` in either parameterisation, or nn.Sequential of
-  nn.Linear and elementwise activations) from layer-wise Grams; never forms the Jacobian.
+  nn.Linear and elementwise activations) from layer-wise Grams, and nn.Sequential stacks of
+  convolutions, dense layers, elementwise activations, Flatten and global average pooling from
+  per-layer gradients built out of unfolded patches (`conv`); never forms the Jacobian.
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
@@ -29,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import CACHE_BYTES, assemble, assemble_diagonal, default_batch_size
+from .conv import ConvStructuredMethod, conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
 from .ntk_vp import NTKVectorMethod
@@ -182,11 +185,17 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
     if method in ("auto", "structured"):
         try:
             ops = dense_plan(model)
-        except NotStructured as exc:
-            if method == "structured":
-                raise ValueError(f"method='structured' applies to dense networks only (torchntk NTKNetwork, or "
-                                 f"nn.Sequential of nn.Linear and elementwise activations), but {exc} Use "
-                                 "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
+        except NotStructured as dense_reason:
+            try:
+                return ConvStructuredMethod(conv_plan(model), k, x1, model)
+            except NotStructured as conv_reason:
+                if method == "structured":
+                    raise ValueError(
+                        "method='structured' applies to dense networks (torchntk NTKNetwork, or nn.Sequential of "
+                        "nn.Linear and elementwise activations) and to nn.Sequential stacks of convolutions, dense "
+                        "layers, elementwise activations, nn.Flatten and global average pooling; but "
+                        f"{dense_reason if 'no convolution' in str(conv_reason) else conv_reason} Use "
+                        "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
         else:
             if x1.dim() != 2:
                 raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
