@@ -91,10 +91,14 @@ def test_any_module_through_torch_func():
     model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(6, 2)).double()
     x1, x2 = torch.randn(3, 1, 5, dtype=F64), torch.randn(2, 1, 5, dtype=F64)
     want = _brute_force(model, x1, x2)
-    for method in ("jacobian", "ntk_vp", "auto"):
+    for method in ("jacobian", "ntk_vp", "auto", "structured"):  # structured: tests/test_empirical_conv.py
         torch.testing.assert_close(empirical_ntk(model, x1, x2, method=method), want, rtol=1e-12, atol=1e-13)
+    pooled = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Tanh(), nn.AvgPool1d(3), nn.Flatten(), nn.Linear(2, 2)).double()
+    want = _brute_force(pooled, x1, x2)
+    for method in ("jacobian", "ntk_vp", "auto"):
+        torch.testing.assert_close(empirical_ntk(pooled, x1, x2, method=method), want, rtol=1e-12, atol=1e-13)
     with pytest.raises(ValueError, match="method='jacobian'"):
-        empirical_ntk(model, x1, method="structured")
+        empirical_ntk(pooled, x1, method="structured")
 
 
 # -- any output shape, diagonals, the outputs' outer products -----------------------------

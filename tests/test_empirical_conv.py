@@ -81,6 +81,11 @@ def _cases():
     yield "protocol conv1d", nn.Sequential(
         ProtocolConv(1, 3, (3,), padding="circular", seed=5), nn.ReLU(), ProtocolConv(3, 2, (2,), seed=6),
         nn.Flatten(), ProtocolDense(2 * 7, 2, seed=7)), (1, 7)
+    yield "max pooling", nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 2), nn.Tanh(),
+        nn.MaxPool2d((2, 1), stride=1), nn.Flatten(), nn.Linear(3 * 1 * 1, 2)), (2, 6, 5)
+    yield "max pooling 1d", nn.Sequential(
+        nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(3 * 3, 2)), (2, 8)
     frozen = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
     frozen[0].weight.requires_grad_(False)
@@ -126,10 +131,10 @@ def test_float32_and_batch_sizes():
 
 def test_other_modules_fall_back_or_say_why():
     torch.manual_seed(0)
-    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 1)).double()
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 1)).double()
     x = torch.randn(3, 1, 6, 6, dtype=F64)
     assert not isinstance(_method(pooled, "auto", 1, x), ConvStructuredMethod)  # the Jacobian contraction
-    with pytest.raises(ValueError, match="MaxPool2d.*method='jacobian'"):
+    with pytest.raises(ValueError, match="AvgPool2d.*method='jacobian'"):
         empirical_ntk(pooled, x, method="structured")
     grouped = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(32, 1)).double()
     with pytest.raises(ValueError, match="groups or dilation"):

@@ -92,6 +92,11 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             # The (N k)^2 Grams dominate here: quarter chunks skip 3/8 of them by symmetry, while
             # chunks of 64 inputs and more keep the matrix products efficient.
             batch_size = min(batch_size, max(64, -(-n // 4)))
+        if t2 is None and isinstance(runner, ConvStructuredMethod) and not diagonal:
+            # A convolution's per-example gradients cost the same in any chunking, and the panel keeps
+            # them; quarter chunks skip 3/8 of the Gram products by symmetry (measured: 64 CNN inputs,
+            # 64 channels, 28 x 28, full outputs, 20-30% faster with chunks of 16 than one of 64).
+            batch_size = min(batch_size, max(16, -(-n // 4)))
     with torch.no_grad():
         if diagonal:
             result = assemble_diagonal(runner, t1, t2, k, full, batch_size, dtype)

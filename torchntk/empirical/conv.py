@@ -1,8 +1,9 @@
 """Empirical NTK of a convolutional network from per-layer factors: the Jacobian is never formed.
 
 Applies to nn.Sequential stacks of convolutions (nn.Conv1d / nn.Conv2d, or any module with the
-NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten and
-global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)).
+NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten,
+global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)) and max pooling
+(nn.MaxPool1d / nn.MaxPool2d without padding or dilation).
 
 A convolution z[c, p] = w_s sum_{i, d} W[c, i, d] a_pad[i, stride p + d] + b_s b[c] has, for
 output k and back-propagated vector delta_k = d f_k / d z (C_out, P positions),
@@ -117,7 +118,30 @@ class PoolOp:
     module: nn.Module
 
 
-Op = ConvOp | DenseOp | ElementwiseOp | FlattenOp | PoolOp
+@dataclass(frozen=True)
+class MaxPoolOp:
+    """nn.MaxPool1d / nn.MaxPool2d (no padding or dilation): delta flows back to each window's
+    maximum, at the positions the forward pass recorded."""
+
+    module: nn.Module
+    dims: int
+
+    def forward_with_indices(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        m = self.module
+        return pool(a, m.kernel_size, m.stride, return_indices=True, ceil_mode=m.ceil_mode)
+
+    def pullback(self, delta: Tensor, indices: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        """delta (B k, C, *S_out) -> (B k, C, *S_in), indices (B, C, *S_out) of the chunk."""
+        repeat = delta.shape[0] // indices.shape[0]
+        flat_in, flat_out = math.prod(in_shape[1:]), math.prod(indices.shape[2:])
+        idx = indices.repeat_interleave(repeat, dim=0).reshape(delta.shape[0], in_shape[0], flat_out)
+        out = torch.zeros((delta.shape[0], in_shape[0], flat_in), dtype=delta.dtype, device=delta.device)
+        out.scatter_add_(2, idx, delta.reshape(delta.shape[0], in_shape[0], flat_out))
+        return out.view(delta.shape[0], *in_shape)
+
+
+Op = ConvOp | DenseOp | ElementwiseOp | FlattenOp | PoolOp | MaxPoolOp
 
 
 def conv_plan(model: nn.Module) -> list[Op]:
@@ -126,7 +150,7 @@ def conv_plan(model: nn.Module) -> list[Op]:
         raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
                             "elementwise activations, Flatten and global average pooling.")
     ops = _ops(model)
-    if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp)) for op in ops):
+    if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp, MaxPoolOp)) for op in ops):
         raise NotStructured("it holds no convolution, pooling or Flatten.")
     return ops
 
@@ -153,6 +177,12 @@ def _ops(module: nn.Module) -> list[Op]:
         if module.start_dim != 1 or module.end_dim != -1:
             raise NotStructured("it contains nn.Flatten with start_dim/end_dim other than 1 and -1.")
         return [FlattenOp()]
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
+        dilation = module.dilation if isinstance(module.dilation, tuple) else (module.dilation,)
+        padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
+        if any(d != 1 for d in dilation) or any(p != 0 for p in padding) or module.return_indices:
+            raise NotStructured("it contains max pooling with padding, dilation or return_indices.")
+        return [MaxPoolOp(module, 1 if isinstance(module, nn.MaxPool1d) else 2)]
     if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
         size = module.output_size
         if all(s == 1 for s in ((size,) if isinstance(size, int) else tuple(size))):
@@ -277,6 +307,8 @@ class ConvStructuredMethod:
                                         f"{tuple(a.shape)}.")
                 if isinstance(op, DenseOp) and a.dim() != 2:
                     raise NotStructured(f"a dense layer receives inputs of shape {tuple(a.shape)}, not (N, n).")
+                if isinstance(op, MaxPoolOp) and a.dim() != op.dims + 2:
+                    raise NotStructured(f"max pooling over {op.dims} axes receives inputs of shape {tuple(a.shape)}.")
                 if isinstance(op, PoolOp) and a.dim() < 3:
                     raise NotStructured(f"global pooling receives inputs of shape {tuple(a.shape)}.")
                 a = self._apply(op, a)
@@ -294,7 +326,7 @@ class ConvStructuredMethod:
             return op.fn(a)
         if isinstance(op, FlattenOp):
             return a.flatten(1)
-        return op.module(a)
+        return op.module(a)  # pooling
 
     def point_bytes(self, element_size: int) -> float:
         k = self.k
@@ -311,6 +343,9 @@ class ConvStructuredMethod:
         for position, op in enumerate(self.ops):
             if isinstance(op, ElementwiseOp) and position > self.lowest:
                 a, saved[position] = op.value_and_slope(a)  # sigma' where a trainable layer lies below
+                continue
+            if isinstance(op, MaxPoolOp) and position > self.lowest:
+                a, saved[position] = op.forward_with_indices(a)  # where each window's maximum lies
                 continue
             if isinstance(op, (ConvOp, DenseOp)) and op.trainable and position >= self.lowest:
                 saved[position] = op.patches(a) if isinstance(op, ConvOp) and op.train_weight else a
@@ -375,6 +410,10 @@ class ConvStructuredMethod:
                 gate = None if delta.gate is None else delta.gate.reshape(batch, *in_shape)
                 return Rows(delta.rows.reshape(k, *in_shape), gate, in_shape)
             return Full(delta.delta.reshape(batch, k, *in_shape))
+        if isinstance(op, MaxPoolOp):
+            d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+            d = d.reshape(batch * k, *out_shape)
+            return Full(op.pullback(d, slope, in_shape).view(batch, k, *in_shape))
         if isinstance(op, PoolOp):
             scale = 1.0 / math.prod(in_shape[1:])
             if isinstance(delta, Rows) and all(n == 1 for n in delta.rows.shape[2:]) and \
