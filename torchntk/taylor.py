@@ -18,7 +18,9 @@ The expanded module keeps a frozen copy of the model (``.base``: theta0, the fro
 and the buffers, in the model's train/eval mode at the time), and a trainable copy of its
 trainable parameters (``.theta``, an nn.ParameterDict; ``named_theta()`` gives them under the
 model's own names). The model itself is left untouched, so it can be trained beside its
-expansion.
+expansion. ``expansion.parameters()`` can go to any torch optimiser: the frozen copy's
+parameters have requires_grad=False and never receive gradients. BatchNorm in training mode
+updates buffers in place, which forward-mode derivatives cannot follow: expand models in eval().
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ from .progress import ProgressLike, Silent
 from .rates import SlopeFit, fit_loglog
 from .results import Claim, Figure, Section, Table
 
+MAX_SEEDS = 5
+"""Seeds per width for the gap (the sweep's first ones): the linearised network costs about three
+forward passes per step, and 5 seeds over the sweep's widths fit the slope well enough."""
+
 
 @dataclass
 class GapMeasurements:
@@ -58,17 +62,19 @@ def linearization_gap(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr
 
 def measure_gaps(settings: SweepSettings, data: Dataset, seed: int, progress: ProgressLike | None = None,
                  label: str = "linearization gap") -> GapMeasurements:
-    """The gap for the sweep's trained networks (the same seeds, hence the same networks)."""
+    """The gap for the sweep's first min(seeds, MAX_SEEDS) trained networks per width (the same
+    seeds, hence the same networks)."""
     progress = progress or Silent()
+    seeds = min(settings.seeds, MAX_SEEDS)
     spec = settings.network.spec()
     x = torch.as_tensor(data.x, dtype=torch.float32)
     k = settings.out_features
     y = torch.as_tensor(np.repeat(data.y[:, :1], k, axis=1), dtype=torch.float32)
     widths = np.asarray(settings.widths, dtype=np.int64)
-    m = GapMeasurements(widths, np.zeros((len(widths), settings.seeds)), np.zeros((len(widths), settings.seeds)))
-    task = progress.task(label, int(len(widths) * settings.seeds))
+    m = GapMeasurements(widths, np.zeros((len(widths), seeds)), np.zeros((len(widths), seeds)))
+    task = progress.task(label, int(len(widths) * seeds))
     for wi, width in enumerate(widths.tolist()):
-        for gi in range(settings.seeds):
+        for gi in range(seeds):
             net = spec.network(width=width, out_features=k, seed=derive_seed(seed, "sweep", width, gi),
                                in_features=data.x.shape[1])
             m.gap[wi, gi], m.scale[wi, gi] = linearization_gap(net, x, y, settings.lr, settings.steps,
@@ -92,7 +98,7 @@ def linearization_section(m: GapMeasurements, settings: SweepSettings, data: Dat
     fig_path = out / f"{prefix}linearization_gap.png"
     figure_rates([("Lee et al.: sup_t ‖f_t − f_lin,t‖", "RMS output gap",
                    [RateSeries("network vs linearisation", m.widths, m.gap, fit)])], fig_path,
-                 f"Network against its linearisation ({settings.network.describe()}, {settings.seeds} seeds)")
+                 f"Network against its linearisation ({settings.network.describe()}, {m.gap.shape[1]} seeds)")
     text = [
         "Each trained network of the sweep is trained a second time beside its first-order Taylor expansion in the "
         "parameters, g(x; θ) = f(x; θ₀) + J_θ₀(x)(θ − θ₀) (`torchntk.linearize`, forward-mode derivatives), by the "
@@ -106,7 +112,7 @@ def linearization_section(m: GapMeasurements, settings: SweepSettings, data: Dat
     return Section(
         f"{prefix}linearization", "Lee et al. (2019): wide networks train like their linearisation", text,
         {"network": settings.network.describe(), "widths": ", ".join(f"{w:,}" for w in m.widths.tolist()),
-         "seeds per width": settings.seeds, "learning rate": settings.lr, "steps": settings.steps},
+         "seeds per width": m.gap.shape[1], "learning rate": settings.lr, "steps": settings.steps},
         [claim],
         [Table("Measured per width", ["width n", "gap: mean", "sd over seeds", "output movement sup_t ‖f_t − f_0‖",
                                       "gap / movement"], rows,
