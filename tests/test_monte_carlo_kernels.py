@@ -24,6 +24,15 @@ Z_MAX = 4.5
 false alarm among the ~20 entries of a test is below 1 in 500 (and the seeds are fixed)."""
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _x(n, d=3, seed=0):
     x = torch.randn(n, d, dtype=F64, generator=torch.Generator().manual_seed(seed))
     return x / x.norm(dim=1, keepdim=True) * math.sqrt(d)
@@ -92,6 +101,9 @@ def test_same_seed_same_numbers_and_running_estimates():
     assert running[0].ntk_stderr.mean() > running[-1].ntk_stderr.mean()  # the bars shrink
     only = monte_carlo_kernels(spec, x, width=16, n_samples=6, seed=3, kernels="nngp")
     assert only.ntk is None and torch.equal(only.nngp, a.nngp)
+    chunked = monte_carlo_kernels(spec, x, width=16, n_samples=6, seed=3, batch_size=1)  # bounded memory
+    torch.testing.assert_close(chunked.ntk, a.ntk, rtol=1e-13, atol=1e-14)  # the same sums, regrouped
+    torch.testing.assert_close(chunked.nngp, a.nngp, rtol=1e-13, atol=1e-14)
     out = monte_carlo_kernels(spec, x.numpy(), width=16, n_samples=2, seed=3, progress=True)
     assert isinstance(out.ntk, np.ndarray)
 

@@ -178,7 +178,16 @@ def test_second_order_error_shrinks_as_the_cube_of_the_step():
         assert abs(slope - want) < 0.15, (degree, slope, errors[degree])
 
 
-def test_the_gap_between_a_trained_network_and_its_linearisation_shrinks_with_width():
+@pytest.fixture
+def one_thread():
+    """Small matrix products: extra threads only add synchronisation (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_gap_between_a_trained_network_and_its_linearisation_shrinks_with_width(one_thread):
     """Lee et al. (2019): sup_t |f_t - g_t| = O(width^-1/2). Fitted slope, judged as a bound."""
     from torchntk.studies.linearization import linearization_gap
 

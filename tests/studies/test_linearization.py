@@ -5,6 +5,7 @@ network's initial NTK, g_s(X) = y + (I - lr Theta_0 / N)^s (f_0(X) - y)."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from studies_reference import jacobian_ntk
 
@@ -15,6 +16,15 @@ from torchntk.studies.runner import study
 
 SETTINGS = SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), widths=(8, 16, 32), seeds=2,
                          gaussian_seeds=2, out_features=2, points=5, steps=6, record_every=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _reference_gap(net, x, y, lr, steps, every):
