@@ -129,6 +129,18 @@ def test_gradient_descent_on_the_linearisation_is_kernel_gradient_descent(k):
         np.testing.assert_allclose(outputs.reshape(-1), want.numpy(), rtol=0, atol=1e-11)
 
 
+def test_tn_train_records_a_constant_kernel_for_the_linearisation():
+    """With tn.train's default records, the linearised network's NTK stays the model's NTK at theta0."""
+    net = _net(width=8, k=2)
+    lin = linearize(net)
+    x, y = _x(4), _x(4, d=2, seed=1)
+    run = tn.train(lin, x, y, lr=0.5, steps=6, record_every=3)
+    want = empirical_ntk(net, x).numpy()
+    for ntk in run.ntk:
+        np.testing.assert_allclose(ntk, want, rtol=0, atol=1e-12)  # float64 round-off of O(1) entries
+    assert run.weight_change[-1].max() > 0  # the parameters did move
+
+
 def test_a_torch_optimiser_on_a_one_dimensional_model_follows_the_kernel_too():
     model = _scalar_model()
     lin = linearize(model)
