@@ -91,10 +91,85 @@ def test_any_module_through_torch_func():
     model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(6, 2)).double()
     x1, x2 = torch.randn(3, 1, 5, dtype=F64), torch.randn(2, 1, 5, dtype=F64)
     want = _brute_force(model, x1, x2)
-    for method in ("jacobian", "ntk_vp", "auto"):
+    for method in ("jacobian", "ntk_vp", "auto", "structured"):  # structured: tests/test_empirical_conv.py
         torch.testing.assert_close(empirical_ntk(model, x1, x2, method=method), want, rtol=1e-12, atol=1e-13)
+    pooled = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Tanh(), nn.AvgPool1d(3), nn.Flatten(), nn.Linear(2, 2)).double()
+    want = _brute_force(pooled, x1, x2)
+    for method in ("jacobian", "ntk_vp", "auto"):
+        torch.testing.assert_close(empirical_ntk(pooled, x1, x2, method=method), want, rtol=1e-12, atol=1e-13)
     with pytest.raises(ValueError, match="method='jacobian'"):
-        empirical_ntk(model, x1, method="structured")
+        empirical_ntk(pooled, x1, method="structured")
+
+
+# -- any output shape, diagonals, the outputs' outer products -----------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_dimensional_outputs_give_a_matrix(method):
+    net = tn.mlp(3, "tanh", bias_std=0.2).network(width=6, out_features=1, seed=0, dtype=F64, in_features=3)
+    flat = nn.Sequential(net, nn.Flatten(0))  # outputs (N,)
+    x1, x2 = _x(5), _x(4, seed=1)
+    want = _brute_force(net, x1, x2)[:, :, 0, 0]
+    for outputs in ("full", "trace"):
+        got = empirical_ntk(flat, x1, x2, method="auto" if method == "structured" else method, outputs=outputs)
+        assert got.shape == (5, 4)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)  # float64 round-off
+    diag = empirical_ntk(flat, x1, diagonal=True, method="auto" if method == "structured" else method)
+    torch.testing.assert_close(diag, _brute_force(net, x1, x1)[:, :, 0, 0].diagonal(), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_diagonal_is_the_kernels_diagonal(method):
+    net = tn.mlp(3, "gelu", bias_std=0.3).network(width=7, out_features=3, seed=2, dtype=F64, in_features=3)
+    x1, x2 = _x(7), _x(7, seed=5)
+    for x_other in (None, x2):
+        full = empirical_ntk(net, x1, x_other, method="jacobian")
+        want = full.diagonal(dim1=0, dim2=1).permute(2, 0, 1)  # (N, k, k)
+        got = empirical_ntk(net, x1, x_other, method=method, diagonal=True, batch_size=3)
+        assert got.shape == (7, 3, 3)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)  # float64 round-off
+        trace = empirical_ntk(net, x1, x_other, method=method, diagonal=True, outputs="trace", batch_size=3)
+        torch.testing.assert_close(trace, want.diagonal(dim1=1, dim2=2).mean(-1), rtol=1e-12, atol=1e-13)
+
+
+def test_diagonal_costs_linear_time():
+    """Features are computed once per chunk and each row is paired with itself only: doubling N
+    doubles the number of feature calls (a full kernel's blocks would quadruple)."""
+    from torchntk.empirical import structured
+
+    calls = []
+    original = structured.StructuredMethod.features
+
+    def counting(self, x):
+        calls.append(x.shape[0])
+        return original(self, x)
+
+    net = tn.mlp(2, "relu").network(width=5, out_features=2, seed=0, dtype=F64, in_features=3)
+    structured.StructuredMethod.features = counting
+    try:
+        for n in (8, 16):
+            empirical_ntk(net, _x(n), diagonal=True, batch_size=4)
+    finally:
+        structured.StructuredMethod.features = original
+    assert calls == [4] * 2 + [4] * 4
+
+
+def test_empirical_nngp_is_the_outputs_outer_product():
+    from torchntk.empirical import empirical_nngp
+
+    net = tn.mlp(3, "relu", bias_std=0.1).network(width=8, out_features=2, seed=0, dtype=F64, in_features=3)
+    x1, x2 = _x(5), _x(3, seed=1)
+    f1, f2 = net(x1).detach(), net(x2).detach()
+    torch.testing.assert_close(empirical_nngp(net, x1, x2), torch.einsum("ik,jl->ijkl", f1, f2), rtol=0, atol=0)
+    torch.testing.assert_close(empirical_nngp(net, x1, x2, outputs="trace", batch_size=2), f1 @ f2.T / 2,
+                               rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(empirical_nngp(net, x1, diagonal=True, outputs="trace"), (f1 * f1).mean(1),
+                               rtol=1e-15, atol=1e-15)
+    flat = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double()
+    f = flat(x1).detach()
+    torch.testing.assert_close(empirical_nngp(flat, x1), torch.outer(f, f), rtol=0, atol=0)
+    assert isinstance(empirical_nngp(net, x1.numpy()), np.ndarray)
+    assert tn.empirical_nngp is empirical_nngp
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -195,8 +270,10 @@ def test_bad_inputs_say_what_to_do():
         empirical_ntk(lambda t: t, x)
     with pytest.raises(ValueError, match="NaN"):
         empirical_ntk(net, torch.full((2, 3), float("nan"), dtype=F64))
-    with pytest.raises(ValueError, match=r"reshape\(-1, 1\)"):
-        empirical_ntk(nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)).double(), x)
+    with pytest.raises(ValueError, match=r"flatten\(1\)"):
+        empirical_ntk(nn.Sequential(nn.Linear(3, 4), nn.Unflatten(1, (2, 2))).double(), x)
+    with pytest.raises(ValueError, match="as many rows"):
+        empirical_ntk(net, x, _x(2), diagonal=True)
     with pytest.raises(ValueError, match=r"shape \(N, n0\)"):
         empirical_ntk(net, x[0])
     frozen = tn.mlp(2).network(width=4, in_features=3, dtype=F64).requires_grad_(False)

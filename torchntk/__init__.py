@@ -48,6 +48,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "NTKNetwork": "torchntk.networks",
     "empirical_ntk": "torchntk.empirical",
+    "empirical_nngp": "torchntk.empirical",
+    "linearize": "torchntk.taylor",
+    "taylor_expand": "torchntk.taylor",
+    "TaylorExpansion": "torchntk.taylor",
+    "monte_carlo_kernels": "torchntk.monte_carlo",
+    "MonteCarloKernels": "torchntk.monte_carlo",
     "predict_gradient_flow": "torchntk.dynamics",
     "GradientFlow": "torchntk.dynamics",
     "Prediction": "torchntk.dynamics",

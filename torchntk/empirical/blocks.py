@@ -24,6 +24,8 @@ class ChunkMethod(Protocol):
 
     def block(self, f1: Any, f2: Any, full: bool) -> Tensor: ...
 
+    def diagonal(self, f1: Any, f2: Any, full: bool) -> Tensor: ...
+
 
 def nbytes(tree: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(tree) if isinstance(t, Tensor))
@@ -66,6 +68,26 @@ def assemble(method: ChunkMethod, x1: Tensor, x2: Tensor | None, k: int, full: b
                 if symmetric and j > i:
                     out[rows2[j], rows1[i]] = swap(blk, full)
         start += len(panel)
+    return out
+
+
+def assemble_diagonal(method: ChunkMethod, x1: Tensor, x2: Tensor | None, k: int, full: bool, batch_size: int,
+                      dtype: torch.dtype) -> Tensor:
+    """Theta(x1_i, x2_i) only (x2 None: x1_i with itself): (N, k, k) (``full``) or (N,), in O(N).
+
+    Each chunk's features are paired with those of the same rows; a method's ``diagonal(f1, f2,
+    full)`` gives the B per-row blocks without the B x B block around them.
+    """
+    n = x1.shape[0]
+    out = torch.empty((n, k, k) if full else (n,), dtype=dtype, device=x1.device)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        f1 = method.features(x1[rows])
+        f2 = f1 if x2 is None else method.features(x2[rows])
+        blk = method.diagonal(f1, f2, full)
+        if x2 is None and full:
+            blk = 0.5 * (blk + blk.transpose(1, 2))  # exactly symmetric, as the full kernel is
+        out[rows] = blk
     return out
 
 

@@ -9,6 +9,7 @@ parameter tensors. Cost ~ N k (forward + backward) + N1 N2 k^2 P; memory B k P p
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.func import jacrev, vmap
 
@@ -35,3 +36,9 @@ class JacobianMethod:
         # The trace pairs output k of x with output k of x': flatten (k, p) into one axis.
         total = sum(j1.reshape(b1, -1) @ j2.reshape(b2, -1).t() for j1, j2 in zip(f1, f2, strict=True))
         return total / k
+
+    def diagonal(self, f1: list[Tensor], f2: list[Tensor], full: bool) -> Tensor:
+        """Theta(x1_b, x2_b) for the rows b of two chunks of the same size: (B, k, k) or (B,)."""
+        if full:
+            return sum(torch.bmm(j1, j2.transpose(1, 2)) for j1, j2 in zip(f1, f2, strict=True))
+        return sum((j1 * j2).sum((1, 2)) for j1, j2 in zip(f1, f2, strict=True)) / self.k

@@ -45,3 +45,23 @@ class NTKVectorMethod:
         if full:
             return cols.permute(2, 0, 3, 1)
         return cols.diagonal(dim1=1, dim2=3).mean(-1).t()
+
+    def diagonal(self, x1: Tensor, x2: Tensor, full: bool) -> Tensor:
+        """Theta(x1_b, x2_b) for the rows b: one vjp at x2_b and one jvp at x1_b per output k'."""
+        f, params = self.fmodel, self.fmodel.params
+
+        def pair(a: Tensor, b: Tensor) -> Tensor:
+            def column(cotangent: Tensor) -> Tensor:
+                _, pullback = vjp(lambda p: f.single(p, b), params)
+                (g,) = pullback(cotangent)
+                return jvp(lambda p: f.single(p, a), (params,), (g,))[1]  # (k,): J(a) J(b)^T e_k'
+
+            return vmap(column)(basis)  # (k', k)
+
+        basis = torch.eye(self.k, dtype=next(iter(params.values())).dtype, device=x1.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
+            blocks = vmap(pair)(x1, x2)  # (B, k', k)
+        if full:
+            return blocks.transpose(1, 2)
+        return blocks.diagonal(dim1=1, dim2=2).mean(-1)

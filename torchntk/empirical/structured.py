@@ -233,6 +233,35 @@ class StructuredMethod:
         return out.permute(0, 2, 1, 3) if full else out
 
 
+    def diagonal(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        """Theta(x1_b, x2_b) for the rows b of two chunks of the same size: (B, k, k) or (B,)."""
+        b, k = f1.batch, self.k
+        like = self.term_ops[0].weight
+        out = torch.zeros((b, k, k) if full else (b,), dtype=like.dtype, device=like.device)
+        for op, t1, t2 in zip(self.term_ops, f1.terms, f2.terms, strict=True):
+            if not op.trainable:
+                continue
+            if op.train_weight:
+                scale = (t1.inputs * t2.inputs).sum(-1).mul_(op.c * op.c)
+                scale = scale.add_(op.s * op.s) if op.train_bias else scale
+            else:
+                scale = torch.full((b,), op.s * op.s, dtype=op.weight.dtype, device=op.weight.device)
+            if t1.delta is None and t1.rows is None:
+                if full:
+                    out.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(-1))
+                else:
+                    out.add_(scale)
+            elif full:
+                out.add_(torch.bmm(_delta(t1, b), _delta(t2, b).transpose(1, 2)).mul_(scale[:, None, None]))
+            elif t1.delta is None:
+                weights = (t1.rows * t1.rows).sum(0)
+                g = weights.sum() if t1.gate is None else (t1.gate * t2.gate * weights).sum(-1)
+                out.add_(g * scale / k)
+            else:
+                out.add_((t1.delta * t2.delta).sum((1, 2)).mul_(scale).div_(k))
+        return out
+
+
 def _delta(term: LayerTerm, batch: int) -> Tensor:
     if term.delta is not None:
         return term.delta

@@ -154,9 +154,12 @@ def study(settings: SweepSettings, data: Dataset, seed: int, out: str | Path,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from .linearization import linearization_section, measure_gaps
+
     with cpu_threads(threads):
         measured = measure_sweep(settings, data, seed, progress or Silent(), "Width sweep")
-    sections = analyse_sweep(measured, settings, data, seed, out)
+        gaps = measure_gaps(settings, data, seed, progress or Silent(), "Linearisation gap")
+    sections = [*analyse_sweep(measured, settings, data, seed, out), linearization_section(gaps, settings, data, out)]
     intro = [f"The appendix's statements for {settings.network.describe()} networks on {data.source}, measured "
              "over a sweep of widths. Every number was measured by this run; each claim says whether the run bears "
              "it out, and by which criterion."]

@@ -1,0 +1,548 @@
+"""Empirical NTK of a convolutional network from per-layer factors: the Jacobian is never formed.
+
+Applies to nn.Sequential stacks of convolutions (nn.Conv1d / nn.Conv2d, or any module with the
+NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten,
+global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)) and max pooling
+(nn.MaxPool1d / nn.MaxPool2d without padding or dilation).
+
+A convolution z[c, p] = w_s sum_{i, d} W[c, i, d] a_pad[i, stride p + d] + b_s b[c] has, for
+output k and back-propagated vector delta_k = d f_k / d z (C_out, P positions),
+
+    d f_k / d W[c, (i, d)] = w_s sum_p delta_k[c, p] U[(i, d), p],    d f_k / d b[c] = b_s sum_p delta_k[c, p]
+
+with U the unfolded patches of the padded input (C_in |F|, P). So each layer's per-example
+gradients are one batched matrix product delta (k C_out, P) @ U^T (P, C_in |F|) (no vmap, no
+k-fold forward), and its share of the kernel is a Gram of those gradients. The deltas of all k
+outputs come from one backward pass over a batch of B k vectors (transposed convolutions).
+
+Above the highest convolution the deltas keep a factored form, delta_k[b, c, p] = R[k, c] g[b, c, p]
+(R from the dense read-out and global pooling, g the product of the activations' slopes): then
+the per-example gradient is R[k, c] H[b, c, (i, d)] with H = g @ U^T, independent of k, and
+
+    Theta_kk'(x, x') += sum_c R[k, c] R[k', c] (w_s^2 H(x)[c] . H(x')[c] + b_s^2 u(x)[c] u(x')[c]),  u = sum_p g,
+
+which costs a k-th of the general case. Dense layers are handled as in `structured`.
+
+Conv protocol (torchntk's NTK-parameterised convolutions; plain nn.Conv has scales 1): attributes
+``weight`` (C_out, C_in, *filter), ``bias`` (C_out,) or None, floats ``weight_scale`` and
+``bias_scale``, tuple ``stride`` and str ``padding`` in {"valid", "same", "circular"}; forward
+= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured
+
+PAD_MODES = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
+
+
+@dataclass(frozen=True)
+class ConvOp:
+    """A convolution in 1 or 2 spatial dimensions (see the module doc); ``module`` computes the value."""
+
+    module: nn.Module
+    weight: Tensor
+    bias: Tensor | None
+    c: float
+    s: float
+    stride: tuple[int, ...]
+    pads: tuple[int, ...]  # F.pad order: last axis first, (left, right) per axis
+    pad_mode: str
+    train_weight: bool
+    train_bias: bool
+
+    @property
+    def trainable(self) -> bool:
+        return self.train_weight or self.train_bias
+
+    @property
+    def dims(self) -> int:
+        return self.weight.dim() - 2
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.module(a)
+
+    def padded(self, a: Tensor) -> Tensor:
+        if not any(self.pads):
+            return a
+        return F.pad(a, self.pads, mode=self.pad_mode)
+
+    def patches(self, a: Tensor) -> Tensor:
+        """U: (B, C_in |F|, P) unfolded patches of the padded input (channel-major, as W.reshape)."""
+        x = self.padded(a)
+        filt = tuple(self.weight.shape[2:])
+        if self.dims == 1:
+            return F.unfold(x.unsqueeze(2), (1, filt[0]), stride=(1, self.stride[0]))
+        return F.unfold(x, filt, stride=self.stride)
+
+    def pullback(self, delta: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        """delta (M, C_out, *S_out) -> (M, C_in, *S_in): the vector at the layer's input."""
+        m = delta.shape[0]
+        widths = [self.pads[2 * (self.dims - 1 - i)] + self.pads[2 * (self.dims - 1 - i) + 1] for i in range(self.dims)]
+        padded_shape = [m, in_shape[0]] + [n + w for n, w in zip(in_shape[1:], widths, strict=True)]
+        grad_input = torch.nn.grad.conv1d_input if self.dims == 1 else torch.nn.grad.conv2d_input
+        out = grad_input(padded_shape, self.weight, delta, stride=self.stride)
+        if self.c != 1.0:
+            out = out.mul_(self.c)
+        if not any(self.pads):
+            return out
+        if self.pad_mode == "constant":
+            index = [slice(None), slice(None)]
+            for i in range(self.dims):
+                left, right = self.pads[2 * (self.dims - 1 - i)], self.pads[2 * (self.dims - 1 - i) + 1]
+                index.append(slice(left, out.shape[2 + i] - right))
+            return out[tuple(index)]
+        with torch.enable_grad():  # wrap-around or reflected padding: its adjoint by autograd
+            leaf = torch.zeros((m, *in_shape), dtype=out.dtype, device=out.device, requires_grad=True)
+            (grad,) = torch.autograd.grad(F.pad(leaf, self.pads, mode=self.pad_mode), leaf, out)
+        return grad
+
+
+@dataclass(frozen=True)
+class FlattenOp:
+    """nn.Flatten() of (C, *S) into C |S| features."""
+
+
+@dataclass(frozen=True)
+class PoolOp:
+    """Global average pooling: (C, *S) -> (C, 1, ...), the mean over the |S| positions."""
+
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class MaxPoolOp:
+    """nn.MaxPool1d / nn.MaxPool2d (no padding or dilation): delta flows back to each window's
+    maximum, at the positions the forward pass recorded."""
+
+    module: nn.Module
+    dims: int
+
+    def forward_with_indices(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        m = self.module
+        return pool(a, m.kernel_size, m.stride, return_indices=True, ceil_mode=m.ceil_mode)
+
+    def pullback(self, delta: Tensor, indices: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        """delta (B k, C, *S_out) -> (B k, C, *S_in), indices (B, C, *S_out) of the chunk."""
+        repeat = delta.shape[0] // indices.shape[0]
+        flat_in, flat_out = math.prod(in_shape[1:]), math.prod(indices.shape[2:])
+        idx = indices.repeat_interleave(repeat, dim=0).reshape(delta.shape[0], in_shape[0], flat_out)
+        out = torch.zeros((delta.shape[0], in_shape[0], flat_in), dtype=delta.dtype, device=delta.device)
+        out.scatter_add_(2, idx, delta.reshape(delta.shape[0], in_shape[0], flat_out))
+        return out.view(delta.shape[0], *in_shape)
+
+
+Op = ConvOp | DenseOp | ElementwiseOp | FlattenOp | PoolOp | MaxPoolOp
+
+
+def conv_plan(model: nn.Module) -> list[Op]:
+    """The chain of operations of ``model``, or NotStructured saying why (see the module doc)."""
+    if not isinstance(model, nn.Sequential):
+        raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
+                            "elementwise activations, Flatten and global average pooling.")
+    ops = _ops(model)
+    if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp, MaxPoolOp)) for op in ops):
+        raise NotStructured("it holds no convolution, pooling or Flatten.")
+    return ops
+
+
+def _ops(module: nn.Module) -> list[Op]:
+    if isinstance(module, nn.Sequential):
+        return [op for child in module for op in _ops(child)]
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return [_torch_conv(module)]
+    if _is_protocol_conv(module):
+        return [_protocol_conv(module)]
+    if isinstance(module, nn.Linear):
+        bias = module.bias
+        return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
+                        module.weight.requires_grad, bias is not None and bias.requires_grad)]
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, Tensor) and weight.dim() == 2 and hasattr(module, "weight_scale"):  # NTKDense
+        bias = getattr(module, "bias", None)
+        return [DenseOp(weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
+                        float(module.bias_scale), weight.requires_grad, bias is not None and bias.requires_grad)]
+    if isinstance(module, ELEMENTWISE_MODULES):
+        return [ElementwiseOp(module)]
+    if isinstance(module, nn.Flatten):
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise NotStructured("it contains nn.Flatten with start_dim/end_dim other than 1 and -1.")
+        return [FlattenOp()]
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
+        dilation = module.dilation if isinstance(module.dilation, tuple) else (module.dilation,)
+        padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
+        if any(d != 1 for d in dilation) or any(p != 0 for p in padding) or module.return_indices:
+            raise NotStructured("it contains max pooling with padding, dilation or return_indices.")
+        return [MaxPoolOp(module, 1 if isinstance(module, nn.MaxPool1d) else 2)]
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        size = module.output_size
+        if all(s == 1 for s in ((size,) if isinstance(size, int) else tuple(size))):
+            return [PoolOp(module)]
+        raise NotStructured("it contains adaptive average pooling to a size other than 1.")
+    if any(p.requires_grad for p in module.parameters()):
+        raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not a "
+                            "known convolution or dense layer.")
+    raise NotStructured(f"it contains {type(module).__name__}, which is not a convolution, dense layer, known "
+                        "elementwise activation, Flatten or global average pooling.")
+
+
+def _torch_conv(module: nn.Conv1d | nn.Conv2d) -> ConvOp:
+    if module.groups != 1 or any(d != 1 for d in module.dilation):
+        raise NotStructured(f"it contains {type(module).__name__} with groups or dilation other than 1.")
+    filt = module.kernel_size
+    if module.padding == "valid":
+        per_axis = [(0, 0)] * len(filt)
+    elif module.padding == "same":
+        per_axis = [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
+    else:
+        per_axis = [(p, p) for p in module.padding]
+    pads = tuple(v for pair in reversed(per_axis) for v in pair)
+    bias = module.bias
+    return ConvOp(module, module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
+                  tuple(module.stride), pads, PAD_MODES[module.padding_mode], module.weight.requires_grad,
+                  bias is not None and bias.requires_grad)
+
+
+def _is_protocol_conv(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return (isinstance(weight, Tensor) and weight.dim() in (3, 4) and hasattr(module, "weight_scale")
+            and hasattr(module, "bias_scale") and isinstance(getattr(module, "padding", None), str)
+            and hasattr(module, "stride"))
+
+
+def _protocol_conv(module: nn.Module) -> ConvOp:
+    weight, bias = module.weight, getattr(module, "bias", None)
+    filt = tuple(weight.shape[2:])
+    stride = module.stride
+    stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),) * len(filt)
+    padding = module.padding.lower()
+    if padding not in ("valid", "same", "circular"):
+        raise NotStructured(f"it contains a convolution with padding {module.padding!r} (not valid/same/circular).")
+    per_axis = [(0, 0)] * len(filt) if padding == "valid" else [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
+    pads = tuple(v for pair in reversed(per_axis) for v in pair)
+    return ConvOp(module, weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
+                  float(module.bias_scale), stride, pads, "circular" if padding == "circular" else "constant",
+                  weight.requires_grad, bias is not None and bias.requires_grad)
+
+
+# -- the back-propagated vectors, in three forms ------------------------------------------------
+
+
+class Rows(NamedTuple):
+    """delta[b, k, ...] = rows[k, ...] * gate[b, ...] (gate None: ones), broadcasting singleton
+    axes to ``shape``, the per-input shape of the layer's output."""
+
+    rows: Tensor
+    gate: Tensor | None
+    shape: tuple[int, ...]
+
+    def materialize(self, batch: int) -> Tensor:
+        k = self.rows.shape[0]
+        if self.gate is None:
+            return self.rows.expand(k, *self.shape).unsqueeze(0).expand(batch, k, *self.shape)
+        return self.rows.unsqueeze(0) * self.gate.unsqueeze(1).expand(batch, 1, *self.shape)
+
+
+class Full(NamedTuple):
+    """delta (B, k, *shape) for each input."""
+
+    delta: Tensor
+
+
+IDENTITY = None  # the model's outputs themselves: delta_k = e_k
+
+
+class DenseTerm(NamedTuple):
+    inputs: Tensor | None  # a (B, n_in) when W trains
+    delta: Any             # IDENTITY, Rows or Full at the layer's output (B, n_out)
+
+
+class ChannelTerm(NamedTuple):
+    """A convolution whose delta is R[k, c] g[b, c, p]: H = w_s g @ U^T (B, C, C_in |F|) or None,
+    u = b_s sum_p g (B, C) or None, and R (k, C)."""
+
+    h: Tensor | None
+    u: Tensor | None
+    rows: Tensor
+
+
+class GradientTerm(NamedTuple):
+    """A convolution's per-example gradients (B, k, P_l) (weights, then biases)."""
+
+    grads: Tensor
+
+
+class ChunkFeatures(NamedTuple):
+    batch: int
+    terms: list[DenseTerm | ChannelTerm | GradientTerm]
+
+
+class ConvStructuredMethod:
+    def __init__(self, ops: list[Op], k: int, probe: Tensor, model: nn.Module) -> None:
+        self.ops, self.k = ops, k
+        trainable = [i for i, op in enumerate(ops) if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
+        if not trainable:
+            raise ValueError("the model has no trainable parameters: the empirical NTK would be zero.")
+        self.lowest = trainable[0]
+        self.shapes = self._check(probe, model)
+
+    def _check(self, probe: Tensor, model: nn.Module) -> list[tuple[int, ...]]:
+        """Per-input shapes at each op's input; the chain must reproduce the model on the probe."""
+        shapes: list[tuple[int, ...]] = []
+        a = probe[:1]
+        with torch.no_grad():
+            for op in self.ops:
+                shapes.append(tuple(a.shape[1:]))
+                if isinstance(op, ConvOp) and a.dim() != op.dims + 2:
+                    raise NotStructured(f"a convolution takes (N, C, ...) with {op.dims} spatial axes, got "
+                                        f"{tuple(a.shape)}.")
+                if isinstance(op, DenseOp) and a.dim() != 2:
+                    raise NotStructured(f"a dense layer receives inputs of shape {tuple(a.shape)}, not (N, n).")
+                if isinstance(op, MaxPoolOp) and a.dim() != op.dims + 2:
+                    raise NotStructured(f"max pooling over {op.dims} axes receives inputs of shape {tuple(a.shape)}.")
+                if isinstance(op, PoolOp) and a.dim() < 3:
+                    raise NotStructured(f"global pooling receives inputs of shape {tuple(a.shape)}.")
+                a = self._apply(op, a)
+            want = model(probe[:1])
+        if a.shape != want.shape or not torch.allclose(a, want, rtol=1e-5, atol=1e-6 * float(want.abs().max() + 1)):
+            raise NotStructured("its layers, applied one after the other, do not reproduce the model's outputs.")
+        shapes.append(tuple(a.shape[1:]))
+        return shapes
+
+    @staticmethod
+    def _apply(op: Op, a: Tensor) -> Tensor:
+        if isinstance(op, (ConvOp, DenseOp)):
+            return op.forward(a)
+        if isinstance(op, ElementwiseOp):
+            return op.fn(a)
+        if isinstance(op, FlattenOp):
+            return a.flatten(1)
+        return op.module(a)  # pooling
+
+    def point_bytes(self, element_size: int) -> float:
+        k = self.k
+        activations = sum(math.prod(shape) for shape in self.shapes)
+        grads = sum(op.weight.numel() + op.weight.shape[0] for op in self.ops if isinstance(op, ConvOp))
+        patches = sum(op.weight[0].numel() * math.prod(self.shapes[i + 1][1:])
+                      for i, op in enumerate(self.ops) if isinstance(op, ConvOp))
+        return (3.0 * k * activations + k * grads + patches) * element_size
+
+    def features(self, x: Tensor) -> ChunkFeatures:
+        batch = x.shape[0]
+        saved: dict[int, Tensor] = {}
+        a = x
+        for position, op in enumerate(self.ops):
+            if isinstance(op, ElementwiseOp) and position > self.lowest:
+                a, saved[position] = op.value_and_slope(a)  # sigma' where a trainable layer lies below
+                continue
+            if isinstance(op, MaxPoolOp) and position > self.lowest:
+                a, saved[position] = op.forward_with_indices(a)  # where each window's maximum lies
+                continue
+            if isinstance(op, (ConvOp, DenseOp)) and op.trainable and position >= self.lowest:
+                saved[position] = op.patches(a) if isinstance(op, ConvOp) and op.train_weight else a
+            a = self._apply(op, a)
+        if a.dim() != 2 or a.shape[1] != self.k:
+            raise ValueError(f"the network's outputs have shape {tuple(a.shape)}, not (N, {self.k}).")
+        terms: list = []
+        delta: Any = IDENTITY
+        for position in range(len(self.ops) - 1, self.lowest - 1, -1):
+            op = self.ops[position]
+            in_shape, out_shape = self.shapes[position], self.shapes[position + 1]
+            if isinstance(op, (ConvOp, DenseOp)) and op.trainable:
+                terms.append(self._term(op, saved[position], delta, batch, out_shape))
+            if position == self.lowest:
+                break
+            delta = self._pull(op, delta, saved.get(position), batch, in_shape, out_shape)
+        terms.reverse()
+        return ChunkFeatures(batch, terms)
+
+    def _term(self, op: ConvOp | DenseOp, saved: Tensor, delta: Any, batch: int, out_shape: tuple[int, ...]):
+        if isinstance(op, DenseOp):
+            return DenseTerm(saved if op.train_weight else None, delta)
+        channels, positions = out_shape[0], math.prod(out_shape[1:])
+        if isinstance(delta, Rows) and all(n == 1 for n in delta.rows.shape[2:]):
+            gate = delta.gate
+            gate = torch.ones((batch, channels, positions), dtype=delta.rows.dtype, device=delta.rows.device) \
+                if gate is None else gate.expand(batch, *out_shape).reshape(batch, channels, positions)
+            h = torch.bmm(gate, saved.transpose(1, 2)).mul_(op.c) if op.train_weight else None
+            u = gate.sum(-1).mul_(op.s) if op.train_bias else None
+            return ChannelTerm(h, u, delta.rows.reshape(self.k, channels))
+        d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+        d = d.reshape(batch, self.k * channels, positions)
+        parts = []
+        if op.train_weight:
+            parts.append(torch.bmm(d, saved.transpose(1, 2)).mul_(op.c).reshape(batch, self.k, -1))
+        if op.train_bias:
+            parts.append(d.sum(-1).mul_(op.s).reshape(batch, self.k, channels))
+        return GradientTerm(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
+
+    def _pull(self, op: Op, delta: Any, slope: Tensor | None, batch: int, in_shape: tuple[int, ...],
+              out_shape: tuple[int, ...]) -> Any:
+        """The delta at the op's input from the delta at its output."""
+        k = self.k
+        if isinstance(op, ElementwiseOp):
+            if delta is IDENTITY:
+                return Rows(torch.eye(k, dtype=slope.dtype, device=slope.device), slope, out_shape)
+            if isinstance(delta, Rows):
+                return Rows(delta.rows, slope if delta.gate is None else delta.gate * slope, out_shape)
+            return Full(delta.delta * slope.unsqueeze(1))
+        if isinstance(op, DenseOp):
+            if delta is IDENTITY:
+                return Rows(op.weight * op.c, None, in_shape)
+            if isinstance(delta, Rows) and delta.gate is None:
+                return Rows(op.pullback(delta.rows), None, in_shape)
+            d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+            return Full(op.pullback(d.reshape(batch * k, -1)).view(batch, k, -1))
+        if isinstance(op, FlattenOp):
+            if delta is IDENTITY:
+                like = op_like(self.ops)
+                return Rows(torch.eye(k, dtype=like.dtype, device=like.device).reshape(k, *in_shape), None, in_shape)
+            if isinstance(delta, Rows):
+                gate = None if delta.gate is None else delta.gate.reshape(batch, *in_shape)
+                return Rows(delta.rows.reshape(k, *in_shape), gate, in_shape)
+            return Full(delta.delta.reshape(batch, k, *in_shape))
+        if isinstance(op, MaxPoolOp):
+            d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+            d = d.reshape(batch * k, *out_shape)
+            return Full(op.pullback(d, slope, in_shape).view(batch, k, *in_shape))
+        if isinstance(op, PoolOp):
+            scale = 1.0 / math.prod(in_shape[1:])
+            if isinstance(delta, Rows) and all(n == 1 for n in delta.rows.shape[2:]) and \
+                    (delta.gate is None or all(n == 1 for n in delta.gate.shape[2:])):
+                return Rows(delta.rows * scale, delta.gate, in_shape)  # still broadcast over positions
+            d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+            return Full(d.expand(batch, k, *in_shape) * scale)
+        # a convolution
+        if isinstance(delta, Rows) and delta.gate is None:  # the same for every input
+            rows = delta.rows.expand(k, *out_shape).contiguous()
+            return Rows(op.pullback(rows, in_shape), None, in_shape)
+        d = delta.materialize(batch) if isinstance(delta, Rows) else delta.delta
+        d = d.reshape(batch * k, *out_shape)
+        return Full(op.pullback(d, in_shape).view(batch, k, *in_shape))
+
+    # -- kernel blocks ------------------------------------------------------------------------
+
+    def block(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        b1, b2, k = f1.batch, f2.batch, self.k
+        like = op_like(self.ops)
+        out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
+        term_ops = [op for op in self.ops[self.lowest:] if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
+        for op, t1, t2 in zip(term_ops, f1.terms, f2.terms, strict=True):
+            if isinstance(t1, GradientTerm):
+                if full:
+                    g = t1.grads.reshape(b1 * k, -1) @ t2.grads.reshape(b2 * k, -1).t()
+                    out.add_(g.view(b1, k, b2, k))
+                else:
+                    out.add_((t1.grads.reshape(b1, -1) @ t2.grads.reshape(b2, -1).t()).div_(k))
+            elif isinstance(t1, ChannelTerm):
+                m = _channel_gram(t1, t2)  # (C, B1, B2)
+                if full:
+                    rr = (t1.rows.t()[:, :, None] * t1.rows.t()[:, None, :]).reshape(-1, k * k)  # (C, k k)
+                    g = m.permute(1, 2, 0).reshape(b1 * b2, -1) @ rr
+                    out.add_(g.view(b1, b2, k, k).permute(0, 2, 1, 3))
+                else:
+                    weights = (t1.rows * t1.rows).sum(0)
+                    out.add_(torch.tensordot(weights, m, dims=1).div_(k))
+            else:
+                _dense_block(op, t1, t2, b1, b2, k, full, out)
+        return out.permute(0, 2, 1, 3) if full else out
+
+    def diagonal(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        b, k = f1.batch, self.k
+        like = op_like(self.ops)
+        out = torch.zeros((b, k, k) if full else (b,), dtype=like.dtype, device=like.device)
+        term_ops = [op for op in self.ops[self.lowest:] if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
+        for op, t1, t2 in zip(term_ops, f1.terms, f2.terms, strict=True):
+            if isinstance(t1, GradientTerm):
+                if full:
+                    out.add_(torch.bmm(t1.grads, t2.grads.transpose(1, 2)))
+                else:
+                    out.add_((t1.grads * t2.grads).sum((1, 2)).div_(k))
+            elif isinstance(t1, ChannelTerm):
+                m = torch.zeros((b, t1.rows.shape[1]), dtype=like.dtype, device=like.device)
+                if t1.h is not None:
+                    m.add_((t1.h * t2.h).sum(-1))
+                if t1.u is not None:
+                    m.add_(t1.u * t2.u)
+                if full:
+                    rr = (t1.rows.t()[:, :, None] * t1.rows.t()[:, None, :]).reshape(-1, k * k)
+                    out.add_((m @ rr).view(b, k, k))
+                else:
+                    out.add_((m @ (t1.rows * t1.rows).sum(0)).div_(k))
+            else:
+                scale = _dense_input_gram(op, t1.inputs, t2.inputs, b, None)
+                d = t1.delta
+                if d is IDENTITY:
+                    if full:
+                        out.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(-1))
+                    else:
+                        out.add_(scale)
+                    continue
+                d1 = d.materialize(b) if isinstance(d, Rows) else d.delta
+                d2 = t2.delta.materialize(b) if isinstance(t2.delta, Rows) else t2.delta.delta
+                if full:
+                    out.add_(torch.bmm(d1, d2.transpose(1, 2)).mul_(scale[:, None, None]))
+                else:
+                    out.add_((d1 * d2).sum((1, 2)).mul_(scale).div_(k))
+        return out
+
+
+def op_like(ops: list[Op]) -> Tensor:
+    return next(op.weight for op in ops if isinstance(op, (ConvOp, DenseOp)))
+
+
+def _channel_gram(t1: ChannelTerm, t2: ChannelTerm) -> Tensor:
+    """M[c, b1, b2] = H1[b1, c] . H2[b2, c] + u1[b1, c] u2[b2, c]."""
+    m = None
+    if t1.h is not None:
+        m = torch.bmm(t1.h.transpose(0, 1), t2.h.permute(1, 2, 0))
+    if t1.u is not None:
+        bias = t1.u.t()[:, :, None] * t2.u.t()[:, None, :]
+        m = bias if m is None else m.add_(bias)
+    return m
+
+
+def _dense_input_gram(op: DenseOp, a1: Tensor | None, a2: Tensor | None, b1: int, b2: int | None) -> Tensor:
+    """c^2 a . a' + s^2 over the layer's trainable parameters: (B1, B2), or (B,) when b2 is None
+    (the diagonal)."""
+    shape = (b1,) if b2 is None else (b1, b2)
+    if op.train_weight:
+        gram = (a1 * a2).sum(-1) if b2 is None else a1 @ a2.t()
+        gram = gram.mul_(op.c * op.c)
+        return gram.add_(op.s * op.s) if op.train_bias else gram
+    return torch.full(shape, op.s * op.s, dtype=op.weight.dtype, device=op.weight.device)
+
+
+def _dense_block(op: DenseOp, t1: DenseTerm, t2: DenseTerm, b1: int, b2: int, k: int, full: bool,
+                 out: Tensor) -> None:
+    scale = _dense_input_gram(op, t1.inputs, t2.inputs, b1, b2)
+    d1, d2 = t1.delta, t2.delta
+    if d1 is IDENTITY:
+        if full:
+            out.diagonal(dim1=1, dim2=3).add_(scale.unsqueeze(-1))
+        else:
+            out.add_(scale)
+        return
+    if isinstance(d1, Rows) and d1.gate is None:  # the same delta for every input
+        rr = d1.rows.reshape(k, -1) @ d1.rows.reshape(k, -1).t()
+        if full:
+            out.add_(scale[:, None, :, None] * rr[None, :, None, :])
+        else:
+            out.add_(scale * (rr.trace() / k))
+        return
+    m1 = d1.materialize(b1) if isinstance(d1, Rows) else d1.delta
+    m2 = d2.materialize(b2) if isinstance(d2, Rows) else d2.delta
+    if full:
+        g = m1.reshape(b1 * k, -1) @ m2.reshape(b2 * k, -1).t()
+        out.add_(g.view(b1, k, b2, k).mul_(scale[:, None, :, None]))
+    else:
+        out.add_((m1.reshape(b1, -1) @ m2.reshape(b2, -1).t()).mul_(scale).div_(k))
