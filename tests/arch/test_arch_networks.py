@@ -91,3 +91,15 @@ def test_theorem_1_empirical_ntk_approaches_the_limit_at_rate_one_over_sqrt_widt
     # over 4 seeds and 5 widths the fitted slope lands within about +-0.2 of -1/2.
     assert -0.75 < slope < -0.3, (slope, errors)
     assert errors[-1] < 0.2
+
+
+def test_the_fast_convolutional_empirical_ntk_serves_architecture_networks():
+    from torchntk.empirical.conv import conv_plan
+
+    spec = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.Conv((2, 2), stride=2, padding="circular"),
+                     tn.Erf(), tn.GlobalAvgPool(), tn.Dense())
+    net = spec.network(width=16, out_features=3, seed=0, dtype=torch.float64, input_shape=(1, 5, 5))
+    assert conv_plan(net)   # recognised, not a fallback
+    fast = tn.empirical_ntk(net, X, method="structured")
+    # the Jacobian contraction is independent code; both are exact, so they agree to round-off
+    torch.testing.assert_close(fast, tn.empirical_ntk(net, X, method="jacobian"), rtol=1e-12, atol=1e-14)

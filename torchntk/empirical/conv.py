@@ -146,6 +146,10 @@ Op = ConvOp | DenseOp | ElementwiseOp | FlattenOp | PoolOp | MaxPoolOp
 
 def conv_plan(model: nn.Module) -> list[Op]:
     """The chain of operations of ``model``, or NotStructured saying why (see the module doc)."""
+    from ..arch.network import ArchNetwork
+
+    if isinstance(model, ArchNetwork) and isinstance(model.body, nn.Sequential):
+        model = model.body   # a network of an architecture description without branches
     if not isinstance(model, nn.Sequential):
         raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
                             "elementwise activations, Flatten and global average pooling.")
@@ -155,9 +159,26 @@ def conv_plan(model: nn.Module) -> list[Op]:
     return ops
 
 
+class _MeanKeepDims(nn.Module):
+    """Global average pooling that keeps singleton positions, as nn.AdaptiveAvgPool*(1) does."""
+
+    def forward(self, a: Tensor) -> Tensor:
+        return a.mean(dim=tuple(range(2, a.dim())), keepdim=True)
+
+
 def _ops(module: nn.Module) -> list[Op]:
+    from ..arch import modules as arch
+
     if isinstance(module, nn.Sequential):
         return [op for child in module for op in _ops(child)]
+    if isinstance(module, arch.Elementwise):
+        return [ElementwiseOp(module.activation)]
+    if isinstance(module, arch.Flatten):
+        return [FlattenOp()]
+    if isinstance(module, arch.GlobalAvgPool):   # (N, C, *S) -> (N, C): a pool then a flatten
+        return [PoolOp(_MeanKeepDims()), FlattenOp()]
+    if isinstance(module, arch.Identity):
+        return []
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         return [_torch_conv(module)]
     if _is_protocol_conv(module):
