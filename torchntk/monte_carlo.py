@@ -112,7 +112,7 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
     bar = _Progress(progress, counts[-1])
     try:
         for s in range(counts[-1]):
-            net = draw(sample_seed(seed, s), dtype, t1.device)
+            net = draw(sample_seed(seed, s), dtype, t1.device, tuple(t1.shape[1:]))
             if want_nngp:
                 stats["nngp"].add(empirical_nngp(net, t1, t2, outputs="trace", batch_size=batch_size))
             if want_ntk:
@@ -180,14 +180,16 @@ def _drawer(source: Any, width: int, out_features: int) -> tuple[Callable[[int, 
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         accepted = _keywords(network)
 
-        def draw(s: int, dtype: torch.dtype, device: Any) -> nn.Module:
-            extra = {}
+        def draw(s: int, dtype: torch.dtype, device: Any, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+            extra: dict[str, Any] = {}
+            if "input_shape" in accepted and input_shape is not None:   # build eagerly (architectures)
+                extra["input_shape"] = input_shape
             if "dtype" in accepted:
                 extra["dtype"] = dtype
             if "device" in accepted and device is not None:
                 extra["device"] = device
             net = network(width=width, out_features=out_features, seed=s, **extra)
-            return net if extra else net.to(dtype=dtype, device=device)
+            return net if "dtype" in extra else net.to(dtype=dtype, device=device)
 
         return draw, int(width)
     if isinstance(source, nn.Module) or not callable(source):
@@ -196,7 +198,7 @@ def _drawer(source: Any, width: int, out_features: int) -> tuple[Callable[[int, 
                         f"{type(source).__name__}" + (" (pass lambda: MyNet() so that every sample is a new random "
                                                       "network)" if isinstance(source, nn.Module) else "") + ".")
 
-    def draw_factory(s: int, dtype: torch.dtype, device: Any) -> nn.Module:
+    def draw_factory(s: int, dtype: torch.dtype, device: Any, input_shape: Any = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
             net = source()

@@ -129,13 +129,20 @@ class Serial(Layer):
         from .arch.serialize import node_of
         return {"layer": "serial", "layers": [node_of(layer) for layer in self._arch]}
 
-    def analyse(self, shape: tuple[int, ...]) -> Signal:
+    def analyse(self, shape: tuple[int, ...], *, kernels: bool = True) -> Signal:
         """The output signal for inputs of per-example ``shape``; raises ArchitectureError naming
-        the first layer that cannot take its input."""
-        sig = self.signal(input_signal(shape), "")
+        the first layer that cannot take its input. ``kernels=False`` checks only what a finite
+        network needs (shapes), not what the infinite-width kernels need."""
+        from .arch.signal import shapes_only
+
+        if kernels:
+            sig = self.signal(input_signal(shape), "")
+        else:
+            with shapes_only():
+                sig = self.signal(input_signal(shape), "")
         if isinstance(sig, tuple):
             raise ArchitectureError("the network ends with unmerged branches; add FanInSum() or FanInConcat().")
-        for layer in _all_layers(self):
+        for layer in _all_layers(self) if kernels else ():
             if getattr(layer, "analytic", True) is False:
                 raise ArchitectureError(f"{layer!r}: {layer.why_not}")
         return sig
@@ -257,7 +264,7 @@ class Serial(Layer):
         check_dtype(dtype)
         if input_shape is not None:
             input_shape = tuple(_positive_int(n, "input_shape") for n in input_shape)
-            self.analyse(input_shape)
+            self.analyse(input_shape, kernels=False)
         return ArchNetwork(self, widths, out_features, seed, parameterization=parameterization, dtype=dtype,
                            device=device, input_shape=input_shape)
 

@@ -103,3 +103,23 @@ def test_the_fast_convolutional_empirical_ntk_serves_architecture_networks():
     fast = tn.empirical_ntk(net, X, method="structured")
     # the Jacobian contraction is independent code; both are exact, so they agree to round-off
     torch.testing.assert_close(fast, tn.empirical_ntk(net, X, method="jacobian"), rtol=1e-12, atol=1e-14)
+
+
+def test_maxpool_networks_run_and_monte_carlo_estimates_their_kernels():
+    spec = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.MaxPool(2, padding="same"), tn.Conv(2), tn.ReLU(),
+                     tn.Flatten(), tn.Dense())
+    with pytest.raises(ValueError, match="monte_carlo_kernels"):
+        spec.kernels(X)
+    net = spec.network(width=8, out_features=2, seed=0, dtype=torch.float64, input_shape=(1, 5, 5))
+    assert net(X).shape == (4, 2)
+    mc = tn.monte_carlo_kernels(spec, X, width=32, n_samples=6, seed=0)
+    again = tn.monte_carlo_kernels(spec, X, width=32, n_samples=6, seed=0)
+    assert mc.ntk.shape == (4, 4) and np.isfinite(np.asarray(mc.ntk)).all()
+    assert np.array_equal(np.asarray(mc.nngp), np.asarray(again.nngp))      # same seed, same numbers
+
+
+def test_monte_carlo_kernels_of_an_architecture_match_its_exact_kernels():
+    spec = cnn()
+    mc = tn.monte_carlo_kernels(spec, X, width=128, n_samples=60, seed=1, kernels="nngp", out_features=16)
+    z = (torch.as_tensor(mc.nngp) - spec.nngp(X)) / torch.as_tensor(mc.nngp_stderr)
+    assert z.abs().max() < 4.5, z    # as in the Proposition 1 test above

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import modules
 from .base import BuildContext, Layer
-from .signal import Signal, fail
+from .signal import Signal, fail, law_checks
 from .state import ArchState
 
 
@@ -157,7 +157,7 @@ class FanInSum(_FanIn):
                                           for i, s in enumerate(sig))
                               + "; give the shortcut its own Conv/Dense, or start the block after a hidden layer.")
         stale = [i for i, s in enumerate(sig) if not s.fresh]
-        if len(stale) > 1:
+        if len(stale) > 1 and law_checks():
             raise fail(where, f"branches {stale} carry no weights of their own since they split, so they are "
                               "correlated and the kernel of their sum is not the sum of their kernels; end all but one "
                               "branch with a Dense or Conv layer.")

@@ -49,7 +49,10 @@ class ArchNetwork(nn.Module):
         """Draw every layer's parameters for inputs of per-example shape ``input_shape``."""
         if self.body is not None:
             return
-        signals = self.spec.layer_signals(input_signal(input_shape))
+        from .signal import shapes_only
+
+        with shapes_only():
+            signals = self.spec.layer_signals(input_signal(input_shape))
         ctx = BuildContext(self.widths, self.out_features, self.spec.output_index(), self.seed,
                            self.parameterization, self._dtype, self._device)
         self.body, _ = self.spec.build_modules(signals, input_shape[0], ctx)

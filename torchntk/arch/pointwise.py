@@ -16,7 +16,7 @@ from ..layers import Dense
 from ..networks import NTKDense
 from . import modules, ops
 from .base import BuildContext, Layer
-from .signal import Signal, fail
+from .signal import Signal, fail, law_checks
 from .spatial import _check_scales, dense_kernel
 from .state import ArchState
 
@@ -82,7 +82,7 @@ class ActivationLayer(Layer):
     def signal(self, sig: Signal, where: str) -> Signal:
         if is_linear(self.activation):
             return sig
-        if not sig.gaussian:
+        if not sig.gaussian and law_checks():
             source = "the raw input (the data, before any weights)" if sig.raw else \
                 "the output of a layer that is not Gaussian in the limit (a nonlinearity, MaxPool, or a pooling " \
                 "or sum involving one)"
@@ -120,7 +120,7 @@ class LayerNorm(Layer):
         return {"layer": "LayerNorm"}
 
     def signal(self, sig: Signal, where: str) -> Signal:
-        if not sig.centred:
+        if not sig.centred and law_checks():
             raise fail(where, "LayerNorm needs an input whose channels have mean zero in the infinite-width limit "
                               "(the output of Dense or Conv, or of an odd nonlinearity such as erf after them); its "
                               "input here has a non-zero mean, whose limit this library does not model. Put it "

@@ -19,7 +19,28 @@ Law, in the limit of infinite channels:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
+
+_LAW_CHECKS: ContextVar[bool] = ContextVar("law_checks", default=True)
+
+
+@contextmanager
+def shapes_only() -> Iterator[None]:
+    """Check shapes but not the limit's laws (Gaussian inputs, uncorrelated branches): finite
+    networks of any description run, even where the infinite-width kernels are not exact."""
+    token = _LAW_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _LAW_CHECKS.reset(token)
+
+
+def law_checks() -> bool:
+    """Whether layers should refuse inputs whose infinite-width law they cannot handle."""
+    return _LAW_CHECKS.get()
 
 
 class ArchitectureError(ValueError):
