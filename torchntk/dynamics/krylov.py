@@ -67,7 +67,8 @@ def _coefficients(tri: Tensor, start: Tensor, times: Tensor, n: int, scale: floa
 
 def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n: int, *, tol: float = 1e-11,
                  max_steps: int = 120, scale: float | None = None,
-                 progress: Callable[[int, float], None] | None = None) -> KrylovResult:
+                 progress: Callable[[int, float], None] | None = None,
+                 after_step: Callable[[int], None] | None = None) -> KrylovResult:
     """u_t = g_t(Theta) Y for finite times ``times`` (T,) by block Lanczos from Y (N, k).
 
     Args:
@@ -80,11 +81,14 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
         scale: an upper bound of the kernel's largest eigenvalue (for the noise floor of Ritz
             values); estimated from the first product when None.
         progress: called as progress(steps, worst_estimate) at every check.
+        after_step: called as after_step(steps) after every product (for progress bars).
 
     Returns:
         A `KrylovResult`; times that did not reach tol are flagged in ``converged`` (the caller falls
         back to the exact path for them).
     """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
     y = y.to(torch.float64)
     k = y.shape[1]
     norm_y = float(torch.linalg.matrix_norm(y))
@@ -105,6 +109,8 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
     while steps < max_steps:
         current = basis[:, steps * k:(steps + 1) * k]
         w = apply(current)
+        if after_step is not None:
+            after_step(steps + 1)
         if scale is None:
             # ||Theta Q_1||_F <= sqrt(k) lambda_max, and lambda_max <= trace: a generous bound is all we need.
             scale = float(torch.linalg.matrix_norm(w)) * math.sqrt(n)
