@@ -198,7 +198,7 @@ class GradientFlow:
             return self._exact(times, request, diagnostics)
         parts, labels = [], []
         if plan.finite == "lanczos":
-            labels.append(self._lanczos_part(times, finite_index, request, t_max, diagnostics, parts))
+            labels.append(self._lanczos_part(times, finite_index, request, diagnostics, parts))
         elif plan.finite == "eigh":
             parts.append((finite_index, self._exact(times[finite_index], request, {})))
             labels.append("eigh")
@@ -222,8 +222,7 @@ class GradientFlow:
         pred.diagnostics = diagnostics
         return pred
 
-    def _lanczos_part(self, times: Tensor, index: Tensor, request: Request, t_max: float, diagnostics: dict,
-                      parts: list) -> str:
+    def _lanczos_part(self, times: Tensor, index: Tensor, request: Request, diagnostics: dict, parts: list) -> str:
         """Finite times by block Lanczos; those whose residual estimate misses the tolerance by eigh."""
         kernel = self._kernel
         budget = max(lanczos_budget(self.n, self.y_train.shape[1]), 8)
@@ -244,7 +243,9 @@ class GradientFlow:
     def _limit_part(self, times: Tensor, index: Tensor, request: Request, choice: str, diagnostics: dict,
                     parts: list) -> str:
         count = index.numel()
-        if choice == "eigh" or self._eigh is not None:  # an eigendecomposition made on the way serves t = inf
+        # An eigendecomposition made on the way (a Lanczos fallback) serves t = inf at no cost; an explicit
+        # "cholesky" is honoured.
+        if choice == "eigh" or (choice == "mixed" and self._eigh is not None):
             parts.append((index, self._exact(times[index], request, {})))
             return "eigh"
         if choice == "mixed":
