@@ -48,17 +48,17 @@ class KrylovResult:
     history: list[tuple[int, float]] = field(default_factory=list)
 
 
-def _orthonormalise(w: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
-    """w minus its projection on the columns of ``basis``, then a thin QR: (Q, R).
+def _orthonormalise(w: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """w minus its projection on the basis (the rows of ``rows``, orthonormal), then a thin QR: (Q, R).
 
     Classical Gram-Schmidt (one GEMM pair), repeated only when it cancelled most of w: Kahan's
     "twice is enough" test, per column, ||w_after|| < ||w_before|| / sqrt(2) (Parlett, "The
     Symmetric Eigenvalue Problem", section 6.9); a second pass then restores orthogonality to rounding.
     """
     before = torch.linalg.vector_norm(w, dim=0)
-    w = w - basis @ (basis.T @ w)
+    w = w - rows.T @ (rows @ w)
     if bool((torch.linalg.vector_norm(w, dim=0) < before / math.sqrt(2)).any()):
-        w = w - basis @ (basis.T @ w)
+        w = w - rows.T @ (rows @ w)
     return torch.linalg.qr(w)
 
 
@@ -103,9 +103,10 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
     if norm_y == 0 or times.numel() == 0:
         return KrylovResult(zero, zero.clone(), 0, torch.zeros(times.shape[0]), torch.ones(times.shape[0], dtype=bool))
     q, start = torch.linalg.qr(y)  # Y = Q_1 B_0 (block size k)
-    # The basis lives in one preallocated (N, (max_steps + 1) k) buffer so that reorthogonalisation is two GEMMs.
-    basis = torch.empty(y.shape[0], (max_steps + 1) * k, dtype=y.dtype, device=y.device)
-    basis[:, :k] = q
+    # The basis lives in one preallocated buffer, stored transposed ((max_steps + 1) k, N) so that the first
+    # m k vectors are one contiguous block: reorthogonalisation is then two plain GEMMs.
+    rows = torch.empty((max_steps + 1) * k, y.shape[0], dtype=y.dtype, device=y.device)
+    rows[:k] = q.T
     diagonal: list[Tensor] = []
     off: list[Tensor] = []  # B_2, B_3, ...: Q_(j+1) B_(j+1) = the new block's residual
     previous: Tensor | None = None
@@ -114,7 +115,7 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
     next_check = 4
     steps = 0
     while steps < max_steps:
-        current = basis[:, steps * k:(steps + 1) * k]
+        current = rows[steps * k:(steps + 1) * k].T
         w = apply(current)
         if after_step is not None:
             after_step(steps + 1)
@@ -122,13 +123,13 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
             # ||Theta Q_1||_F <= sqrt(k) lambda_max, and lambda_max <= trace: a generous bound is all we need.
             scale = float(torch.linalg.matrix_norm(w)) * math.sqrt(n)
         if steps > 0:
-            w = w - basis[:, (steps - 1) * k:steps * k] @ off[-1].T
+            w = w - rows[(steps - 1) * k:steps * k].T @ off[-1].T
         a = current.T @ w
         a = (a + a.T) / 2
         diagonal.append(a)
         w = w - current @ a
         steps += 1
-        q_next, b_next = _orthonormalise(w, basis[:, :steps * k])
+        q_next, b_next = _orthonormalise(w, rows[:steps * k])
         tiny = float(b_next.diagonal().abs().min()) <= 1e-13 * scale
         if steps >= next_check or tiny or steps == max_steps:
             tri = _block_tridiagonal(diagonal, off)
@@ -151,10 +152,10 @@ def lanczos_gain(apply: Callable[[Tensor], Tensor], y: Tensor, times: Tensor, n:
                 break
             next_check = steps + _steps_to_next_check(history, tol)
         off.append(b_next)
-        basis[:, steps * k:(steps + 1) * k] = q_next
+        rows[steps * k:(steps + 1) * k] = q_next.T
     tri = _block_tridiagonal(diagonal, off[: steps - 1])
     coef = previous if previous is not None else _coefficients(tri, start, times, n, scale)
-    q_all = basis[:, :steps * k]
+    q_all = rows[:steps * k].T
     gain_y = torch.einsum("ij,tjk->tik", q_all, coef)
     # Theta Q_m c = Q_m T_m c + Q_(m+1) B_(m+1) E_m^T c, exactly (up to rounding).
     fitted = torch.einsum("ij,tjk->tik", q_all, torch.einsum("ij,tjk->tik", tri, coef))
