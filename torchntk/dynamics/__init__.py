@@ -5,8 +5,10 @@
 
 Time is the paper's: t = lr * steps of full-batch gradient descent on C = (1/2N) sum |f - y|^2,
 so f_t(X) = y + exp(-t Theta / N) (f_0(X) - y) (DESIGN.md). Modules: `flow` (closed forms through
-one eigendecomposition), `spectral` (the time functions), `pca` (kernel principal components),
-`ode` (any cost, by solve_ivp), `losses` (costs shared with training), `infinite` (from a spec).
+one eigendecomposition, or `krylov` block Lanczos and a `refined` float32 Cholesky, chosen by
+`methods`), `stored` (means from a kernel store on disk), `spectral` (the time functions), `pca`
+(kernel principal components), `ode` (any cost, by solve_ivp), `losses` (costs shared with
+training), `infinite` (from a spec).
 """
 
 from .flow import GradientFlow as GradientFlow
@@ -19,6 +21,8 @@ from .pca import PrincipalComponents as PrincipalComponents
 from .pca import principal_components as principal_components
 from .prediction import Prediction as Prediction
 from .spectral import max_learning_rate_from as _max_learning_rate_from
+from .stored import StoredReport as StoredReport
+from .stored import predict_from_store as predict_from_store
 
 
 def max_learning_rate(ntk_train) -> float:
@@ -33,4 +37,5 @@ def max_learning_rate(ntk_train) -> float:
 
 
 __all__ = ["GradientFlow", "Prediction", "PrincipalComponents", "cross_entropy", "max_learning_rate", "mse",
-           "predict_gradient_descent", "predict_gradient_flow", "principal_components", "solve_kernel_flow"]
+           "predict_from_store", "predict_gradient_descent", "predict_gradient_flow", "principal_components",
+           "solve_kernel_flow", "StoredReport"]

@@ -31,9 +31,12 @@ import torch
 from torch import Tensor
 
 from ._checks import as_square_kernel, as_steps, as_targets, as_tensor, as_times, check_positive, check_ridge, input_eps
+from .iterative import lanczos_means, merge, mixed_limit_means
 from .limit import CholeskyLimit, singular_message
+from .methods import check_method, choose, lanczos_budget
 from .pca import PrincipalComponents
 from .prediction import Prediction
+from .refined import BACKWARD_TOL
 from .request import Request, parse_request, quadratic_cov, stack_or_none
 from .spectral import check_stable, descent_gain, flow_gain, max_learning_rate_from
 
@@ -120,6 +123,9 @@ class GradientFlow:
             raise ValueError(f"ntk_train is not positive semi-definite: its smallest eigenvalue is {lowest:.3g} "
                              f"(largest {float(eigenvalues.max()):.3g}); a kernel matrix K(X, X) never is. Check it "
                              "is the kernel of the training points against themselves.")
+        # One memory layout whatever the source (LAPACK returns column-major, a saved array is row-major), so
+        # that a rebuilt flow multiplies in the same order and gives the same bits.
+        eigenvectors = eigenvectors.contiguous()
         self._eigh = (eigenvalues, eigenvectors)
         self._y_eigenbasis = eigenvectors.T @ self.y_train
 
@@ -151,7 +157,7 @@ class GradientFlow:
 
     def predict(self, t: Any, *, ntk_test_train: Any = None, nngp_test_train: Any = None, nngp_test: Any = None,
                 cov: str | None = "full", f0_train: Any = None, f0_test: Any = None,
-                train_cov: bool = True) -> Prediction:
+                train_cov: bool = True, method: str = "auto") -> Prediction:
         """Outputs under gradient flow at times ``t`` (scalar or (T,); float("inf") for the limit).
 
         Args:
@@ -164,20 +170,96 @@ class GradientFlow:
             f0_train, f0_test: one network's outputs at initialisation, (N, k) and (M, k): then the
                 prediction is that network's trajectory f_0 + T_t (y - f_0(X)), without covariance.
             train_cov: also compute the covariance on the training points (O(N^3) per time).
+            method: "auto" (default), "eigh", "cholesky", "mixed" or "lanczos": see
+                `torchntk.dynamics.methods` for each, its accuracy check and the auto rules. Every
+                method other than "eigh" checks its result a posteriori and falls back to the exact
+                path; ``pred.method`` and ``pred.diagnostics`` say what ran.
 
         Returns:
             A `Prediction` with mean (T, M, k), cov (T, M, M) or var (T, M), train_mean (T, N, k),
-            train_cov (T, N, N) or train_var (T, N).
+            train_cov (T, N, N) or train_var (T, N), method and diagnostics.
         """
         times = as_times(t)
+        method = check_method(method)
         request = parse_request(self.y_train, self._nngp_train, ntk_test_train, nngp_test_train, nngp_test, cov,
                                 f0_train, f0_test, train_cov)
+        infinite = torch.isinf(times)
+        finite_index = (~infinite).nonzero().flatten()
+        t_max = float(times[finite_index].max()) if finite_index.numel() else None
+        wants_cov = request.train_cov or request.prior is not None
+        decomposed = self._eigh is not None or self._kernel is None
+        plan = choose(method, n=self.n, k=self.y_train.shape[1], t_max_finite=t_max,
+                      any_infinite=bool(infinite.any()), wants_cov=wants_cov, decomposed=decomposed)
+        if plan.finite == "lanczos" and self._kernel is None:
+            raise ValueError("method='lanczos' needs the training kernel; this flow was rebuilt from its "
+                             "eigendecomposition (from_eigh): use method='eigh' or 'auto'.")
+        diagnostics: dict = {"reason": plan.reason}
+        if plan.finite in (None, "eigh") and plan.infinite in (None, "eigh"):
+            return self._exact(times, request, diagnostics)
+        parts, labels = [], []
+        if plan.finite == "lanczos":
+            labels.append(self._lanczos_part(times, finite_index, request, diagnostics, parts))
+        elif plan.finite == "eigh":
+            parts.append((finite_index, self._exact(times[finite_index], request, {})))
+            labels.append("eigh")
+        if plan.infinite is not None:
+            labels.append(self._limit_part(times, infinite.nonzero().flatten(), request, plan.infinite,
+                                           diagnostics, parts))
+        pred = merge(times.to(self.y_train.device), parts)
+        pred.method = " + ".join(labels)
+        pred.diagnostics = diagnostics
+        return pred
+
+    def _exact(self, times: Tensor, request: Request, diagnostics: dict) -> Prediction:
         if bool(torch.isinf(times).all()) and self._eigh is None:
-            return self._limit.predict(times.shape[0], request, self.ridge, self._nngp_train)
-        if bool(torch.isinf(times).any()):
-            self._require_invertible("t = inf")
-        gain = flow_gain(self.eigenvalues, times, self.n)
-        return self._assemble(times, gain, request)
+            pred = self._limit.predict(times.shape[0], request, self.ridge, self._nngp_train)
+            pred.method = "cholesky"
+        else:
+            if bool(torch.isinf(times).any()):
+                self._require_invertible("t = inf")
+            pred = self._assemble(times, flow_gain(self.eigenvalues, times, self.n), request)
+            pred.method = "eigh"
+        pred.diagnostics = diagnostics
+        return pred
+
+    def _lanczos_part(self, times: Tensor, index: Tensor, request: Request, diagnostics: dict, parts: list) -> str:
+        """Finite times by block Lanczos; those whose residual estimate misses the tolerance by eigh."""
+        kernel = self._kernel
+        budget = max(lanczos_budget(self.n, self.y_train.shape[1]), 8)
+        pred, converged, info = lanczos_means(lambda v: kernel @ v, times[index], request, self.n, self.ridge,
+                                              max_steps=budget)
+        diagnostics.update(info)
+        if bool(converged.all()):
+            parts.append((index, pred))
+            return "lanczos"
+        good, bad = index[converged], index[~converged]
+        diagnostics["fallback"] = (f"{int((~converged).sum())} of {index.numel()} times missed the Lanczos "
+                                   f"tolerance after {info['lanczos_steps']} steps: recomputed by eigh")
+        if good.numel():
+            parts.append((good, _select(pred, converged)))
+        parts.append((bad, self._exact(times[bad], request, {})))
+        return "lanczos -> eigh"
+
+    def _limit_part(self, times: Tensor, index: Tensor, request: Request, choice: str, diagnostics: dict,
+                    parts: list) -> str:
+        count = index.numel()
+        # An eigendecomposition made on the way (a Lanczos fallback) serves t = inf at no cost; an explicit
+        # "cholesky" is honoured.
+        if choice == "eigh" or (choice == "mixed" and self._eigh is not None):
+            parts.append((index, self._exact(times[index], request, {})))
+            return "eigh"
+        if choice == "mixed":
+            pred, info = mixed_limit_means(self._kernel, count, request, self.ridge)
+            diagnostics.update(info)
+            if pred is not None:
+                parts.append((index, pred))
+                return "mixed-cholesky"
+            diagnostics["fallback"] = (f"float32 Cholesky refinement stopped at backward error "
+                                       f"{info['backward_error']:.2g} > {BACKWARD_TOL:g}: float64 Cholesky")
+            parts.append((index, self._limit.predict(count, request, self.ridge, self._nngp_train)))
+            return "mixed-cholesky -> cholesky"
+        parts.append((index, self._limit.predict(count, request, self.ridge, self._nngp_train)))
+        return "cholesky"
 
     def predict_steps(self, steps: Any, lr: float, *, ntk_test_train: Any = None, nngp_test_train: Any = None,
                       nngp_test: Any = None, cov: str | None = "full", f0_train: Any = None, f0_test: Any = None,
@@ -246,3 +328,9 @@ class GradientFlow:
             ws = w @ s
             out.append((ws @ w.T + w @ ws.T) / 2 if cov == "full" else (ws * w).sum(-1).clamp_min(0))
         return torch.stack(out)
+
+
+def _select(pred: Prediction, keep: Tensor) -> Prediction:
+    """The prediction at the times ``keep`` (a (T,) boolean mask) only."""
+    return Prediction(t=pred.t[keep], mean=None if pred.mean is None else pred.mean[keep],
+                      train_mean=None if pred.train_mean is None else pred.train_mean[keep])

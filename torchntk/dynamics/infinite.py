@@ -16,7 +16,7 @@ _KERNELS = ("ntk", "nngp")
 
 def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = None, t: Any = float("inf"), *,
                           kernel: str = "ntk", ridge: float = 0.0, cov: str | None = "full", f0_train: Any = None,
-                          f0_test: Any = None, train_cov: bool = True) -> Prediction:
+                          f0_test: Any = None, train_cov: bool = True, method: str = "auto") -> Prediction:
     """Outputs of the infinite-width network ``spec`` trained by gradient flow, at times ``t``.
 
     Time is the paper's (DESIGN.md): full-batch gradient descent on C = (1/2N) sum_i |f(x_i) - y_i|^2
@@ -41,13 +41,14 @@ def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = N
         f0_train, f0_test: one network's initial outputs (N, k), (M, k): predict its own trajectory
             f_0 + T_t (y - f_0(X)) instead of the distribution over initialisations.
         train_cov: also compute the covariance on the training points (O(N^3) per time).
+        method: "auto", "eigh", "cholesky", "mixed" or "lanczos" (see `GradientFlow.predict`).
 
     Returns:
         A `Prediction` (numpy arrays if x_train was a numpy array): mean (T, M, k), cov (T, M, M)
         or var (T, M), train_mean (T, N, k), train_cov (T, N, N) or train_var (T, N).
     """
     flow, test, numpy_out = _flow_and_test_kernels(spec, x_train, y_train, x_test, kernel, ridge, cov)
-    pred = flow.predict(t, cov=cov, f0_train=f0_train, f0_test=f0_test, train_cov=train_cov, **test)
+    pred = flow.predict(t, cov=cov, f0_train=f0_train, f0_test=f0_test, train_cov=train_cov, method=method, **test)
     return _maybe_numpy(pred, numpy_out)
 
 

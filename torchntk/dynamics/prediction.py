@@ -25,6 +25,11 @@ class Prediction:
         train_mean: (T, N, k) the same on the training points.
         train_cov: (T, N, N) covariance on the training points (cov="full" and nngp_train given).
         train_var: (T, N) its diagonal (cov="diag").
+        method: how it was computed, e.g. "eigh", "cholesky", "mixed-cholesky", "lanczos", or
+            "lanczos + mixed-cholesky" (one method for the finite times, one for t = inf); a
+            fallback to the exact path reads "lanczos -> eigh" (see `GradientFlow.predict`).
+        diagnostics: the a-posteriori checks behind ``method``: Lanczos steps and estimated errors,
+            refinement steps and backward errors, and why a fallback happened (plain Python values).
     """
 
     t: Tensor
@@ -34,8 +39,13 @@ class Prediction:
     train_mean: Tensor | None = None
     train_cov: Tensor | None = None
     train_var: Tensor | None = None
+    method: str | None = None
+    diagnostics: dict | None = None
 
     def map(self, fn: Any) -> Prediction:
         """A copy with ``fn`` applied to every array field (e.g. conversion to numpy)."""
-        return Prediction(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
-                             for f in fields(self)})
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = fn(value) if isinstance(value, Tensor) else value
+        return Prediction(**out)
