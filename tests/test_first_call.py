@@ -6,6 +6,10 @@ kernel call in the same process, so each case here runs in fresh subprocesses wi
 intra-op threads, several times, and compares the *first* kernel of each process against a
 plain numpy recursion written from the formulas (no torchntk code).
 
+The cause was oneMKL 2024.2's lazy vector-math dispatch, which races when two threads make a
+function's first call at once (see torchntk/_vml.py): importing torchntk now resolves it on
+one thread. This test is the guard that the fix keeps working, whatever the cause's next form.
+
 Why 1e-13: the numpy reference and torchntk round differently (GEMM blocking, arccos
 implementations), which costs a few 1e-16 per layer; the failure this guards against (a
 self-correlation off by ~1e-12, amplified by arccos to sqrt(1e-12) ~ 1e-6) is 1e-7 or worse.
@@ -122,3 +126,9 @@ def test_reference_is_sensitive_to_a_broken_self_correlation():
         t = t * j0 / 2 + cov
         var = np.diag(cov).copy()
     assert np.abs(t - ntk).max() / np.abs(ntk).max() > 1e-8
+
+
+def test_importing_torchntk_resolves_the_vector_math_dispatch():
+    import torchntk._vml as vml
+
+    assert vml._done   # warm_up ran at import, before any kernel could start threads

@@ -44,6 +44,10 @@ from .spec import serial as serial
 
 __version__ = "0.1.0"
 
+from . import _vml
+
+_vml.warm_up()   # oneMKL's lazy, racy first-call dispatch: resolve it here, on one thread (see _vml.py)
+
 # Heavier parts load on first use, so `import torchntk` stays light.
 _LAZY = {
     "NTKNetwork": "torchntk.networks",
