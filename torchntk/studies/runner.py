@@ -144,8 +144,12 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
 
     Returns:
         The paths written by `write_report`.
+
+    Resumable: each finished experiment, and each network of the width sweep, is kept under
+    ``out/pieces`` (`run_experiment`); rerunning the same command after an interruption continues
+    from there (the progress bars' ETA then counts the remaining work only once the reused
+    pieces have gone by). Delete ``out/pieces`` to start over.
     """
-    import os
 
     from .parallel import default_workers, run_jobs
 
