@@ -106,6 +106,89 @@ def test_classifier_regresses_centred_one_hot_targets(regression):
     np.testing.assert_array_equal(clf.predict(x_test), want.argmax(axis=1))
 
 
+@pytest.fixture(scope="module")
+def cancer():
+    """A standardised 240-point subset of breast cancer (binary), split 160 / 80."""
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(y))[:240]
+    x = StandardScaler().fit_transform(x[idx])
+    return x[:160], y[idx][:160], x[160:], y[idx][160:]
+
+
+def test_decision_function_binary_is_the_gap_of_the_two_outputs(cancer):
+    x, y, x_test, y_test = cancer
+    clf = NTKClassifier(ridge=1.0).fit(x, y)
+    score = clf.decision_function(x_test)
+    assert score.shape == (80,)
+    mean = clf.predict_mean(x_test)
+    np.testing.assert_array_equal(score, mean[:, 1] - mean[:, 0])
+    np.testing.assert_array_equal(clf.classes_[(score > 0).astype(int)], clf.predict(x_test))
+
+
+def test_decision_function_multiclass_is_the_mean_outputs():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 3))
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, size=30)]
+    clf = NTKClassifier().fit(x, labels)
+    score = clf.decision_function(x[:7])
+    assert score.shape == (7, 3)
+    np.testing.assert_array_equal(score, clf.predict_mean(x[:7]))
+    np.testing.assert_array_equal(clf.classes_[score.argmax(axis=1)], clf.predict(x[:7]))
+
+
+def test_roc_auc_and_roc_curve_from_the_decision_function(cancer):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    x, y, x_test, y_test = cancer
+    score = NTKClassifier(ridge=1.0).fit(x, y).decision_function(x_test)
+    # Breast cancer is nearly separable after standardisation: any sensible kernel ranks the
+    # held-out points with AUC > 0.95 (RBF SVC ~0.99); 0.5 would be chance.
+    assert roc_auc_score(y_test, score) > 0.95
+    fpr, tpr, _ = roc_curve(y_test, score)
+    assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
+
+
+def test_calibrated_classifier_cv_uses_the_decision_function(cancer):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.metrics import log_loss
+
+    x, y, x_test, y_test = cancer
+    calibrated = CalibratedClassifierCV(NTKClassifier(ridge=1.0), method="sigmoid", cv=3).fit(x, y)
+    proba = calibrated.predict_proba(x_test)
+    assert proba.shape == (80, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-12)
+    # Platt scaling of a good score: far better log loss than a constant predictor of the base
+    # rate (~0.66 here) and no 0/1 saturation, unlike predict_proba at t = inf.
+    base_rate = np.full_like(proba, [1 - y.mean(), y.mean()])
+    assert log_loss(y_test, proba) < 0.5 * log_loss(y_test, base_rate)
+    assert 0 < proba.min() and proba.max() < 1
+
+
+def test_one_vs_rest_wrapper():
+    from sklearn.multiclass import OneVsRestClassifier
+
+    rng = np.random.default_rng(5)
+    x = np.vstack([rng.normal(size=(12, 2)) + c for c in ([3, 0], [-3, 0], [0, 3])])
+    labels = np.repeat([0, 1, 2], 12)
+    ovr = OneVsRestClassifier(NTKClassifier()).fit(x, labels)
+    score = ovr.decision_function(x)
+    assert score.shape == (36, 3)
+    assert (ovr.predict(x) == labels).mean() > 0.9  # three well-separated blobs
+
+
+def test_predict_proba_saturates_on_the_training_points_at_infinite_time(cancer):
+    x, y, x_test, _ = cancer
+    converged = NTKClassifier(time=math.inf).fit(x, y)
+    # At t = inf the network interpolates the targets whatever its initialisation: std 0 on the
+    # training points, so P is exactly 1 for the training label.
+    np.testing.assert_array_equal(converged.predict_proba(x).max(axis=1), 1.0)
+    # Early in training the initialisation still matters as much as the gap: no saturation.
+    early = NTKClassifier(time=1.0).fit(x, y).predict_proba(x_test)
+    assert early.max() < 0.99
+
+
 def test_argmax_probability_two_classes_closed_form():
     rng = np.random.default_rng(2)
     mean, std = rng.normal(size=(50, 2)), rng.uniform(0.01, 3, size=50)

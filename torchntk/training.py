@@ -53,6 +53,8 @@ class TrainingRun:
         weight_change: (R, L) ||W(l)(t) - W(l)(0)||_op / sqrt(n_l) per layer, or None.
         weight_names: the L layers' names (parameter names for a generic module).
         activation_change: (R, L - 1) ||a(l)(t) - a(l)(0)||_F / ||a(l)(0)||_F, or None.
+        preactivation_change: (R, L - 1) the same for the pre-activations a~(l) (what Lemma 1's
+            proof bounds), or None.
         lr: the learning rate.
     """
 
@@ -66,6 +68,7 @@ class TrainingRun:
     weight_names: tuple[str, ...]
     activation_change: np.ndarray | None
     lr: float
+    preactivation_change: np.ndarray | None = None
 
 
 def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, steps: int = 1000, x_test: Any = None,
@@ -149,6 +152,12 @@ def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, step
     return recorder.result(lr)
 
 
+def _relative_changes(now: list[Tensor], start: list[Tensor]) -> list[float]:
+    """||a(t) - a(0)||_F / ||a(0)||_F per layer."""
+    return [float((a - a0).norm() / a0.norm().clamp_min(torch.finfo(a0.dtype).tiny))
+            for a, a0 in zip(now, start, strict=True)]
+
+
 class _Recorder:
     """Collects the asked quantities at the recorded steps, relative to the values at step 0."""
 
@@ -159,7 +168,8 @@ class _Recorder:
         self.start_weights = [w.detach().clone() for _, w, _ in self.layers]
         self.vectors: list[Tensor | None] = [None] * len(self.layers)
         self.start_activations: list[Tensor] | None = None
-        self.rows: dict[str, list] = {name: [] for name in ("steps", "loss", "train", "test", "ntk", "w", "a")}
+        self.start_pre: list[Tensor] | None = None
+        self.rows: dict[str, list] = {name: [] for name in ("steps", "loss", "train", "test", "ntk", "w", "a", "pre")}
 
     def record(self, step: int, value: float, f: Tensor, activations: dict | None) -> None:
         rows = self.rows
@@ -180,8 +190,12 @@ class _Recorder:
             acts = [a.detach() for a in activations["activations"]]
             if self.start_activations is None:
                 self.start_activations = [a.clone() for a in acts]
-            rows["a"].append([float((a - a0).norm() / a0.norm().clamp_min(torch.finfo(a0.dtype).tiny))
-                              for a, a0 in zip(acts, self.start_activations, strict=True)])
+            rows["a"].append(_relative_changes(acts, self.start_activations))
+            if "preactivations" in activations:
+                pre = [a.detach() for a in activations["preactivations"]]
+                if self.start_pre is None:
+                    self.start_pre = [a.clone() for a in pre]
+                rows["pre"].append(_relative_changes(pre, self.start_pre))
 
     def _weight_change(self, i: int, step: int) -> float:
         _, weight, scale = self.layers[i]
@@ -198,7 +212,8 @@ class _Recorder:
                            outputs_train=stack("train"), outputs_test=stack("test"), ntk=stack("ntk"),
                            weight_change=np.asarray(rows["w"]) if self.layers else None,
                            weight_names=tuple(name for name, _, _ in self.layers),
-                           activation_change=np.asarray(rows["a"]) if rows["a"] else None, lr=lr)
+                           activation_change=np.asarray(rows["a"]) if rows["a"] else None, lr=lr,
+                           preactivation_change=np.asarray(rows["pre"]) if rows["pre"] else None)
 
 
 def operator_norm(m: Tensor, start: Tensor | None = None, max_iter: int = 60) -> tuple[float, Tensor | None]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from torchntk.studies.rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT, SlopeFit, fit_loglog
+from torchntk.studies.rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT, SlopeFit, fit_convergence, fit_loglog
 
 WIDTHS = np.array([64.0, 128.0, 256.0, 512.0, 1024.0])
 
@@ -95,3 +95,41 @@ def test_bad_kind_and_confidence_are_rejected():
         fit_loglog(WIDTHS, np.ones((5, 2)), -0.5, kind="upper")
     with pytest.raises(ValueError, match="confidence"):
         fit_loglog(WIDTHS, np.ones((5, 2)), -0.5, confidence=1.5)
+
+
+# -- the paper's convergence claims (fit_convergence) -------------------------------------
+
+WIDTHS = np.array([64, 128, 256, 512, 1024])
+
+
+def _noisy(law, seeds=6, noise=0.02, seed=0):
+    rng = np.random.default_rng(seed)
+    return law(WIDTHS)[:, None] * np.exp(noise * rng.normal(size=(len(WIDTHS), seeds)))
+
+
+def test_local_slopes_are_those_of_the_geometric_means():
+    values = _noisy(lambda n: 3.0 * n ** -0.5)
+    fit = fit_convergence(WIDTHS, values)
+    g = np.exp(np.log(values).mean(axis=1))
+    np.testing.assert_allclose(fit.local, np.diff(np.log(g)) / np.diff(np.log(WIDTHS)), rtol=1e-12)
+    assert len(fit.local_se) == 4 and all(se > 0 for se in fit.local_se)
+
+
+@pytest.mark.parametrize("law, verdict", [
+    (lambda n: n ** -0.5, BORNE_OUT),                     # the -1/2 pace: falls, widest local slope reaches -1/2
+    (lambda n: n ** -1.0, BORNE_OUT),                     # faster than -1/2
+    (lambda n: n ** -0.5 * (1 + 300 / n) ** 0.4, BORNE_OUT),  # steepening: local slopes -0.2 ... -0.4
+    (lambda n: n ** -0.2, INCONCLUSIVE),                  # falls significantly, but at a steady -0.2
+    (lambda n: 0.1 + n ** -0.5, INCONCLUSIVE),            # tends to a non-zero limit: local slopes flatten to 0
+    (lambda n: n ** 0.3, NOT_BORNE_OUT),                  # grows
+])
+def test_convergence_verdicts(law, verdict):
+    fit = fit_convergence(WIDTHS, _noisy(law))
+    assert fit.verdict == verdict, fit.describe()
+
+
+def test_convergence_needs_two_seeds_and_increasing_widths():
+    with pytest.raises(ValueError, match="2 seeds"):
+        fit_convergence(WIDTHS, np.ones((5, 1)))
+    with pytest.raises(ValueError, match="increase"):
+        fit_convergence(WIDTHS[::-1], _noisy(lambda n: n ** -0.5))

@@ -82,3 +82,43 @@ def test_singular_data_and_divergent_learning_rates_fail_before_training():
         measure_sweep(SETTINGS, doubled, seed=0)
     with pytest.raises(ValueError, match="too large"):
         measure_sweep(SweepSettings(network=NetworkSettings(depth=3), lr=1e3), unit_circle(4), seed=0)
+
+
+def test_lemma_one_measures_the_pre_activations(sweep):
+    """The lemma's quantity: sup_t ||a~(t) - a~(0)||_F / ||a~(0)||_F per hidden layer, recomputed by
+    plain gradient descent on C = (1/2N) sum |f - y|^2 (float32 networks: 1e-4 relative)."""
+    data, m = sweep
+    spec = SETTINGS.network.spec()
+    x = torch.as_tensor(data.x, dtype=torch.float32)
+    y = torch.as_tensor(np.repeat(data.y, 2, axis=1), dtype=torch.float32)
+    width = 32
+    net = spec.network(width=width, out_features=2, seed=derive_seed(3, "sweep", width, 1), in_features=2)
+    with torch.no_grad():
+        pre0 = [a.clone() for a in net(x, return_hidden=True)[1]["preactivations"]]
+    sup = np.zeros(len(pre0))
+    for step in range(1, SETTINGS.steps + 1):
+        net.zero_grad()
+        loss = ((net(x) - y) ** 2).sum() / (2 * x.shape[0])
+        loss.backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= SETTINGS.lr * p.grad
+        if step % SETTINGS.record_every == 0:
+            with torch.no_grad():
+                pre = net(x, return_hidden=True)[1]["preactivations"]
+            sup = np.maximum(sup, [float((a - a0).norm() / a0.norm()) for a, a0 in zip(pre, pre0, strict=True)])
+    np.testing.assert_allclose(m.preactivations[2, 1], sup, rtol=1e-4)
+    assert m.preactivations.shape == m.activations.shape == (3, 2, 2)
+    assert not np.allclose(m.preactivations, m.activations)  # post-activations are kept, separately
+
+
+def test_each_statement_has_a_convergence_verdict_and_a_labelled_rate_comparison(sweep, tmp_path):
+    data, m = sweep
+    sections = {s.key: s for s in analyse_sweep(m, SETTINGS, data, 3, tmp_path)}
+    for key in ("prop1", "theorem1", "theorem2", "lemma1"):
+        claims = sections[key].claims
+        paper = [c for c in claims if c.theory.startswith("→ 0")]
+        lee = [c for c in claims if c.statement.startswith("Lee et al. (2019) rate, not the paper's claim")]
+        assert paper and len(paper) == len(lee), key
+        assert all("local slopes" in c.criterion for c in paper)
+    assert sections["theorem1"].numbers["convergence"]["verdict"] == sections["theorem1"].claims[0].verdict

@@ -105,7 +105,7 @@ def _layer(node: Any, where: str, depth: int):
             raise ValueError(f"{where}: an Activation entry needs a 'name' among {sorted(QUADRATURE)} (and optional "
                              "'nodes').")
         _check_values(args, where)
-        return Activation(QUADRATURE[args["name"]], name=args["name"], nodes=args.get("nodes", 32))
+        return Activation(QUADRATURE[args["name"]], name=args["name"], nodes=args.get("nodes"))
     registry = _registry()
     if kind not in registry:
         raise ValueError(f"{where}: unknown layer {kind!r}; known: {sorted(registry) + ['parallel', 'serial']}.")

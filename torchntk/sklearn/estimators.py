@@ -132,6 +132,11 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
     gradient flow for time ``time`` (see `NTKRegressor` for the parameters). `predict` returns
     the class with the largest mean output.
 
+    `decision_function` returns the mean outputs in scikit-learn's shapes: for two classes the
+    difference m_1 - m_0, shape (n_samples,), positive for ``classes_[1]``; for K > 2 classes
+    the K mean outputs, shape (n_samples, K). It is the score for ROC curves, `roc_auc_score`,
+    `CalibratedClassifierCV` and one-vs-rest wrappers.
+
     `predict_proba` is not a calibrated probability of the label. It is the probability, over
     random initialisations of the infinitely wide network, that the trained network's output
     for class c is the largest, i.e. the fraction of trained networks that would predict c: the
@@ -140,9 +145,17 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
 
         P(c) = E_z[ prod_{j != c} Phi((m_c - m_j) / s + z) ],   z ~ N(0, 1),
 
-    computed by Gauss-Hermite quadrature. Where s = 0 (e.g. training points at t = inf with the
-    NTK) it is 1 for the top class. It orders classes as `predict` does. There is no
-    ``decision_function``: the mean outputs are ``predict_mean``.
+    computed by Gauss-Hermite quadrature. It orders classes as `predict` does. It saturates (is
+    0 or 1 to rounding) wherever the gaps between mean outputs are large against s: on the
+    training points at time = inf (the trained network interpolates its targets whatever its
+    initialisation, so s = 0 up to the ridge and P is 1 for the top class), close to them (s is
+    small), and on well-separated data generally. It is graded only where the initialisation
+    still moves the outputs by as much as the gap between the top classes, e.g. early in
+    training (small ``time``) or far from the training data.
+
+    It measures how much the prediction depends on the random initialisation, not how likely the
+    label is. For label probabilities calibrate the scores, e.g.
+    ``CalibratedClassifierCV(NTKClassifier(), method="sigmoid")``, which uses `decision_function`.
 
     Attributes:
         classes_: the class labels (sorted).
@@ -165,6 +178,13 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
         standard deviation over initialisations, shape (n_samples,) (the same for every class)."""
         mean, std = self._mean_std(X)
         return (mean, std[:, 0]) if return_std else mean
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores in scikit-learn's shapes: (n_samples,) for two classes, the mean output of
+        ``classes_[1]`` minus that of ``classes_[0]`` (> 0 predicts ``classes_[1]``); otherwise
+        the mean output per class, (n_samples, n_classes), whose argmax is `predict`."""
+        mean = self.predict_mean(X)
+        return mean[:, 1] - mean[:, 0] if mean.shape[1] == 2 else mean
 
     def predict(self, X) -> np.ndarray:
         """The class with the largest mean output, shape (n_samples,)."""

@@ -148,3 +148,102 @@ def fit_loglog(widths: np.ndarray, values: np.ndarray, predicted: float, confide
     stderr = float(np.sqrt(residuals @ residuals / (m - 2) / sxx))
     half = float(stats.t.ppf(0.5 + confidence / 2, m - 2)) * stderr
     return SlopeFit(slope, intercept, stderr, slope - half, slope + half, confidence, float(predicted), m, kind)
+
+
+@dataclass(frozen=True)
+class ConvergenceFit:
+    """The paper's own kind of claim, "d -> 0 as n grows", judged on a width sweep.
+
+    The appendix proves convergence, not a rate. A finite sweep supports it when
+
+    1. d falls with width, significantly: the interval of the slope fitted over all widths
+       (`overall`, a least-squares fit of log d on log n) lies below 0; and
+    2. the local slopes between successive widths, b_j = (log g_{j+1} - log g_j) /
+       (log n_{j+1} - log n_j) with g_j the geometric mean over seeds at width n_j, trend to
+       or below -1/2 as the width grows: the widest local slope's interval reaches -1/2 or
+       below, or the local slopes steepen with width (the widest is steeper than the narrowest by
+       more than t times the standard error of the difference).
+       A quantity converging to a non-zero limit would show local slopes flattening to 0.
+
+    Verdict: "borne out" if both hold; "not borne out" if d grows significantly (the overall
+    interval lies above 0); "inconclusive" otherwise. The -1/2 in 2. is only the pace that
+    counts as "still falling" at the widest widths; whether d ~ n^-1/2 exactly (Lee et al.,
+    2019) is a separate comparison (`fit_loglog`).
+
+    Attributes:
+        overall: the fit over all widths.
+        local: (W - 1,) local slopes between successive widths.
+        local_se: (W - 1,) their standard errors, from the seeds' scatter of log d at both widths.
+        t_quantile: Student's t quantile used for the local intervals (S - 1 degrees of freedom).
+    """
+
+    overall: SlopeFit
+    local: tuple[float, ...]
+    local_se: tuple[float, ...]
+    t_quantile: float
+
+    @property
+    def falls(self) -> bool:
+        return self.overall.high < 0
+
+    @property
+    def trends(self) -> bool:
+        last_low = self.local[-1] - self.t_quantile * self.local_se[-1]
+        if last_low <= -0.5:
+            return True
+        # Steepening, beyond the noise: the widest local slope lies below the narrowest by more
+        # than t times the standard error of their difference.
+        spread = self.t_quantile * float(np.hypot(self.local_se[-1], self.local_se[0]))
+        return bool(len(self.local) > 1 and self.local[-1] + spread < self.local[0])
+
+    @property
+    def verdict(self) -> str:
+        if self.falls and self.trends:
+            return BORNE_OUT
+        if self.overall.low > 0:
+            return NOT_BORNE_OUT
+        return INCONCLUSIVE
+
+    @property
+    def criterion(self) -> str:
+        pct = f"{100 * self.overall.confidence:g}%"
+        return (f"falls with width, significantly (the {pct} interval of the overall log-log slope lies below 0), "
+                f"and the local slopes between successive widths trend to or below -1/2 (the widest one's {pct} "
+                "interval reaches -1/2, or they steepen with width beyond the noise)")
+
+    def describe(self) -> str:
+        """"overall -0.43 ± 0.03 [-0.49, -0.37]; local -0.31, -0.40, -0.52 (widest ± 0.06)"."""
+        o = self.overall
+        local = ", ".join(f"{b:.2f}" for b in self.local)
+        return (f"overall {o.slope:.3f} ± {o.stderr:.3f} [{o.low:.3f}, {o.high:.3f}]; local slopes {local} "
+                f"(widest ± {self.local_se[-1]:.2f})")
+
+    def as_dict(self) -> dict:
+        return {"overall": self.overall.as_dict(), "local": list(self.local), "local_se": list(self.local_se),
+                "t_quantile": self.t_quantile, "falls": self.falls, "trends": self.trends, "verdict": self.verdict}
+
+
+def fit_convergence(widths: np.ndarray, values: np.ndarray, confidence: float = 0.95) -> ConvergenceFit:
+    """Judge "values -> 0 as width grows" (see `ConvergenceFit`).
+
+    Args:
+        widths: (W,) increasing, at least 3 distinct.
+        values: (W, S) positive measurements, S >= 2 seeds per width.
+        confidence: level of the intervals.
+    """
+    from scipy import stats
+
+    overall = fit_loglog(widths, values, -0.5, confidence, "bound")
+    widths = np.asarray(widths, dtype=np.float64).reshape(-1)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1 or values.shape[1] < 2:
+        raise ValueError("local slopes need at least 2 seeds per width (their scatter is the uncertainty).")
+    if np.any(np.diff(widths) <= 0):
+        raise ValueError(f"widths must increase strictly, got {widths.tolist()}.")
+    logs = np.log(values)
+    mean, se = logs.mean(axis=1), logs.std(axis=1, ddof=1) / np.sqrt(logs.shape[1])
+    step = np.diff(np.log(widths))
+    local = np.diff(mean) / step
+    local_se = np.sqrt(se[1:] ** 2 + se[:-1] ** 2) / step
+    t = float(stats.t.ppf(0.5 + confidence / 2, logs.shape[1] - 1))
+    return ConvergenceFit(overall, tuple(float(b) for b in local), tuple(float(s) for s in local_se), t)

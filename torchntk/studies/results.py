@@ -109,3 +109,14 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.{digits}g}"
     return str(value)
+
+
+def section_from_dict(data: dict[str, Any], folder: str | Path) -> Section:
+    """The inverse of `Section.as_dict` (numbers stay as plain lists); figure files are looked up
+    in ``folder``. Used to resume a run from the sections it had already finished."""
+    return Section(data["key"], data["title"], list(data["text"]), dict(data["settings"]),
+                   [Claim(**c) for c in data["claims"]],
+                   [Table(t["title"], list(t["columns"]), [list(r) for r in t["rows"]], t["note"])
+                    for t in data["tables"]],
+                   [Figure(Path(folder) / f["path"], f["caption"]) for f in data["figures"]],
+                   dict(data["numbers"]))

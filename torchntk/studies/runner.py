@@ -7,6 +7,9 @@ and write the report.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +19,7 @@ from .config import ReproduceSettings, SweepSettings, derive_seed
 from .data import Dataset, load_data
 from .progress import ProgressLike, Silent
 from .report import write_report
-from .results import Section
+from .results import Section, section_from_dict
 
 EXPERIMENTS = ("fig1", "fig2", "fig3", "sweep")
 LARGE = ("fig3",)
@@ -51,15 +54,56 @@ def _meta(mode: str, seed: int) -> dict[str, Any]:
             "precision": "networks and empirical NTKs in float32; limiting kernels and analysis in float64"}
 
 
+PIECES = "pieces"
+"""Sub-folder of a run's output that keeps its finished pieces (experiments, sweep networks)."""
+
+
 def run_experiment(name: str, settings: ReproduceSettings, seed: int, out: str | Path,
                    progress: ProgressLike | None = None) -> list[Section]:
-    """One experiment of `reproduce` ("fig1", "fig2", "fig3" or "sweep"): its report sections."""
+    """One experiment of `reproduce` ("fig1", "fig2", "fig3" or "sweep"): its report sections.
+
+    Resumable: a finished experiment's sections are kept in ``out/pieces/NAME.json`` (with its
+    figures in ``out``), the width sweep keeps every finished network in ``out/pieces/sweep/``;
+    a rerun with the same settings and seed reuses them and computes only what is missing.
+    Delete ``out/pieces`` to start over.
+    """
+    out = Path(out)
+    cache = out / PIECES / f"{name}.json"
+    key = _piece_key(name, settings, seed)
+    if cache.exists():
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                sections = [section_from_dict(d, out) for d in saved["sections"]]
+                if all(f.path.exists() for s in sections for f in s.figures):
+                    return sections
+        except (OSError, ValueError, KeyError, TypeError):  # torn or foreign: run the experiment again
+            pass
+    sections = _run_experiment(name, settings, seed, out, progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.name + ".partial")
+    partial.write_text(json.dumps({"key": key, "sections": [s.as_dict() for s in sections]}), encoding="utf-8")
+    os.replace(partial, cache)
+    return sections
+
+
+def _piece_key(name: str, settings: ReproduceSettings, seed: int) -> str:
+    """What determines an experiment's results: its own settings, the seed, the library version."""
+    from .. import __version__
+
+    part = getattr(settings, name, None)
+    blob = json.dumps({"name": name, "settings": asdict(part) if part is not None else None, "seed": seed,
+                       "torchntk": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _run_experiment(name: str, settings: ReproduceSettings, seed: int, out: Path,
+                    progress: ProgressLike | None) -> list[Section]:
     from .fig1_ntk import run_fig1
     from .fig2_regression import run_fig2
     from .fig3_pca import run_fig3
     from .theorems import analyse_sweep, measure_sweep
 
-    out = Path(out)
     if name == "fig1":
         return [run_fig1(settings.fig1, seed, out, progress)]
     if name == "fig2":
@@ -70,7 +114,7 @@ def run_experiment(name: str, settings: ReproduceSettings, seed: int, out: str |
         raise ValueError(f"unknown experiment {name!r}; choose among {EXPERIMENTS}.")
     sweep = settings.sweep
     data = load_data(sweep.data, sweep.points, seed=derive_seed(seed, "sweep-data"), dim=sweep.data_dim)
-    measured = measure_sweep(sweep, data, seed, progress, "Appendix: width sweep")
+    measured = measure_sweep(sweep, data, seed, progress, "Appendix: width sweep", store=out / PIECES / "sweep")
     return analyse_sweep(measured, sweep, data, seed, out)
 
 
@@ -100,8 +144,12 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
 
     Returns:
         The paths written by `write_report`.
+
+    Resumable: each finished experiment, and each network of the width sweep, is kept under
+    ``out/pieces`` (`run_experiment`); rerunning the same command after an interruption continues
+    from there (the progress bars' ETA then counts the remaining work only once the reused
+    pieces have gone by). Delete ``out/pieces`` to start over.
     """
-    import os
 
     from .parallel import default_workers, run_jobs
 

@@ -1,0 +1,107 @@
+"""Resumable runs: every finished piece is kept on disk, and a rerun continues where an
+interrupted one stopped, with the same numbers as an uninterrupted run."""
+
+import json
+
+import numpy as np
+import pytest
+
+import torchntk.training
+from torchntk.studies import runner
+from torchntk.studies.config import NetworkSettings, SweepSettings, smoke_settings
+from torchntk.studies.data import unit_circle
+from torchntk.studies.theorems import _TRAINED, measure_sweep
+
+SETTINGS = SweepSettings(network=NetworkSettings(depth=2), widths=(8, 16, 32), seeds=2, gaussian_seeds=3,
+                         out_features=2, points=4, steps=2, record_every=1)
+FIELDS = ("outputs", "variances", *_TRAINED)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    """A progress object that interrupts the run after ``limit`` units (like Ctrl-C mid-sweep)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.done = limit, 0
+
+    def task(self, description, total):
+        return self
+
+    def advance(self, steps=1):
+        self.done += steps
+        if self.limit is not None and self.done >= self.limit:
+            raise _Interrupt
+
+
+@pytest.fixture()
+def count_training(monkeypatch):
+    calls = []
+    real = torchntk.training.train
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torchntk.training, "train", counted)
+    return calls
+
+
+def test_an_interrupted_sweep_continues_and_gives_the_uninterrupted_numbers(tmp_path, count_training):
+    data = unit_circle(SETTINGS.points)
+    whole = measure_sweep(SETTINGS, data, seed=1)
+    trained_total = len(SETTINGS.widths) * SETTINGS.seeds
+    count_training.clear()
+    # 11 progress units per width (3 networks, 2 of them trained: 1 + 4 units each): the run
+    # stops right after the second width's first trained network is saved.
+    with pytest.raises(_Interrupt):
+        measure_sweep(SETTINGS, data, seed=1, progress=_StopAfter(limit=16), store=tmp_path)
+    finished = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert finished == ["width16-net0.npz", "width8-net0.npz", "width8-net1.npz", "width8-net2.npz"]
+    assert not list(tmp_path.glob("*.partial*"))  # every piece on disk is whole
+    assert len(count_training) == 3
+    count_training.clear()
+    resumed = measure_sweep(SETTINGS, data, seed=1, store=tmp_path)
+    assert len(count_training) == trained_total - 3  # only the networks missing from disk were trained
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)
+
+
+def test_pieces_of_other_settings_or_seeds_are_not_reused(tmp_path, count_training):
+    data = unit_circle(SETTINGS.points)
+    measure_sweep(SETTINGS, data, seed=1, store=tmp_path)
+    count_training.clear()
+    measure_sweep(SETTINGS, data, seed=2, store=tmp_path)
+    assert len(count_training) == len(SETTINGS.widths) * SETTINGS.seeds
+    count_training.clear()
+    measure_sweep(SETTINGS, data, seed=2, store=tmp_path)  # now all of seed 2's are on disk
+    assert count_training == []
+
+
+def test_a_torn_piece_is_recomputed(tmp_path, count_training):
+    data = unit_circle(SETTINGS.points)
+    whole = measure_sweep(SETTINGS, data, seed=1, store=tmp_path)
+    (tmp_path / "width16-net1.npz").write_bytes(b"not an npz")
+    count_training.clear()
+    again = measure_sweep(SETTINGS, data, seed=1, store=tmp_path)
+    assert len(count_training) == 1
+    np.testing.assert_array_equal(again.ntk_move, whole.ntk_move)
+
+
+def test_a_finished_experiment_is_not_run_again(tmp_path, monkeypatch):
+    settings = smoke_settings()
+    first = runner.run_experiment("fig2", settings, 0, tmp_path)
+    saved = json.loads((tmp_path / "pieces" / "fig2.json").read_text())
+    assert len(saved["sections"]) == len(first)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the finished experiment was run again")
+
+    monkeypatch.setattr(runner, "_run_experiment", must_not_run)
+    again = runner.run_experiment("fig2", settings, 0, tmp_path)
+    assert [s.as_dict() for s in again] == [s.as_dict() for s in first]
+    # Another seed is another run: it is not taken from the cache.
+    with pytest.raises(AssertionError, match="run again"):
+        runner.run_experiment("fig2", settings, 1, tmp_path)
