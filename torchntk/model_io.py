@@ -18,6 +18,11 @@ the arrays) and ``arrays.npz`` (training inputs and targets, the standardisation
 kernel's eigendecomposition and its NNGP matrix); `load` reads it without pickle, validates every
 field and verifies the fingerprint, and refuses anything that is not such a directory. Sizes:
 two (N, N) float64 matrices, 16 N^2 bytes.
+
+Any architecture (torchntk.arch) is described by ``ModelSettings.with_spec(spec, input_shape)``:
+model.json then holds the description's ``spec.to_dict()`` data and the per-example shape that
+each stored (flattened) input row is reshaped to; both are covered by the fingerprint and the
+description is rebuilt by `torchntk.from_dict`, which refuses unknown layers and deep nesting.
 """
 
 from __future__ import annotations

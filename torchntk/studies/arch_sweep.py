@@ -149,9 +149,9 @@ def write_arch_report(sweep: ArchSweep, out: Path, source: str) -> dict[str, Pat
     lines = ["# Width sweep of an architecture at initialisation", "",
              f"Architecture: `{sweep.description}`, inputs of shape {sweep.input_shape}; data: {source}.", "",
              "| statement | measured slope | theory | criterion | verdict |", "|---|---|---|---|---|"]
-    rows = [("Theorem 1: ||Theta_emp - Theta|| / N", sweep.theorem1)]
+    rows = [("Theorem 1: ‖Theta_emp - Theta‖ / N", sweep.theorem1)]
     if sweep.proposition1 is not None:
-        rows.append(("Proposition 1: ||Sigma~ - Sigma(L)|| (given the readout's input)", sweep.proposition1))
+        rows.append(("Proposition 1: ‖Sigma~ - Sigma(L)‖ (given the readout's input)", sweep.proposition1))
     for name, fit in rows:
         lines.append(f"| {name} | {fit.describe()} | slope {fit.predicted:g} | {fit.criterion} | {fit.verdict} |")
     if sweep.proposition1 is None:
