@@ -50,9 +50,10 @@ def test_cross_val_score_on_digits_with_a_small_cnn():
     # would need all pairs of positions (64x more work) and is covered by the model-file tests.
     clf = NTKClassifier(spec=CNN.to_dict(), input_shape=(1, 8, 8), ridge=1e-3)
     scores = cross_val_score(clf, X, y, cv=StratifiedKFold(3, shuffle=True, random_state=0))
-    # Chance is 0.1; a one-conv-layer NTK on 100 training digits gets most of them (about 0.85 in
-    # practice), so 0.6 fails only if the images are not reaching the convolution as images.
-    assert scores.shape == (3,) and scores.min() > 0.6, scores
+    # Chance is 0.1; this CNN kernel on 100 training digits scores 0.94-0.98 per fold (measured), so
+    # 0.8 leaves room for round-off in ties while failing on any broken fit/predict/clone path. That
+    # the kernel is the architecture's own is checked exactly in the regressor test above.
+    assert scores.shape == (3,) and scores.min() > 0.8, scores
     proba = clf.fit(X[:100], y[:100]).predict_proba(X[100:])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)  # rows of probabilities sum to 1 (round-off)
 
