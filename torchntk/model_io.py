@@ -18,6 +18,11 @@ the arrays) and ``arrays.npz`` (training inputs and targets, the standardisation
 kernel's eigendecomposition and its NNGP matrix); `load` reads it without pickle, validates every
 field and verifies the fingerprint, and refuses anything that is not such a directory. Sizes:
 two (N, N) float64 matrices, 16 N^2 bytes.
+
+Any architecture (torchntk.arch) is described by ``ModelSettings.with_spec(spec, input_shape)``:
+model.json then holds the description's ``spec.to_dict()`` data and the per-example shape that
+each stored (flattened) input row is reshaped to; both are covered by the fingerprint and the
+description is rebuilt by `torchntk.from_dict`, which refuses unknown layers and deep nesting.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,8 @@ _JSON, _ARRAYS = "model.json", "arrays.npz"
 _ARRAY_NAMES = ("x_train", "y_train", "x_mean", "x_scale", "y_mean", "y_scale", "eigenvalues", "eigenvectors",
                 "nngp_train")
 
+_OPTIONAL_SETTINGS = ("architecture", "input_shape")
+
 KernelFn = Callable[..., dict]
 """``fn(spec, x1, x2, kinds=("nngp", "ntk")) -> {kind: (N1, N2) tensor}``; x2 None for x1 against itself."""
 
@@ -63,6 +70,14 @@ class ModelSettings:
         ridge: added to the diagonal of the training kernel (see `torchntk.GradientFlow`); a
             tiny default, as scikit-learn's GaussianProcessRegressor alpha, so that duplicate
             training points leave t = inf defined. 0 gives the exact interpolant.
+        architecture: None for the fully-connected `torchntk.mlp` above; otherwise the plain-data
+            form ``spec.to_dict()`` of any network description (convolutions, pooling, branches,
+            LayerNorm: torchntk.arch), which then replaces depth, activation, bias_std and
+            weight_std. It is read back with `torchntk.from_dict`, which refuses unknown layers,
+            unknown arguments and deep nesting.
+        input_shape: with an architecture, the per-example shape (C, *positions) that each row of
+            the (N, d) inputs is reshaped to before the kernel (d = prod(input_shape)), e.g.
+            (1, 8, 8) for 64-pixel images; None uses the rows as given.
     """
 
     depth: int = 3
@@ -72,9 +87,12 @@ class ModelSettings:
     kernel: str = "ntk"
     time: float = math.inf
     ridge: float = 1e-10
+    architecture: dict | None = field(default=None, hash=False)
+    input_shape: tuple[int, ...] | None = None
 
     def check(self) -> ModelSettings:
         """Raise a ValueError / TypeError naming the bad setting; return self."""
+        self._check_architecture()
         try:
             check_depth(self.depth)
         except TypeError as exc:
@@ -96,13 +114,61 @@ class ModelSettings:
                 check_scale(name, float(value))
         return self
 
+    def _check_architecture(self) -> None:
+        if self.architecture is None:
+            if self.input_shape is not None:
+                raise ValueError("input_shape reshapes inputs for an architecture; give architecture= (a network "
+                                 "description's to_dict()) with it, or leave input_shape None.")
+            return
+        if not isinstance(self.architecture, dict):
+            raise TypeError(f"architecture must be a network description's to_dict() data (a dict), got "
+                            f"{type(self.architecture).__name__}.")
+        spec = self.spec()  # from_dict: a ValueError naming the bad layer
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if not isinstance(shape, tuple) or not shape or not all(
+                    isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in shape):
+                raise ValueError(f"input_shape must be a tuple of positive integers (C, *positions), got {shape!r}.")
+            spec.analyse(tuple(int(n) for n in shape))  # ArchitectureError (a ValueError) naming the layer
+
     def spec(self) -> Serial:
+        """The network description: the architecture's, or `torchntk.mlp` of the dense settings."""
+        if self.architecture is not None:
+            from .arch.serialize import from_dict
+            try:
+                return from_dict(self.architecture)
+            except ValueError as exc:
+                raise ValueError(f"architecture: {exc}") from None
         return mlp(int(self.depth), self.activation.lower(), bias_std=float(self.bias_std),
                    weight_std=float(self.weight_std))
+
+    @classmethod
+    def with_spec(cls, spec: Any, input_shape: Sequence[int] | None = None, **settings: Any) -> ModelSettings:
+        """Settings for a network description: a `Serial`, or its ``to_dict()`` data."""
+        data = spec.to_dict() if isinstance(spec, Serial) else spec
+        shape = None if input_shape is None else tuple(int(n) for n in input_shape)
+        return cls(architecture=data, input_shape=shape, **settings).check()
+
+    def kernel_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, d) as the kernels take it: (N, *input_shape) when an input shape is set."""
+        if self.input_shape is None:
+            return x
+        size = math.prod(self.input_shape)
+        if x.shape[1] != size:
+            raise ValueError(f"the inputs have {x.shape[1]} features but input_shape {self.input_shape} needs "
+                             f"{size} (= the product of its entries).")
+        return x.reshape(x.shape[0], *self.input_shape)
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["time"] = "inf" if math.isinf(self.time) else float(self.time)  # strict JSON has no Infinity
+        # The architecture keys are written only when set, so that a fully-connected model's file
+        # (and its fingerprint) are what they were before architectures existed.
+        for name in _OPTIONAL_SETTINGS:
+            if out[name] is None:
+                del out[name]
+        if "input_shape" in out:
+            out["input_shape"] = list(out["input_shape"])
         return out
 
     @classmethod
@@ -110,9 +176,16 @@ class ModelSettings:
         if not isinstance(data, dict):
             raise ValueError("the model's settings are not a JSON object.")
         names = {f.name for f in fields(cls)}
-        if set(data) != names:
-            raise ValueError(f"the model's settings have keys {sorted(data)}; expected {sorted(names)}.")
+        required = names - set(_OPTIONAL_SETTINGS)
+        if not required <= set(data) <= names:
+            raise ValueError(f"the model's settings have keys {sorted(data)}; expected {sorted(required)} and "
+                             f"optionally {list(_OPTIONAL_SETTINGS)}.")
         values = dict(data)
+        if "input_shape" in values:
+            shape = values["input_shape"]
+            if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+                raise ValueError(f"the model's input_shape must be a list of integers, got {shape!r}.")
+            values["input_shape"] = tuple(shape)
         if values["time"] == "inf":
             values["time"] = math.inf
         elif isinstance(values["time"], str):
@@ -164,15 +237,18 @@ class KernelModel:
         standardize_x / standardize_y centre each column and divide it by its standard
         deviation (constant columns by 1) before the kernel sees it; predictions are returned
         in the original units. ``kernels`` computes the kernel matrices (e.g. in blocks with a
-        progress bar); by default one call of `Serial.kernels`.
+        progress bar); by default one call of `Serial.kernels`. With an architecture, x may also
+        be (N, C, *positions): it is stored flattened and its per-example shape becomes the
+        settings' input_shape (which it must match if one is set).
         """
         settings = settings.check()
+        x, settings = _flatten_batch(x, settings)
         x, y = _as_matrix(x, "x"), _as_matrix(y, "y", column=True)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; give one target row per input row.")
         x_mean, x_scale = column_moments(x, standardize_x, feature_names)
         y_mean, y_scale = column_moments(y, standardize_y, target_names)
-        xs = torch.from_numpy((x - x_mean) / x_scale)
+        xs = settings.kernel_inputs(torch.from_numpy((x - x_mean) / x_scale))
         k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",))
         nngp = k["nngp"]
         train = k["ntk"] if settings.kernel == "ntk" else nngp
@@ -196,15 +272,17 @@ class KernelModel:
 
         mean_t(x) = T_t(x) y and std_t(x) = sqrt(cov_t(x, x)) of `torchntk.GradientFlow` at the
         model's time (or ``time``); the std is that of the network's output over random
-        initialisations, the same for each output up to the target's scale.
+        initialisations, the same for each output up to the target's scale. With an input shape,
+        x may also be (M, *input_shape).
         """
+        x, _ = _flatten_batch(x, self.settings)
         x = _as_matrix(x, "x")
         if x.shape[1] != self.x_train.shape[1]:
             raise ValueError(f"x has {x.shape[1]} feature(s) but the model was fitted on {self.x_train.shape[1]}.")
         t = self.settings.time if time is None else time
         spec = self.settings.spec()
-        xs = torch.from_numpy((x - self.x_mean) / self.x_scale)
-        xt = torch.from_numpy((self.x_train - self.x_mean) / self.x_scale)
+        xs = self.settings.kernel_inputs(torch.from_numpy((x - self.x_mean) / self.x_scale))
+        xt = self.settings.kernel_inputs(torch.from_numpy((self.x_train - self.x_mean) / self.x_scale))
         k = kernels(spec, xs, xt, kinds=("nngp", "ntk") if self.settings.kernel == "ntk" else ("nngp",))
         cross_nngp = k["nngp"]
         cross = k["ntk"] if self.settings.kernel == "ntk" else cross_nngp
@@ -381,6 +459,22 @@ def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: array {name!r} holds a scale <= 0; scales are standard deviations (> 0). "
                              "The model is damaged (refit it).")
     return arrays
+
+
+def _flatten_batch(x: Any, settings: ModelSettings) -> tuple[Any, ModelSettings]:
+    """(N, C, *positions) inputs of an architecture as (N, d) rows, and the settings with that
+    per-example shape as input_shape; anything else unchanged (checked later)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if settings.architecture is None or np.ndim(x) <= 2:
+        return x, settings
+    x = np.asarray(x)
+    shape = tuple(int(n) for n in x.shape[1:])
+    if settings.input_shape is not None and shape != settings.input_shape:
+        raise ValueError(f"x has per-example shape {shape} but the model's input_shape is {settings.input_shape}.")
+    if settings.input_shape is None:
+        settings = replace(settings, input_shape=shape).check()
+    return x.reshape(x.shape[0], -1), settings
 
 
 def _as_matrix(a: Any, name: str, column: bool = False) -> np.ndarray:

@@ -37,6 +37,9 @@ class Table:
         feature_names: d column names (a CSV's header; an array's column indices as strings).
         target_names: k names of the targets (empty when ``y`` is None).
         named: True when the names come from a header (CSV), False for arrays.
+        example_shape: for an array of images (N, C, H, W) (or (N, C, L), (N, C, D, H, W)),
+            the per-example shape (C, ...) of each row of ``x``, which holds the rows flattened
+            (d = C * H * W, column names "0", "1", ...); None for a 2-D table.
     """
 
     x: np.ndarray
@@ -44,6 +47,7 @@ class Table:
     feature_names: tuple[str, ...]
     target_names: tuple[str, ...]
     named: bool
+    example_shape: tuple[int, ...] | None = None
 
 
 def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | None = None) -> Table:
@@ -71,7 +75,14 @@ def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | Non
         names, values = _read_csv(path)
         return _split(path, values, names, target, named=True)
     if suffix == ".npy":
-        return _split(path, _load_npy(path), None, target, named=False)
+        data = _load_npy(path)
+        if data.ndim > 2:
+            if target:
+                raise click.ClickException(f"{path}: an array of images {data.shape} has no target columns; save "
+                                           "the features and the targets as two arrays of an .npz file and give "
+                                           "--target NAME.")
+            return _image_table(path, data, None, ())
+        return _split(path, data, None, target, named=False)
     return _read_npz(path, target, array)
 
 
@@ -183,7 +194,7 @@ def _load_npy(path: Path) -> np.ndarray:
         data = read_npy(path)
     except ValueError as exc:
         raise click.ClickException(f"{path}: {exc}") from None
-    return _as_matrix(path, data, "the array")
+    return _as_matrix(path, data, "the array", images=True)
 
 
 def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
@@ -207,9 +218,12 @@ def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
             array = candidates[0]
         if array not in keys:
             raise click.ClickException(f"{path}: no array named {array!r}; the file holds {_names(keys)}.")
-        x = _as_matrix(path, _npz_member(path, archive, array), f"array {array!r}")
+        x = _as_matrix(path, _npz_member(path, archive, array), f"array {array!r}", images=True)
+        if x.ndim > 2 and target and not target_arrays:
+            raise click.ClickException(f"{path}: array {array!r} holds images {x.shape}, which have no target "
+                                       "columns; give the targets as another array of the file (--target NAME).")
         if not target_arrays:
-            return _split(path, x, None, target, named=False)
+            return _image_table(path, x, None, ()) if x.ndim > 2 else _split(path, x, None, target, named=False)
         ys = [_as_matrix(path, _npz_member(path, archive, name), f"array {name!r}", column=True)
               for name in target_arrays]
     for name, y in zip(target_arrays, ys, strict=True):
@@ -219,7 +233,16 @@ def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
     y = np.concatenate(ys, axis=1)
     target_names = tuple(name if b.shape[1] == 1 else f"{name}_{j}"
                          for name, b in zip(target_arrays, ys, strict=True) for j in range(b.shape[1]))
+    if x.ndim > 2:
+        return _image_table(path, x, y, target_names)
     return Table(x, y, _index_names(x.shape[1]), target_names, named=False)
+
+
+def _image_table(path: Path, images: np.ndarray, y: np.ndarray | None, target_names: tuple[str, ...]) -> Table:
+    """A table of images (N, C, ...): rows flattened, the per-example shape kept."""
+    flat = images.reshape(images.shape[0], -1)
+    return Table(flat, y, _index_names(flat.shape[1]), target_names, named=False,
+                 example_shape=tuple(int(n) for n in images.shape[1:]))
 
 
 def _npz_member(path: Path, archive: NpzArchive, name: str) -> np.ndarray:
@@ -229,16 +252,25 @@ def _npz_member(path: Path, archive: NpzArchive, name: str) -> np.ndarray:
         raise click.ClickException(f"{path}: {exc}") from None
 
 
-def _as_matrix(path: Path, data: np.ndarray, what: str, column: bool = False) -> np.ndarray:
-    """A finite (N, d) float64 array, or one clear error."""
+def _as_matrix(path: Path, data: np.ndarray, what: str, column: bool = False, images: bool = False) -> np.ndarray:
+    """A finite (N, d) float64 array (with ``images`` also (N, C, L), (N, C, H, W) or
+    (N, C, D, H, W)), or one clear error."""
     if data.dtype.kind not in "biuf":
         raise click.ClickException(f"{path}: {what} holds {data.dtype} values; only numbers can be used.")
     if data.ndim == 1 and column:
         data = data[:, None]
+    if images and data.ndim in (3, 4, 5):
+        if 0 in data.shape:
+            raise click.ClickException(f"{path}: {what} is empty (shape {data.shape}).")
+        values = data.astype(np.float64)
+        flat = values.reshape(values.shape[0], -1)
+        _check_finite(path, flat, _index_names(flat.shape[1]))
+        return values
     if data.ndim != 2:
         hint = " (for one feature save x.reshape(-1, 1))" if data.ndim == 1 else ""
+        also = "; or images (N, C, L), (N, C, H, W), (N, C, D, H, W) for a --spec architecture" if images else ""
         raise click.ClickException(f"{path}: {what} has shape {data.shape}; it must be 2-D, one row per "
-                                   f"data point{hint}.")
+                                   f"data point{hint}{also}.")
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise click.ClickException(f"{path}: {what} is empty (shape {data.shape}).")
     values = data.astype(np.float64)

@@ -2,6 +2,7 @@
 
     torchntk fit train.csv --target price --depth 3 --kernel ntk --time inf -o model/
     torchntk predict model/ test.csv -o predictions.csv
+    torchntk fit digits.npz --target y --spec cnn.json -o model/    # images (N, C, H, W), any architecture
 
 The prediction is the mean and standard deviation, over random initialisations, of the output
 of the infinitely wide network trained by gradient flow for the given time on the mean squared
@@ -22,7 +23,16 @@ import numpy as np
 
 from ..model_io import KernelModel, ModelSettings, check_save_target
 from .data import read_table, select_features
-from .kernel import DEFAULT_BLOCK_ROWS, blocked_kernels, make_progress, network_options, user_errors
+from .kernel import (
+    DEFAULT_BLOCK_ROWS,
+    architecture_options,
+    blocked_kernels,
+    chosen_spec,
+    example_shape,
+    make_progress,
+    network_options,
+    user_errors,
+)
 from .paths import check_output_dir, check_output_file
 
 
@@ -61,10 +71,11 @@ class _Time(click.ParamType):
 @click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
               help="Kernel rows computed per step.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@architecture_options
 @user_errors
 def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias_std: float, weight_std: float,
         kernel: str, time_: float, ridge: float, standardize: bool, output: Path, array: str | None,
-        block_rows: int, quiet: bool) -> None:
+        block_rows: int, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
     """Fit an infinitely wide network to TRAIN (.csv, .npy or .npz) and save it to a directory.
 
     The saved model predicts, for new inputs, the mean and standard deviation over random
@@ -72,9 +83,14 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
     """
     check_output_dir(output)
     check_save_target(output)  # never into another program's folder, and before the long work
-    settings = ModelSettings(depth=depth, activation=activation.lower(), bias_std=bias_std, weight_std=weight_std,
-                             kernel=kernel, time=time_, ridge=ridge).check()
+    spec = chosen_spec(spec_file, input_shape)
     table = read_table(train, target=targets, array=array)
+    if spec is None:  # the dense network (an array of images is seen flattened)
+        settings = ModelSettings(depth=depth, activation=activation.lower(), bias_std=bias_std,
+                                 weight_std=weight_std, kernel=kernel, time=time_, ridge=ridge).check()
+    else:
+        settings = ModelSettings.with_spec(spec, example_shape(table, input_shape, train), kernel=kernel, time=time_,
+                                           ridge=ridge)
     with make_progress(quiet) as progress:
         kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
                                     description=f"training kernel {table.x.shape[0]}x{table.x.shape[0]}")
@@ -111,6 +127,10 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
         check_output_file(output, (".csv",))
     model = KernelModel.load(model_dir)
     table = read_table(data, array=array)
+    wanted = model.settings.input_shape
+    if table.example_shape is not None and wanted is not None and table.example_shape != wanted:
+        raise click.ClickException(f"{data} holds examples of shape {table.example_shape} but the model was fitted "
+                                   f"on shape {wanted}.")
     x = select_features(table, model.feature_names, model.target_names, data)
     with make_progress(quiet) as progress:
         kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,

@@ -2,6 +2,8 @@
 
     torchntk kernel data.npy --depth 4 --activation relu --bias-std 0.1 --kind ntk -o K.npy
     torchntk kernel train.csv test.csv --drop price --kind both -o K.npz
+    torchntk kernel images.npy --spec cnn.json -o K.npy            # images (N, C, H, W), any architecture
+    torchntk kernel pixels.csv --spec cnn.json --input-shape 1,8,8 -o K.npy
 
 Also home of what the other data commands share: the network options, the conversion of
 torchntk's own errors into one-line messages, and the kernel computation in row blocks with a
@@ -49,6 +51,89 @@ def network_options(command: Callable) -> Callable:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+class _Shape(click.ParamType):
+    """A per-example shape such as ``1,8,8`` (C,H,W): positive integers separated by commas."""
+
+    name = "C,H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not a shape; give positive integers separated by commas, e.g. 1,8,8.", param, ctx)
+        if not shape or any(n < 1 for n in shape):
+            self.fail(f"{value!r}: every entry of the shape must be a positive integer, e.g. 1,8,8.", param, ctx)
+        return shape
+
+
+def architecture_options(command: Callable) -> Callable:
+    """--spec FILE.json and --input-shape C,H,W: any architecture instead of the dense network."""
+    options = [
+        click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None,
+                     help="A network description as JSON (the data of spec.to_dict(): convolutions, pooling, "
+                          "branches, LayerNorm); replaces --depth, --activation, --bias-std and --weight-std."),
+        click.option("--input-shape", type=_Shape(), default=None,
+                     help="With --spec: reshape each row of a 2-D table (CSV or array) into this per-example "
+                          "shape, e.g. 1,8,8 for 64-pixel images. Arrays of images (N, C, H, W) need none."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_NETWORK_FLAGS = {"depth": "--depth", "activation": "--activation", "bias_std": "--bias-std",
+                  "weight_std": "--weight-std"}
+
+
+def read_spec(path: Path) -> Serial:
+    """The network description in a JSON file written from ``spec.to_dict()``; a ValueError naming
+    the file (not JSON, too large or deep, an unknown layer or argument) otherwise."""
+    from .._json import read_json
+    from ..arch.serialize import from_dict
+
+    data = read_json(path)
+    try:
+        return from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def chosen_spec(spec_file: Path | None, input_shape: tuple[int, ...] | None) -> Serial | None:
+    """The --spec description (None without one), after refusing the dense-network options given
+    beside it and --input-shape without it."""
+    ctx = click.get_current_context()
+    if spec_file is None:
+        if input_shape is not None:
+            raise click.UsageError("--input-shape reshapes rows for an architecture; give --spec FILE.json with it.")
+        return None
+    given = [flag for name, flag in _NETWORK_FLAGS.items()
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--spec describes the whole network; leave out {', '.join(given)}.")
+    return read_spec(spec_file)
+
+
+def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path) -> tuple[int, ...] | None:
+    """The per-example shape each row of ``table`` is reshaped to for an architecture: the array's
+    own (N, C, H, W) layout, or --input-shape for a 2-D table (None: rows as they are)."""
+    shape = table.example_shape
+    if input_shape is not None:
+        if shape is not None and shape != input_shape:
+            raise click.ClickException(f"{path}: the array holds examples of shape {shape}, not --input-shape "
+                                       f"{','.join(map(str, input_shape))}; leave --input-shape out for arrays of "
+                                       "images.")
+        size = int(np.prod(input_shape))
+        if table.x.shape[1] != size:
+            raise click.ClickException(f"{path}: {table.x.shape[1]} feature column(s) cannot be reshaped to "
+                                       f"--input-shape {','.join(map(str, input_shape))} ({size} values per row).")
+        shape = input_shape
+    return shape
 
 
 def user_errors(command: Callable) -> Callable:
@@ -222,22 +307,28 @@ def _matching_columns(table1: Table, table2: Table, data: Path, data2: Path) -> 
 @click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
               help="Rows computed per step (bounds temporary memory; one progress step each).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@architecture_options
 @user_errors
 def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std: float, weight_std: float,
            kind: str, output: Path, array: str | None, drop: tuple[str, ...], standardize: bool, single: bool,
-           block_rows: int, quiet: bool) -> None:
+           block_rows: int, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
     """Compute the infinite-width kernel K(DATA, DATA), or K(DATA, DATA2).
 
     DATA and DATA2 are .npy, .npz or .csv files (CSV: a header row, numeric columns only), one
-    row per data point. The kernels follow the NTK parameterisation of Jacot et al. (2018):
-    K[i, j] = k(x_i, x_j) for the fully-connected network described by the options.
+    row per data point; an array may also hold images (N, C, H, W) (or (N, C, L), (N, C, D, H,
+    W)). The kernels follow the NTK parameterisation of Jacot et al. (2018): K[i, j] =
+    k(x_i, x_j) for the fully-connected network described by the options (which sees images
+    flattened), or for the architecture of --spec FILE.json.
     """
     check_output_file(output, (".npy", ".npz", ".csv"))
     if kind == "both" and output.suffix.lower() != ".npz":
         raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {output.name!r}.")
-    spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
+    spec = chosen_spec(spec_file, input_shape)
+    if spec is None:
+        spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
     lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
     table1 = load_table(data, array=array, drop=drop, lenient=lenient)
+    shape = example_shape(table1, input_shape, data) if spec_file is not None else None
     x1, x2 = table1.x, None
     if data2 is not None:
         table2 = load_table(data2, array=array, drop=drop, lenient=lenient)
@@ -246,12 +337,18 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
             raise click.UsageError(f"--drop {unknown[0]!r}: neither {data.name} nor {data2.name} has a column of that "
                                    "name.")
         x2 = _matching_columns(table1, table2, data, data2)
+        if spec_file is not None and example_shape(table2, input_shape, data2) != shape:
+            raise click.ClickException(f"{data2} holds examples of shape {table2.example_shape} but {data} of shape "
+                                       f"{shape}; both need the same shape.")
     if standardize:
         x1, x2 = standardize_columns(x1, x2, table1.feature_names)
     dtype = torch.float32 if single else torch.float64
     kinds = KINDS if kind == "both" else (kind,)
     t1 = torch.from_numpy(x1).to(dtype)
     t2 = None if x2 is None else torch.from_numpy(x2).to(dtype)
+    if shape is not None:  # rows back to images for the architecture (standardised pixel by pixel above)
+        t1 = t1.reshape(t1.shape[0], *shape)
+        t2 = None if t2 is None else t2.reshape(t2.shape[0], *shape)
     with make_progress(quiet) as progress:
         n2 = (t2 if t2 is not None else t1).shape[0]
         result = blocked_kernels(spec, t1, t2, kinds=kinds, block_rows=block_rows, progress=progress,

@@ -4,6 +4,7 @@
     torchntk reproduce --full               # the paper's widths (up to 10,000): hours on a CPU
     torchntk reproduce --out report/ --seed 0
     torchntk study --depth 3 --activation tanh --widths 64,256,1024 --data gaussian --dim 3
+    torchntk study --spec cnn.json --data images.npy --widths 16,64,256 --seeds 3   # any architecture
 
 Both write PNG figures, report.html (self-contained), report.md and results.json into --out.
 """
@@ -17,7 +18,7 @@ import click
 
 from .._finite import MAX_DEPTH
 from ..activations import CLOSED_FORM, QUADRATURE
-from .kernel import user_errors
+from .kernel import architecture_options, chosen_spec, example_shape, user_errors
 from .paths import check_output_dir
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
@@ -148,14 +149,20 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+@architecture_options
 @user_errors
 def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds, outputs, data, points, dim,
-          target, lr, steps, record_every, out, seed, threads, quiet) -> None:
+          target, lr, steps, record_every, out, seed, threads, quiet, spec_file, input_shape) -> None:
     """Measure Proposition 1, Theorems 1-2 and Lemma 1 for your own network, data and training.
 
     Draws, measures and trains networks of each width, fits the log-log slope of each distance
     against width with its uncertainty, and writes the same report as `torchntk reproduce`.
+    With --spec FILE.json (any architecture: convolutions, pooling, branches) it measures
+    Proposition 1 and Theorem 1 at initialisation only, into report.md and results.json.
     """
+    if spec_file is not None:
+        _arch_study(spec_file, input_shape, widths, seeds, outputs, data, points, out, seed, threads, quiet)
+        return
     from ..studies import NetworkSettings, SweepSettings
     from ..studies.config import derive_seed
     from ..studies.progress import RichBars
@@ -171,6 +178,73 @@ def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds
     with _bars(quiet) as bars:
         paths = run(settings, dataset, seed, out, RichBars(bars), threads=threads)
     _finish(paths, started, quiet)
+
+
+_TRAINING_FLAGS = {"gaussian_seeds": "--gaussian-seeds", "lr": "--lr", "steps": "--steps",
+                   "record_every": "--record-every", "target": "--target", "dim": "--dim"}
+
+
+def _arch_study(spec_file, input_shape, widths, seeds, outputs, data, points, out, seed, threads, quiet) -> None:
+    """``study --spec``: Proposition 1 and Theorem 1 at initialisation for an architecture."""
+    import torch
+
+    from ..studies.arch_sweep import measure_arch_sweep, write_arch_report
+
+    ctx = click.get_current_context()
+    given = [flag for name, flag in _TRAINING_FLAGS.items()
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"with --spec the study measures Proposition 1 and Theorem 1 at initialisation; "
+                               f"{', '.join(given)} belong to the training and Gaussianity statements, which are "
+                               "measured for fully-connected networks only: leave them out.")
+    spec = chosen_spec(spec_file, input_shape)
+    check_output_dir(out, "--out")
+    started = time.perf_counter()
+    x, source = _images(data, points, input_shape)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    sweep = measure_arch_sweep(spec, x, widths, seeds, seed, out_features=outputs)
+    paths = write_arch_report(sweep, out, source)
+    if not quiet:
+        for name, fit in (("Theorem 1", sweep.theorem1), ("Proposition 1", sweep.proposition1)):
+            if fit is not None:
+                click.echo(f"{name}: slope {fit.describe()}: {fit.verdict}", err=True)
+        click.echo(f"Report: {paths['report']} (also {paths['results'].name}); "
+                   f"{time.perf_counter() - started:.0f} s", err=True)
+
+
+def _images(data: str, points: int, input_shape):
+    """(x (N, C, ...), source) for an architecture sweep: a data file (arrays of images keep their
+    shape; 2-D tables need --input-shape) or the built-in 'digits' / 'mnist' as images."""
+    import numpy as np
+
+    from ..studies.data import load_data
+    from .data import read_table
+
+    name = data.lower()
+    if name in ("digits", "mnist"):
+        dataset = load_data(name, points, seed=0)
+        side = int(round(dataset.x.shape[1] ** 0.5))
+        shape = input_shape or (1, side, side)
+        x = dataset.x
+        source = dataset.source
+    elif name in ("circle", "gaussian"):
+        raise click.BadParameter(f"--data {data} holds vectors; an architecture sweep takes images: 'digits', "
+                                 "'mnist', or a file of images (N, C, H, W).", param_hint="--data")
+    else:
+        table = read_table(data)
+        shape = example_shape(table, input_shape, Path(data))
+        x = table.x
+        source = f"{min(points, x.shape[0])} rows of {Path(data).name}"
+        if shape is None:
+            shape = (x.shape[1],)
+    x = np.asarray(x[:points], dtype=np.float64)
+    if int(np.prod(shape)) != x.shape[1]:
+        raise click.BadParameter(f"{x.shape[1]} values per example cannot be reshaped to {shape}.",
+                                 param_hint="--input-shape")
+    if x.shape[0] < 2:
+        raise click.BadParameter(f"{data} has {x.shape[0]} example(s); a sweep needs at least 2.", param_hint="--data")
+    return x.reshape(x.shape[0], *shape), source
 
 
 def _dataset(data: str, points: int, dim: int, target: str | None, seed: int):

@@ -13,6 +13,14 @@ Gaussian-process posterior with covariance Sigma(L) (no observation noise unless
 
 Features are used as given: standardise them in a Pipeline (StandardScaler) as for any kernel
 method, since the kernels see x.x' / n0.
+
+Any architecture (convolutions, pooling, branches, LayerNorm: torchntk.arch) is given as ``spec``,
+a network description or its ``spec.to_dict()`` data (a dict keeps ``get_params`` / ``clone``
+plain), which replaces depth, activation, bias_std and weight_std. X stays 2-D, as scikit-learn
+wants; ``input_shape`` (C, *positions) reshapes each row into an image before the kernel:
+
+    cnn = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
+    NTKClassifier(spec=cnn.to_dict(), input_shape=(1, 8, 8)).fit(digits.data / 16, digits.target)
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ class _InfiniteNetworkEstimator(BaseEstimator):
     """Parameters shared by `NTKRegressor` and `NTKClassifier`; see their docstrings."""
 
     def __init__(self, kernel: str = "ntk", depth: int = 3, activation: str = "relu", bias_std: float = 0.1,
-                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10) -> None:
+                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10, spec=None,
+                 input_shape=None) -> None:
         self.kernel = kernel
         self.depth = depth
         self.activation = activation
@@ -50,11 +59,18 @@ class _InfiniteNetworkEstimator(BaseEstimator):
         self.weight_std = weight_std
         self.time = time
         self.ridge = ridge
+        self.spec = spec
+        self.input_shape = input_shape
 
     def _settings(self) -> ModelSettings:
-        return ModelSettings(depth=self.depth, activation=self.activation, bias_std=self.bias_std,
-                             weight_std=self.weight_std, kernel=self.kernel, time=self.time,
-                             ridge=self.ridge).check()
+        if self.spec is None:
+            if self.input_shape is not None:
+                raise ValueError("input_shape reshapes X for an architecture given as spec=; set spec too, or leave "
+                                 "input_shape None.")
+            return ModelSettings(depth=self.depth, activation=self.activation, bias_std=self.bias_std,
+                                 weight_std=self.weight_std, kernel=self.kernel, time=self.time,
+                                 ridge=self.ridge).check()
+        return spec_settings(self.spec, self.input_shape, kernel=self.kernel, time=self.time, ridge=self.ridge)
 
     def _mean_std(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "model_")
@@ -73,6 +89,11 @@ class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
         time: training time in the paper's units (t = lr * steps); float("inf") = converged.
         ridge: added to the training kernel's diagonal; the tiny default (like
             GaussianProcessRegressor's alpha) keeps t = inf defined with duplicate inputs.
+        spec: None (the fully-connected network above), or any network description (a
+            `torchntk.serial(...)`, or its ``to_dict()`` data), which replaces depth,
+            activation, bias_std and weight_std.
+        input_shape: with ``spec``, the per-example shape (C, *positions) each row of X is
+            reshaped to (n_features = prod(input_shape)), e.g. (1, 8, 8); None: rows as given.
         normalize_y: centre and scale the targets before fitting (predictions are returned in
             the original units), as GaussianProcessRegressor does.
 
@@ -92,10 +113,10 @@ class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
     """
 
     def __init__(self, kernel: str = "ntk", depth: int = 3, activation: str = "relu", bias_std: float = 0.1,
-                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10,
-                 normalize_y: bool = False) -> None:
+                 weight_std: float = 1.0, time: float = math.inf, ridge: float = 1e-10, spec=None,
+                 input_shape=None, normalize_y: bool = False) -> None:
         super().__init__(kernel=kernel, depth=depth, activation=activation, bias_std=bias_std,
-                         weight_std=weight_std, time=time, ridge=ridge)
+                         weight_std=weight_std, time=time, ridge=ridge, spec=spec, input_shape=input_shape)
         self.normalize_y = normalize_y
 
     def fit(self, X, y) -> NTKRegressor:
@@ -196,6 +217,25 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
         see the class docstring for what it is and is not."""
         mean, std = self.predict_mean(X, return_std=True)
         return argmax_probabilities(mean, std)
+
+
+def spec_settings(spec, input_shape, **settings) -> ModelSettings:
+    """ModelSettings for a ``spec`` parameter: a network description or its to_dict() data."""
+    from ..spec import Serial
+
+    if not isinstance(spec, (Serial, dict)):
+        raise TypeError(f"spec must be a network description (torchntk.serial(...)) or its to_dict() data, got "
+                        f"{type(spec).__name__}.")
+    if input_shape is not None:
+        if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+            raise TypeError(f"input_shape must be a sequence of positive integers such as (1, 8, 8), got "
+                            f"{input_shape!r}.")
+        shape = tuple(input_shape)
+        if not shape or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                                for n in shape):
+            raise ValueError(f"input_shape must hold positive integers such as (1, 8, 8), got {input_shape!r}.")
+        input_shape = shape
+    return ModelSettings.with_spec(spec, input_shape, **settings)
 
 
 def argmax_probabilities(mean: np.ndarray, std: np.ndarray, nodes: int = QUADRATURE_NODES) -> np.ndarray:

@@ -15,6 +15,10 @@ see `torchntk.sklearn.NTKRegressor` or `torchntk.GradientFlow`).
 Both have two hyperparameters, ``bias_std`` (beta) and ``weight_std`` (sigma_w), which
 scikit-learn optimises on a log scale: the gradient returned with ``eval_gradient=True`` is
 d K / d log(theta) = theta * d K / d theta, exact by torch autograd through the recursion.
+
+Any architecture is given as ``spec`` (a network description or its ``to_dict()`` data) with
+``input_shape`` to reshape each row of X into (C, *positions); its scales are then the
+description's own, so both hyperparameters are reported as fixed (nothing for the optimiser).
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ class _InfiniteWidthKernel(Kernel):
 
     def __init__(self, depth: int = 3, activation: str = "relu", bias_std: float = 0.1, weight_std: float = 1.0,
                  bias_std_bounds: tuple[float, float] | str = (1e-3, 1e1),
-                 weight_std_bounds: tuple[float, float] | str = (1e-2, 1e1)) -> None:
+                 weight_std_bounds: tuple[float, float] | str = (1e-2, 1e1), spec=None,
+                 input_shape=None) -> None:
+        self.spec = spec
+        self.input_shape = input_shape
         self.depth = depth
         self.activation = activation
         self.bias_std = bias_std
@@ -45,11 +52,15 @@ class _InfiniteWidthKernel(Kernel):
 
     @property
     def hyperparameter_bias_std(self) -> Hyperparameter:
-        return Hyperparameter("bias_std", "numeric", self.bias_std_bounds)
+        return Hyperparameter("bias_std", "numeric", self._bounds(self.bias_std_bounds))
 
     @property
     def hyperparameter_weight_std(self) -> Hyperparameter:
-        return Hyperparameter("weight_std", "numeric", self.weight_std_bounds)
+        return Hyperparameter("weight_std", "numeric", self._bounds(self.weight_std_bounds))
+
+    def _bounds(self, bounds):
+        # With a spec the description carries its own scales: nothing here to fit.
+        return "fixed" if self.spec is not None else bounds
 
     def is_stationary(self) -> bool:
         """False: the kernels depend on the inputs' norms and angle, not only on x - x'."""
@@ -65,8 +76,8 @@ class _InfiniteWidthKernel(Kernel):
                 slice per hyperparameter whose bounds are not "fixed" (bias_std, then
                 weight_std). Only for Y = None, as in scikit-learn.
         """
-        x1 = _as_tensor(X)
-        x2 = None if Y is None else _as_tensor(Y)
+        x1 = self._inputs(X)
+        x2 = None if Y is None else self._inputs(Y)
         if not eval_gradient:
             return self._matrix(self._spec(self.bias_std, self.weight_std), x1, x2).numpy()
         if Y is not None:
@@ -86,16 +97,28 @@ class _InfiniteWidthKernel(Kernel):
     def diag(self, X: np.ndarray) -> np.ndarray:
         """k(x_i, x_i) for each row of X, shape (n_X,), in O(n_X) work."""
         spec = self._spec(self.bias_std, self.weight_std)
-        return self._matrix(spec, _as_tensor(X), None, diagonal=True).numpy()
+        return self._matrix(spec, self._inputs(X), None, diagonal=True).numpy()
 
     def _spec(self, bias_std, weight_std):
+        if self.spec is not None:
+            return self._settings().spec()
         return mlp(self.depth, self.activation, bias_std=bias_std, weight_std=weight_std)
+
+    def _settings(self):
+        from .estimators import spec_settings
+        return spec_settings(self.spec, self.input_shape)
+
+    def _inputs(self, X) -> torch.Tensor:
+        x = _as_tensor(X)
+        return x if self.spec is None else self._settings().kernel_inputs(x)
 
     def _matrix(self, spec, x1, x2, diagonal: bool = False) -> torch.Tensor:
         method = spec.ntk if self._kind == "ntk" else spec.nngp
         return method(x1, x2, diagonal=diagonal)
 
     def __repr__(self) -> str:
+        if self.spec is not None:
+            return f"{type(self).__name__}(spec={self._spec(None, None)!r}, input_shape={self.input_shape!r})"
         return (f"{type(self).__name__}(depth={self.depth}, activation={self.activation!r}, "
                 f"bias_std={self.bias_std:.3g}, weight_std={self.weight_std:.3g})")
 
