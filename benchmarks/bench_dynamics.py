@@ -4,7 +4,7 @@ The floor, measured in the same run on the same kernel: one float64 eigendecompo
 Theta(X, X) (N x N), which any many-times prediction needs; each extra time should then cost
 matrix products only. A t = inf prediction alone uses a Cholesky solve (no eigendecomposition).
 neural-tangents' ``nt.predict.gradient_descent_mse`` runs beside it on the same kernels, in its
-own venv through a subprocess (../shared/peers/neural-tangents.md), and its numbers are checked
+own venv through a subprocess (docs/benchmarks.md), and its numbers are checked
 against ours after converting its time: exp(-lr t_nt K / y.size) with y.size = N k, ours
 exp(-t K / N), so t_nt = t k / lr.
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--times", type=int, default=20, help="number of times in the many-times prediction")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--nt-python", default="/work/nt-venv/bin/python")
+    parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"))
     args = parser.parse_args()
     n, m = args.n_train, args.n_test
 

@@ -7,7 +7,7 @@ Setting (default): MLP 784 -> 3 x 2048 -> k (ReLU, bias_std 0.1, NTK parameteris
 inputs against themselves, float32, k = 1 and 10, outputs "trace" and "full". Each method runs
 in a subprocess of its own (a warm-up call, then --repeats timed calls) so that its peak memory
 is the growth of the process's max RSS over the setup (resource.getrusage). Neural-tangents
-(/work/nt-venv) gets the same weights and inputs and reports its largest difference from our
+($NT_PYTHON; docs/benchmarks.md) gets the same weights and inputs and reports its largest difference from our
 kernel too. Ratios are medians against our "jacobian" method in the same run ("> x" when that
 timed out). The machine is shared: wall times vary run to run, so medians and minimums are both
 shown, with the load average. On an oversubscribed machine OpenMP's spinning threads slow torch
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NT_PYTHON = Path("/work/nt-venv/bin/python")
+NT_PYTHON = Path(os.environ.get("NT_PYTHON", "nt-venv/bin/python"))
 METHODS = ("structured", "jacobian", "ntk_vp")
 NT_IMPLEMENTATIONS = {"nt structured": 3, "nt jacobian": 1}
 

@@ -1,4 +1,4 @@
-"""Finite networks of a `Serial` description, in the NTK parameterisation (DESIGN.md).
+"""Finite networks of a `Serial` description, in the NTK parameterisation (docs/conventions.md).
 
     net = mlp(depth=4, activation="relu", bias_std=0.1).network(width=1024, out_features=1, seed=0)
     y = net(x)                                   # (N, 1)

@@ -24,14 +24,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-FENCE = re.compile(r"^(`{3,})([\w-]*)[^\n]*\n(.*?)^\1[ \t]*$", re.S | re.M)
+FENCE = re.compile(r"^(`{3,})([^\n]*)\n(.*?)^\1[ \t]*$", re.S | re.M)
 REQUIRES = re.compile(r"<!--\s*requires:\s*([\w.-]+)\s*-->\s*$")
 LANGUAGES = {"python", "console", "text", "sh"}
+# MyST directives in fences ({toctree}, {note}) are not code; code must not hide in directives.
+# (literalinclude is allowed: it shows the gallery scripts, which tests/docs/test_docs_gallery.py runs.)
+CODE_DIRECTIVES = ("{code-block}", "{code}", "{sourcecode}", "{eval-rst}")
 
 NOT_RUN = re.compile(
     r"^\s*(#.*"
     r"|python3 -m venv .*"
-    r"|(\.venv/bin/)?pip install .*"
+    r"|((\.venv|nt-venv)/bin/)?pip install .*"
     r"|(\S+=\S+ )*(\.venv/bin/)?torchntk (reproduce|study)( .*)?"
     r"|(\S+=\S+ )*(\.venv/bin/)?python (benchmarks/\S+\.py|-m sphinx|-m pytest)( .*)?"
     r"|/usr/bin/time -v (\.venv/bin/)?torchntk reproduce( .*)?"
@@ -76,7 +79,14 @@ def blocks(document: Path) -> list[Block]:
         line = text.count("\n", 0, match.start()) + 1
         before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = REQUIRES.search(before)
-        found.append(Block(document, line, match.group(2), match.group(3), marker.group(1) if marker else None))
+        info = match.group(2).strip()
+        if info.startswith(CODE_DIRECTIVES):
+            raise AssertionError(f"{document.relative_to(ROOT)}:{line}: write code as a plain ```python fence, "
+                                 f"not {info.split()[0]}, so that the tests run it")
+        if info.startswith("{"):
+            continue  # a directive (toctree, note, ...)
+        language = info.split()[0] if info else ""
+        found.append(Block(document, line, language, match.group(3), marker.group(1) if marker else None))
     return found
 
 

@@ -32,7 +32,11 @@ def session(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     torch.manual_seed(0)
-    return {"__name__": "__doc__"}
+    # The examples are small: one thread is as fast, and far faster on a machine other jobs load.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {"__name__": "__doc__"}
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))

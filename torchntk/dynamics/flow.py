@@ -1,6 +1,6 @@
 """Kernel gradient flow on the least-squares cost, in closed form, through one eigendecomposition.
 
-Conventions (DESIGN.md; the paper's Section A.2). The cost is C = (1/2N) sum_i |f(x_i) - y_i|^2
+Conventions (docs/conventions.md; the paper's Section A.2). The cost is C = (1/2N) sum_i |f(x_i) - y_i|^2
 and time is t = lr * steps of full-batch gradient descent on it, so in function space
 
     d/dt f_t(x) = -(1/N) sum_i Theta(x, x_i) (f_t(x_i) - y_i),

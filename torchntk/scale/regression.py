@@ -6,7 +6,7 @@ With X the N training inputs, y their targets (N,) or (N, k), K = Theta(X, X) or
     mean(x) = k(x, X) (K + ridge I)^-1 y
 
 For kind="ntk" and ridge 0 this is the mean over initialisations of the trained network's output
-at t = inf, Theta(x, X) Theta^-1 y (DESIGN.md; the 1/N time scale drops out at t = inf); for
+at t = inf, Theta(x, X) Theta^-1 y (docs/conventions.md; the 1/N time scale drops out at t = inf); for
 kind="nngp" it is the posterior mean of the GP prior f ~ GP(0, Sigma(L)) with noise variance
 ``ridge``. In-memory predictions at finite t live in `torchntk.dynamics`.
 """
