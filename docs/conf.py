@@ -103,18 +103,21 @@ _write_gpytorch_page()
 
 
 # -- docstrings are plain text with formulas ---------------------------------------------------
-# They write norms as |x| and scikit-learn's fitted attributes as dual_coef_, which reStructuredText
-# would read as substitutions and link targets. Escape both outside code spans, doctests and
-# literal blocks, so the docstrings stay readable as plain text in the source.
+# They write norms as |x|, scikit-learn's fitted attributes as dual_coef_ and batch shapes as
+# (*batch, n), which reStructuredText would read as substitutions, link targets and emphasis.
+# Escape these outside code spans, doctests and literal blocks (before napoleon turns the Google
+# sections into fields), so the docstrings stay readable as plain text in the source.
 
 _CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
 _TRAILING_UNDERSCORE = re.compile(r"(\w)_(?=[\s,.;:)\]]|$)")
+_LEADING_STAR = re.compile(r"(^|[\s(\[,])\*(?=\w)")
 
 
 def _escape_plain(text: str) -> str:
     parts = _CODE_SPAN.split(text)
     for i in range(0, len(parts), 2):
-        parts[i] = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i].replace("|", "\\|"))
+        text = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i].replace("|", "\\|"))
+        parts[i] = _LEADING_STAR.sub(r"\1\\*", text)
     return "".join(parts)
 
 
@@ -143,5 +146,5 @@ def _skip_member(app, what, name, obj, skip, options):
 
 
 def setup(app) -> None:
-    app.connect("autodoc-process-docstring", _escape_docstring)
+    app.connect("autodoc-process-docstring", _escape_docstring, priority=400)  # napoleon runs at 500
     app.connect("autodoc-skip-member", _skip_member)
