@@ -70,3 +70,40 @@ def as_pair(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor
 
 def to_output(t: Tensor, numpy_out: bool) -> Any:
     return t.detach().cpu().numpy() if numpy_out else t
+
+
+def as_batch(x: Any, name: str, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
+    """x as a finite tensor of ``dtype`` with one example per row of its first axis:
+    (N, d) vectors, (N, C, L) sequences, (N, C, H, W) images or (N, C, D, H, W) volumes."""
+    if isinstance(x, Tensor) or isinstance(x, np.ndarray):
+        rank = x.dim() if isinstance(x, Tensor) else x.ndim
+    else:
+        rank = np.ndim(x)
+    if rank == 2:
+        return as_features(x, name, dtype, device)
+    if rank not in (3, 4, 5):
+        raise ValueError(f"{name} must have shape (N, d), (N, C, L), (N, C, H, W) or (N, C, D, H, W); got {rank} "
+                         f"dimension(s).")
+    flat = as_features(_reshaped(x, (-1, 1)) if rank else x, name, dtype, device)  # checks type and finiteness
+    t = x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+    if any(n == 0 for n in t.shape):
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}.")
+    return flat.reshape(t.shape)
+
+
+def _reshaped(x: Any, shape: tuple[int, ...]) -> Any:
+    return x.reshape(shape) if isinstance(x, Tensor) else np.asarray(x).reshape(shape)
+
+
+def as_pair_batches(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
+    """Checked (x1, x2) of any supported rank (see `as_batch`), and whether numpy came in."""
+    check_dtype(dtype)
+    numpy_in = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
+    t1 = as_batch(x1, "x1", dtype)
+    if x2 is None:
+        return t1, None, numpy_in
+    t2 = as_batch(x2, "x2", dtype, device=t1.device)
+    if t2.shape[1:] != t1.shape[1:]:
+        raise ValueError(f"x1 and x2 must have the same per-example shape: x1 is {tuple(t1.shape)}, "
+                         f"x2 is {tuple(t2.shape)}.")
+    return t1, t2, numpy_in

@@ -18,8 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._inputs import as_pair, to_output
+from ._inputs import as_pair, as_pair_batches, to_output
 from .activations import Activation, get_activation
+from .arch import branches as _branches
+from .arch.base import Layer
+from .arch.pointwise import as_layer
+from .arch.signal import ArchitectureError, Signal, input_signal
 from .layers import Dense, apply_activation
 from .tiling import DEFAULT_TILE, evaluate
 
@@ -34,20 +38,25 @@ class _ActivationStep:
         return apply_activation(self.activation, k)
 
 
-class Serial:
-    """A fully-connected network description: Dense layers with activations between them.
+class Serial(Layer):
+    """A network description: layers in order (``serial`` nests, so a Serial is itself a layer).
 
-    ``depth`` counts Dense layers, as in the paper: depth 1 is a random affine map, depth 4
-    has three hidden layers.
+    A fully-connected stack (Dense layers with activations between them) takes the fast dense
+    path; any other architecture (Conv, pooling, branches, LayerNorm; torchntk.arch) the
+    general one. ``depth`` counts weighted layers (Dense and Conv), as the paper counts dense
+    layers: depth 1 is a random affine map, depth 4 has three hidden layers.
     """
 
-    def __init__(self, layers: Sequence[Dense | Activation]) -> None:
+    def __init__(self, layers: Sequence[Any], *, dense_stack: bool = False) -> None:
         self.layers = tuple(layers)
-        self._steps = tuple(_ActivationStep(l) if isinstance(l, Activation) else l for l in self.layers)
+        self.is_dense_stack = dense_stack
+        self._arch = tuple(as_layer(layer) for layer in self.layers)
+        self._steps = tuple(_ActivationStep(l) if isinstance(l, Activation) else l for l in self.layers) \
+            if dense_stack else ()
 
     @property
     def depth(self) -> int:
-        return sum(isinstance(layer, Dense) for layer in self.layers)
+        return len(self.weighted_layers())
 
     @property
     def dense_layers(self) -> tuple[Dense, ...]:
@@ -55,17 +64,86 @@ class Serial:
 
     @property
     def activations(self) -> tuple[Activation, ...]:
-        """The nonlinearity after each hidden layer (depth - 1 of them)."""
+        """The nonlinearity after each hidden layer (depth - 1 of them, for a dense stack)."""
         return tuple(layer for layer in self.layers if isinstance(layer, Activation))
 
     def __repr__(self) -> str:
         return "serial(" + ", ".join(map(repr, self.layers)) + ")"
 
+    # -- the layer protocol (torchntk.arch.base) --------------------------------------
+
+    def weighted_layers(self) -> list[Layer]:
+        return [w for layer in self._arch for w in layer.weighted_layers()]
+
+    def signal(self, sig, where: str):
+        return _branches.serial_signal(self._arch, sig, where)
+
+    def need(self, full_out):
+        return _branches.serial_need(self._arch, full_out)
+
+    def kernel(self, state, full_out):
+        return _branches.run_serial(self._arch, state, full_out)
+
+    def layer_signals(self, sig) -> list:
+        """The input signal of each layer (after checking them all)."""
+        signals = []
+        for i, layer in enumerate(self._arch):
+            signals.append(sig)
+            sig = layer.signal(sig, f"layer {i} ({layer!r}): ")
+        return signals
+
+    def build(self, sig, channels, ctx):
+        return _branches.serial_build(self._arch, self.layer_signals(sig), channels, ctx)
+
+    def build_modules(self, signals, channels, ctx):
+        return _branches.serial_build(self._arch, signals, channels, ctx)
+
+    def output_index(self) -> int:
+        """Depth-first index of the weighted layer that sets out_features: the last one, when it
+        is not inside a parallel branch (-1 otherwise)."""
+        count, last = 0, -1
+        for layer in self._arch:
+            if isinstance(layer, Serial):
+                inner = layer.output_index()
+                n = len(layer.weighted_layers())
+                last = count + inner if inner >= 0 else (last if n == 0 else -1)
+                count += n
+            elif layer.weighted:
+                last, count = count, count + 1
+            else:
+                n = len(layer.weighted_layers())
+                if n:
+                    last = -1
+                count += n
+        return last
+
+    def to_dict(self) -> dict[str, Any]:
+        """The description as a versioned plain-JSON document; `torchntk.from_dict` reads it back
+        (the same kernels, and the same finite networks for a seed). No pickle: a user's own
+        activation callable cannot be saved and raises ValueError."""
+        from .arch.serialize import to_dict
+        return to_dict(self)
+
+    def node(self) -> dict[str, Any]:
+        from .arch.serialize import node_of
+        return {"layer": "serial", "layers": [node_of(layer) for layer in self._arch]}
+
+    def analyse(self, shape: tuple[int, ...]) -> Signal:
+        """The output signal for inputs of per-example ``shape``; raises ArchitectureError naming
+        the first layer that cannot take its input."""
+        sig = self.signal(input_signal(shape), "")
+        if isinstance(sig, tuple):
+            raise ArchitectureError("the network ends with unmerged branches; add FanInSum() or FanInConcat().")
+        for layer in _all_layers(self):
+            if getattr(layer, "analytic", True) is False:
+                raise ArchitectureError(f"{layer!r}: {layer.why_not}")
+        return sig
+
     # -- infinite-width kernels -------------------------------------------------------
 
     def kernels(self, x1: Any, x2: Any | None = None, *, diagonal: bool = False,
                 out_features: int | None = None, dtype: torch.dtype = torch.float64,
-                tile: int = DEFAULT_TILE) -> tuple[Any, Any]:
+                tile: int | None = None) -> tuple[Any, Any]:
         """(Sigma(L), Theta(L)): the NNGP and NTK of the infinite-width network, in one pass.
 
         Args:
@@ -75,7 +153,8 @@ class Serial:
             diagonal: return only k(x1_i, x1_i), shape (N1,), in O(N1) work (x2 must be None).
             out_features: if given, return the (N1, N2, k, k) form K (x) Id_k.
             dtype: torch.float64 (default) or torch.float32.
-            tile: block side of the tiled computation; bounds temporary memory.
+            tile: block side of the tiled computation; bounds temporary memory (default: 512
+                for fully-connected networks; for others chosen from the per-pair size).
 
         Returns:
             Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2).
@@ -93,20 +172,27 @@ class Serial:
         return self._compute(x1, x2, **_options(options), need_ntk=True)[1]
 
     def _compute(self, x1, x2, diagonal, out_features, dtype, tile, need_ntk):
-        t1, t2, numpy_out = as_pair(x1, x2, dtype)
+        if self.is_dense_stack:
+            t1, t2, numpy_out = as_pair(x1, x2, dtype)
+        else:
+            t1, t2, numpy_out = as_pair_batches(x1, x2, dtype)
         if diagonal and t2 is not None:
             raise ValueError("diagonal=True computes k(x_i, x_i) for x1 alone; leave x2 as None.")
-        if not isinstance(tile, int) or tile < 1:
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
         if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
-        scales = [s for d in self.dense_layers for s in (d.bias_std, d.weight_std) if isinstance(s, Tensor)]
+        scales = [s for layer in self.weighted_layers() for s in _scales(layer) if isinstance(s, Tensor)]
         inputs = [t for t in (t1, t2, *scales) if t is not None]
         # The in-place fast path runs only when no derivative of any kind is being taken.
         differentiable = any(_is_traced(t) for t in inputs) or (
             torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
         with torch.set_grad_enabled(differentiable):
-            nngp, ntk = evaluate(self._steps, t1, t2, need_ntk=need_ntk, diagonal=diagonal, tile=tile)
+            if self.is_dense_stack:
+                nngp, ntk = evaluate(self._steps, t1, t2, need_ntk=need_ntk, diagonal=diagonal,
+                                     tile=DEFAULT_TILE if tile is None else tile)
+            else:
+                nngp, ntk = self._evaluate_arch(t1, t2, need_ntk, diagonal, tile)
         results = []
         for k in (nngp, ntk):
             if k is not None and out_features is not None:
@@ -114,13 +200,76 @@ class Serial:
             results.append(None if k is None else to_output(k, numpy_out))
         return tuple(results)
 
-    # -- finite networks (torchntk.networks) ------------------------------------------
+    def _evaluate_arch(self, t1, t2, need_ntk, diagonal, tile):
+        from .arch.evaluate import evaluate as evaluate_arch
+        out = self.analyse(tuple(t1.shape[1:]))
+        full_in = bool(self.need(False))
+        return evaluate_arch(self._arch, t1, t2, need_ntk=need_ntk, full_in=full_in, out_shape=out.shape,
+                             diagonal=diagonal, tile=tile)
 
-    def network(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
-        """A finite network of this description in the NTK parameterisation; see
-        `torchntk.networks.build_network`."""
-        from .networks import build_network
-        return build_network(self, *args, **kwargs)
+    # -- finite networks ----------------------------------------------------------------
+
+    def network(self, width: int | Sequence[int] = 1024, out_features: int = 1, seed: int = 0, *,
+                parameterization: str = "ntk", dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None, in_features: int | None = None,
+                input_shape: Sequence[int] | None = None) -> torch.nn.Module:
+        """A finite network of this description in the NTK parameterisation.
+
+        Fully-connected stacks give a `torchntk.networks.NTKNetwork` (see `build_network`); other
+        architectures a `torchntk.arch.network.ArchNetwork` whose hidden Conv layers have
+        ``width`` channels and hidden Dense layers ``width`` units (or a list, one per hidden
+        weighted layer, depth-first). ``input_shape`` (C, *positions) builds it at once;
+        otherwise it is built from the first batch.
+        """
+        if self.is_dense_stack:
+            from .networks import build_network
+            if input_shape is not None:
+                if in_features is not None or len(tuple(input_shape)) != 1:
+                    raise ValueError(f"a fully-connected network takes input_shape=(n0,), got {input_shape!r}.")
+                in_features = int(tuple(input_shape)[0])
+            return build_network(self, width, out_features, seed, parameterization=parameterization, dtype=dtype,
+                                 device=device, in_features=in_features)
+        return self._arch_network(width, out_features, seed, parameterization, dtype, device,
+                                  input_shape if input_shape is not None else
+                                  ((in_features,) if in_features is not None else None))
+
+    def _arch_network(self, width, out_features, seed, parameterization, dtype, device, input_shape):
+        from ._inputs import check_dtype
+        from .arch.network import ArchNetwork, check_output_layer
+        from .networks import PARAMETERIZATIONS, _positive_int
+
+        check_output_layer(self)
+        hidden = self.depth - 1
+        if isinstance(width, (list, tuple)):
+            if len(width) != hidden:
+                raise ValueError(f"width lists one size per hidden weighted layer: this network has {hidden}, "
+                                 f"got {len(width)} entries {list(width)}.")
+            widths = [_positive_int(w, "width") for w in width] or [1]
+        else:
+            widths = [_positive_int(width, "width")]
+        out_features = _positive_int(out_features, "out_features")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
+        check_dtype(dtype)
+        if input_shape is not None:
+            input_shape = tuple(_positive_int(n, "input_shape") for n in input_shape)
+            self.analyse(input_shape)
+        return ArchNetwork(self, widths, out_features, seed, parameterization=parameterization, dtype=dtype,
+                           device=device, input_shape=input_shape)
+
+
+def _scales(layer) -> tuple:
+    inner = getattr(layer, "dense", layer)
+    return (getattr(inner, "bias_std", None), getattr(inner, "weight_std", None))
+
+
+def _all_layers(layer) -> list:
+    out = [layer]
+    for child in getattr(layer, "_arch", ()) or getattr(layer, "branches", ()):
+        out += _all_layers(child)
+    return out
 
 
 def _is_traced(t: Tensor) -> bool:
@@ -132,7 +281,7 @@ def _is_traced(t: Tensor) -> bool:
 
 
 def _options(options: dict) -> dict:
-    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": DEFAULT_TILE}
+    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": None}
     unknown = set(options) - set(allowed)
     if unknown:
         raise TypeError(f"unexpected option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
@@ -145,16 +294,23 @@ def expand_outputs(kernel: Tensor, out_features: int) -> Tensor:
     return kernel[..., None, None] * eye
 
 
-def serial(*layers: Dense | Activation | str | Callable) -> Serial:
-    """A network description from its layers, e.g. ``serial(Dense(), ReLU(), Dense())``.
+def serial(*layers: Any) -> Serial:
+    """A network description from its layers, in order.
 
-    Layers alternate Dense and activation, starting and ending with Dense. Activations may be
-    given as names ("relu") or callables on tensors (``torch.tanh``).
+    Fully-connected: ``serial(Dense(), ReLU(), Dense())``, Dense layers alternating with
+    activations (names such as "relu", or callables on tensors such as ``torch.tanh``),
+    starting and ending with Dense. Any other architecture mixes Conv, AvgPool, GlobalAvgPool,
+    Flatten, LayerNorm, Dense, activations, and the branching layers FanOut, `parallel`,
+    FanInSum, FanInConcat; ``serial`` nests. Architectures are checked against the input shape
+    when kernels or networks are asked for (errors name the layer).
     """
     if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
         layers = tuple(layers[0])
     if not layers:
-        raise ValueError("serial() needs at least one Dense layer.")
+        raise ValueError("serial() needs at least one layer.")
+    if any(isinstance(layer, Layer) for layer in layers):
+        return Serial([layer if isinstance(layer, (Layer, Dense)) else _activation(layer, i)
+                       for i, layer in enumerate(layers)])
     built = []
     for position, layer in enumerate(layers):
         want_dense = position % 2 == 0
@@ -167,13 +323,33 @@ def serial(*layers: Dense | Activation | str | Callable) -> Serial:
             if isinstance(layer, Dense):
                 raise TypeError(f"layer {position} is Dense but an activation must come between two Dense "
                                 "layers (consecutive affine maps collapse into one).")
-            layer = get_activation(layer)
-            layer.check()
+            layer = _activation(layer, position)
         built.append(layer)
     if isinstance(built[-1], Activation):
         raise TypeError("the last layer must be Dense: the network's output is the pre-activation a~(L) "
                         "(add Dense() at the end).")
-    return Serial(built)
+    return Serial(built, dense_stack=True)
+
+
+def parallel(*branches: Any) -> Layer:
+    """Branches side by side: branch i takes element i of a preceding FanOut(n) and the
+    results go on to FanInSum() or FanInConcat(). Each branch is a layer or a serial(...)."""
+    from .arch.branches import Parallel
+
+    if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
+        branches = tuple(branches[0])
+    if not branches:
+        raise ValueError("parallel() needs at least one branch.")
+    return Parallel([b if isinstance(b, (Layer, Dense)) else _activation(b, i) for i, b in enumerate(branches)])
+
+
+def _activation(layer: Any, position: int) -> Activation:
+    try:
+        act = get_activation(layer)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"layer {position}: {exc}") from None
+    act.check()
+    return act
 
 
 def mlp(depth: int, activation: str | Activation | Callable = "relu", bias_std: float | Tensor = 0.1,

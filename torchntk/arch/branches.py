@@ -1,0 +1,228 @@
+"""Branching: FanOut copies a signal, parallel runs branches side by side, FanInSum and
+FanInConcat merge them. With `serial` (which nests) they build residual and multi-branch
+networks, e.g. a residual block
+
+    serial(FanOut(2), parallel(serial(ReLU(), Conv((3, 3), padding="same")), Identity()), FanInSum())
+
+Kernels. Branches of one FanOut see the same input. Their outputs are uncorrelated when at most
+one of them is not *fresh* (freshly weighted: the output of its own Dense/Conv through linear
+maps), because such weights are independent of everything else and have mean zero; then
+
+    FanInSum:     K' = sum_b K_b,     Theta' = sum_b Theta_b
+    FanInConcat:  K' = mean_b K_b,    Theta' = mean_b Theta_b     (equal widths: channels concatenated)
+
+and the same for the NTK's cross terms, which vanish with the correlations. FanInSum refuses
+branches that could be correlated (two Identity shortcuts, say): their kernel is not the sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from torch import nn
+
+from . import modules
+from .base import BuildContext, Layer
+from .signal import Signal, fail
+from .state import ArchState
+
+
+def _tuple_in(value, where: str, what: str) -> tuple:
+    if not isinstance(value, tuple):
+        raise fail(where, f"{what} takes the branches of a FanOut; put FanOut(n) (and parallel(...)) before it.")
+    return value
+
+
+class FanOut(Layer):
+    """n copies of the input, for the branches of a following `parallel`."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"FanOut({self.n})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "FanOut", "n": self.n}
+
+    def signal(self, sig, where: str):
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise fail(where, f"FanOut needs a positive integer number of branches, got {self.n!r}.")
+        if isinstance(sig, tuple):
+            raise fail(where, "FanOut got branches; merge them first with FanInSum() or FanInConcat().")
+        return (sig,) * self.n
+
+    def need(self, full_out):
+        return any(full_out) if isinstance(full_out, tuple) else full_out
+
+    def kernel(self, state: ArchState, full_out):
+        # Each branch owns its state: layers overwrite kernels in place.
+        return tuple(state if i == 0 else state.copy() for i in range(self.n))
+
+    def build(self, sig, channels, ctx: BuildContext):
+        return modules.FanOut(self.n), (channels,) * self.n
+
+
+class Parallel(Layer):
+    """Branch i applied to element i of the incoming branches."""
+
+    def __init__(self, branches: Sequence[Any]) -> None:
+        from .pointwise import as_layer
+        self.branches = tuple(as_layer(b) for b in branches)
+
+    def __repr__(self) -> str:
+        return "parallel(" + ", ".join(map(repr, self.branches)) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        from .serialize import node_of
+        return {"layer": "parallel", "branches": [node_of(b) for b in self.branches]}
+
+    def weighted_layers(self) -> list[Layer]:
+        return [w for b in self.branches for w in b.weighted_layers()]
+
+    def signal(self, sig, where: str):
+        sig = _tuple_in(sig, where, "parallel")
+        if len(sig) != len(self.branches):
+            raise fail(where, f"parallel has {len(self.branches)} branches but receives {len(sig)}; "
+                              f"use FanOut({len(self.branches)}).")
+        pairs = enumerate(zip(self.branches, sig, strict=True))
+        return tuple(b.signal(s, f"{where} > branch {i}") for i, (b, s) in pairs)
+
+    def need(self, full_out):
+        if not isinstance(full_out, tuple):
+            full_out = (full_out,) * len(self.branches)
+        return tuple(b.need(f) for b, f in zip(self.branches, full_out, strict=True))
+
+    def kernel(self, states, full_out):
+        if not isinstance(full_out, tuple):
+            full_out = (full_out,) * len(self.branches)
+        return tuple(b.kernel(s, f) for b, s, f in zip(self.branches, states, full_out, strict=True))
+
+    def build(self, sig, channels, ctx: BuildContext):
+        built = [b.build(s, c, ctx) for b, s, c in zip(self.branches, sig, channels, strict=True)]
+        return modules.Parallel([m for m, _ in built]), tuple(c for _, c in built)
+
+
+class _FanIn(Layer):
+    op = "merge"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": type(self).__name__}
+
+    def _merge_signal(self, sig, where: str) -> Signal:
+        sig = _tuple_in(sig, where, type(self).__name__)
+        first = sig[0]
+        for i, s in enumerate(sig[1:], start=1):
+            if s.shape != first.shape or s.flat != first.flat:
+                raise fail(where, f"cannot {self.op} branches of different shapes: branch 0 is {first.describe()}, "
+                                  f"branch {i} is {s.describe()}.")
+        return first
+
+    def kernel(self, states, full_out):
+        if not full_out or not all(s.full for s in states):
+            states = tuple(s.to_diagonal() for s in states)
+        return self._combine(states)
+
+    def _sum(self, states, scale: float = 1.0) -> ArchState:
+        def total(get):
+            parts = [get(s) for s in states]
+            if parts[0] is None:
+                return None
+            out = parts[0]
+            for p in parts[1:]:
+                out = out + p
+            return out * scale if scale != 1.0 else out
+        first = states[0]
+        selves = None if first.self1 is None else (total(lambda s: s.self1), total(lambda s: s.self2))
+        return replace(first, nngp=total(lambda s: s.nngp), ntk=total(lambda s: s.ntk),
+                       self1=None if selves is None else selves[0], self2=None if selves is None else selves[1])
+
+
+class FanInSum(_FanIn):
+    """Sum of the branches (a residual connection): K' = sum_b K_b for uncorrelated branches."""
+
+    op = "sum"
+
+    def signal(self, sig, where: str) -> Signal:
+        first = self._merge_signal(sig, where)
+        channels = {s.channels for s in sig}
+        if len(channels) > 1:
+            raise fail(where, "cannot sum branches with different channel counts: "
+                              + ", ".join(f"branch {i} has {'the hidden width' if s.channels is None else s.channels}"
+                                          for i, s in enumerate(sig))
+                              + "; give the shortcut its own Conv/Dense, or start the block after a hidden layer.")
+        stale = [i for i, s in enumerate(sig) if not s.fresh]
+        if len(stale) > 1:
+            raise fail(where, f"branches {stale} carry no weights of their own since they split, so they are "
+                              "correlated and the kernel of their sum is not the sum of their kernels; end all but one "
+                              "branch with a Dense or Conv layer.")
+        return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
+                      all(s.fresh for s in sig), first.flat, all(s.raw for s in sig))
+
+    def _combine(self, states) -> ArchState:
+        return self._sum(states)
+
+    def build(self, sig, channels, ctx: BuildContext):
+        return modules.FanInSum(), channels[0]
+
+
+class FanInConcat(_FanIn):
+    """Concatenation of the branches' channels: K' = mean_b K_b (branches of equal width)."""
+
+    op = "concatenate"
+
+    def signal(self, sig, where: str) -> Signal:
+        first = self._merge_signal(sig, where)
+        if any(s.channels is not None for s in sig):
+            raise fail(where, "FanInConcat concatenates hidden layers of equal width; a branch here still has the "
+                              "input's channels. Give every branch a Dense or Conv layer.")
+        return Signal(first.shape, None, all(s.gaussian for s in sig), all(s.centred for s in sig),
+                      all(s.fresh for s in sig), first.flat)
+
+    def _combine(self, states) -> ArchState:
+        return self._sum(states, 1.0 / len(states))
+
+    def build(self, sig, channels, ctx: BuildContext):
+        return modules.FanInConcat(), sum(channels)
+
+
+def run_serial(layers: Sequence[Layer], state, full_out):
+    """Apply ``layers`` in order, each told whether its output must be in the full layout."""
+    needs = [full_out]
+    for layer in reversed(layers[1:]):
+        needs.append(layer.need(needs[-1]))
+    needs.reverse()
+    for layer, need in zip(layers, needs, strict=True):
+        state = layer.kernel(state, need)
+    return state
+
+
+def serial_need(layers: Sequence[Layer], full_out):
+    need = full_out
+    for layer in reversed(layers):
+        need = layer.need(need)
+    return need
+
+
+def serial_signal(layers: Sequence[Layer], sig, where: str):
+    for i, layer in enumerate(layers):
+        sig = layer.signal(sig, f"{where}layer {i} ({_short(layer)})")
+    return sig
+
+
+def serial_build(layers: Sequence[Layer], signals: Sequence, channels, ctx: BuildContext):
+    built = []
+    for layer, sig in zip(layers, signals, strict=True):
+        module, channels = layer.build(sig, channels, ctx)
+        built.append(module)
+    return nn.Sequential(*built), channels
+
+
+def _short(layer: Layer) -> str:
+    text = repr(layer)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,116 @@
+"""The kernel maps of the layers, on `ArchState`s (one tile at a time).
+
+    affine (Dense, Conv):   Sigma' = w^2 L(K) + b^2,       Theta' = w^2 L(Theta) + Sigma'
+    linear (pooling):       Sigma' = L(K),                 Theta' = L(Theta)
+    nonlinearity:           Sigma' = E[s(u) s(v)],         Theta' = Theta * E[s'(u) s'(v)]
+    normalisation:          Sigma' = K / sqrt(v1 v2),      Theta' = Theta / sqrt(v1 v2)
+
+with L a linear map on the trailing (spatial) dims and (u, v) the centred Gaussian pair of
+covariance [[v1, K], [K, v2]] at each pair of positions. The same map is applied to the
+self-pairs that the state carries; on a block of x against itself they are re-read from the
+block afterwards (see state.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..activations import Activation
+from ..numerics import safe_reciprocal, safe_sqrt
+from . import layout
+from .state import ArchState
+
+Map = Callable[[Tensor, int], Tensor]
+"""A linear map on kernel tensors: f(t, prefix) -> t' (acts on the dims after the prefix)."""
+
+
+def _scaled(t: Tensor, w2, b2) -> Tensor:
+    """w2 * t + b2, in place when nothing is differentiated (t is always a fresh temporary)."""
+    if not torch.is_grad_enabled() and not isinstance(w2, Tensor) and not isinstance(b2, Tensor):
+        if w2 != 1:
+            t.mul_(w2)
+        return t.add_(b2) if b2 != 0 else t
+    return w2 * t + b2
+
+
+def affine(state: ArchState, w2, b2, f: Map, **changes) -> ArchState:
+    """A layer with fresh weights and bias: Sigma' = w2 f(K) + b2, Theta' = w2 f(Theta) + Sigma'."""
+    nngp = _scaled(f(state.nngp, state.prefix), w2, b2)
+    ntk = state.ntk
+    if ntk is not None:
+        if ntk.dim() == 0:          # the input: no parameters below, Theta' = Sigma'
+            ntk = nngp.clone()
+        else:
+            ntk = _scaled(f(ntk, state.prefix), w2, 0.0)
+            ntk = ntk.add_(nngp) if not torch.is_grad_enabled() else ntk + nngp
+    selves = state.self_states()
+    if selves is not None:
+        selves = tuple(_replace_nngp(s, _scaled(f(s.nngp, 1), w2, b2)) for s in selves)
+    return state.with_selves(nngp, ntk, selves, **changes)
+
+
+def linear(state: ArchState, f: Map, **changes) -> ArchState:
+    """A parameter-free linear layer (pooling): the same map on every kernel."""
+    ntk = state.ntk
+    if ntk is not None and ntk.dim() > 0:
+        ntk = f(ntk, state.prefix)
+    selves = state.self_states()
+    if selves is not None:
+        selves = tuple(_replace_nngp(s, f(s.nngp, 1)) for s in selves)
+    return state.with_selves(f(state.nngp, state.prefix), ntk, selves, **changes)
+
+
+def nonlinearity(state: ArchState, act: Activation) -> ArchState:
+    """Sigma' = E[s(u) s(v)] and Theta' = Theta E[s'(u) s'(v)] at every pair of positions."""
+    need_ntk = state.ntk is not None
+    v1, v2 = state.variance_pair()
+    selves = state.self_states()
+    ess, edd = act.expectations(v1, v2, state.nngp, derivative=need_ntk, overwrite=True)
+    ntk = None
+    if need_ntk:
+        ntk = state.ntk.mul_(edd) if not torch.is_grad_enabled() and state.ntk.dim() > 0 else state.ntk * edd
+    if selves is not None:
+        selves = tuple(_replace_nngp(s, _self_expectation(s, act)) for s in selves)
+    return state.with_selves(ess, ntk, selves)
+
+
+def _self_expectation(s: ArchState, act: Activation) -> Tensor:
+    w1, w2 = s.variance_pair()
+    return act.expectations(w1, w2, s.nngp, derivative=False, overwrite=True)[0]
+
+
+def normalise(state: ArchState) -> ArchState:
+    """Divide every kernel by sqrt(v1 v2); after Flatten, v is the mean variance over positions
+    (the normalisation runs over all C * H * W features of an input)."""
+    def scale(s: ArchState) -> Tensor:
+        v1, v2 = s.variance_pair()
+        if s.flat and s.spatial:
+            dims1 = tuple(range(s.prefix, v1.dim()))
+            v1, v2 = v1.mean(dim=dims1, keepdim=True), v2.mean(dim=dims1, keepdim=True)
+        return safe_reciprocal(safe_sqrt(v1 * v2))
+
+    factor = scale(state)
+    ntk = state.ntk
+    if ntk is not None and ntk.dim() > 0:
+        ntk = ntk * factor
+    selves = state.self_states()
+    if selves is not None:
+        selves = tuple(_replace_nngp(s, s.nngp * scale(s)) for s in selves)
+    return state.with_selves(state.nngp * factor, ntk, selves)
+
+
+def readout(state: ArchState, mean: Callable[[Tensor, int], Tensor]) -> ArchState:
+    """From spatial kernels to vector kernels by a mean over positions (Flatten + Dense, GAP)."""
+    return linear(state, mean, spatial=0, full=False, flat=False)
+
+
+def mean_positions(t: Tensor, prefix: int, spatial: int, full: bool) -> Tensor:
+    return layout.mean_positions(t, spatial, full, prefix)
+
+
+def _replace_nngp(s: ArchState, nngp: Tensor) -> ArchState:
+    from dataclasses import replace
+    return replace(s, nngp=nngp)

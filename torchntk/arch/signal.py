@@ -1,0 +1,73 @@
+"""What each layer of an architecture sees, known before any kernel is computed.
+
+A `Signal` describes a layer's output for one input (not its values): its spatial shape, its
+channels, and what the infinite-width limit knows about its law. Layers check their input
+signal (wrong rank, a filter larger than the input, a nonlinearity whose input is not Gaussian,
+branches that cannot be summed) and raise `ArchitectureError` naming themselves, so a bad
+description fails at once with a message that says which layer and why.
+
+Law, in the limit of infinite channels:
+- gaussian: every channel is a centred Gaussian process (outputs of Dense/Conv, and linear
+  maps or sums of such). Only then do a nonlinearity's two expectations follow from the
+  covariance.
+- centred: every channel has mean zero (Gaussian, or an odd nonlinearity of a Gaussian).
+  LayerNorm's mean subtraction vanishes in the limit only then.
+- fresh: the last weighted layer's output, through linear maps only. Two branches are
+  uncorrelated when at least one of them is fresh (its weights are independent of the other
+  branch and have mean zero), which is what makes FanInSum's kernel the sum of the branches'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+class ArchitectureError(ValueError):
+    """A network description that cannot be evaluated as given (the message names the layer)."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One layer's output, per input.
+
+    shape: spatial shape, () for vectors.
+    channels: the number of channels (features) if finite (the raw input), None once it is a
+        hidden layer's width (infinite in the limit).
+    gaussian, centred, fresh: see the module docstring.
+    flat: after Flatten (positions are features; only Dense-like layers may follow).
+    raw: the data itself (or a pooling / flattening of it), before any weights.
+    """
+
+    shape: tuple[int, ...]
+    channels: int | None
+    gaussian: bool
+    centred: bool
+    fresh: bool
+    flat: bool = False
+    raw: bool = False
+
+    @property
+    def spatial(self) -> int:
+        return len(self.shape)
+
+    def describe(self) -> str:
+        what = "vectors" if not self.shape else f"{'x'.join(map(str, self.shape))} positions"
+        width = f"{self.channels} channels" if self.channels is not None else "hidden width"
+        return f"{what} with {width}" + (" (flattened)" if self.flat else "")
+
+    def after_weights(self, shape: tuple[int, ...] | None = None, flat: bool = False) -> Signal:
+        return Signal(self.shape if shape is None else shape, None, True, True, True, flat, False)
+
+    def after_linear(self, **changes) -> Signal:
+        return replace(self, **changes)
+
+
+def input_signal(shape: tuple[int, ...]) -> Signal:
+    """The signal of raw inputs of per-example shape (d,), (C, L) or (C, H, W)."""
+    if len(shape) == 1:
+        return Signal((), shape[0], False, False, False, raw=True)
+    return Signal(tuple(shape[1:]), shape[0], False, False, False, raw=True)
+
+
+def fail(where: str, message: str) -> ArchitectureError:
+    return ArchitectureError(f"{where}: {message}")

@@ -1,0 +1,314 @@
+"""Spatial layers: convolution, pooling and the readouts from images or sequences to vectors.
+
+Inputs are PyTorch's layout, (N, C, L) sequences and (N, C, H, W) images (3-D volumes too).
+Kernel maps (windows.py gives the padding):
+
+    Conv(F, stride s):    Sigma'(p, q) = weight_std^2 (1/|F|) sum_{a in F} K(s p + a, s q + a) + bias_std^2
+    AvgPool(F, s):        K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b)
+    GlobalAvgPool:        K' = mean over all (p, q) of K(p, q)
+    Flatten:              positions become features; a following Dense sees mean_p K(p, p)
+
+Conv and nonlinearities map the diagonal layout (p = q only) to itself, so a network read out by
+Flatten never computes covariances between positions; pooling needs them below it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from ..layers import Dense
+from . import layout, modules, ops
+from .base import BuildContext, Layer, check_int_tuple
+from .signal import Signal, fail
+from .state import ArchState
+from .windows import PADDINGS, out_size, window_sum
+
+
+def _check_padding(padding: Any, where: str) -> str:
+    if padding not in PADDINGS:
+        raise fail(where, f"padding must be one of {PADDINGS}, got {padding!r}.")
+    return padding
+
+
+def _window_map(window: tuple[int, ...], stride: tuple[int, ...], padding: str, sizes: tuple[int, ...],
+                full: bool, diagonal_shift: bool):
+    """The linear map of a Conv (``diagonal_shift``) or an AvgPool on kernel tensors."""
+    def f(t, prefix):
+        for axis, (k, s, size) in enumerate(zip(window, stride, sizes, strict=True)):
+            if not full:
+                t = window_sum(t, (prefix + axis,), size, k, s, padding)
+            elif diagonal_shift:
+                t = window_sum(t, (prefix + 2 * axis, prefix + 2 * axis + 1), size, k, s, padding)
+            else:
+                t = window_sum(t, (prefix + 2 * axis,), size, k, s, padding)
+                t = window_sum(t, (prefix + 2 * axis + 1,), size, k, s, padding)
+        return t
+    return f
+
+
+class _Windowed(Layer):
+    """Shared checks of windowed layers (Conv, AvgPool, MaxPool)."""
+
+    kind = "window"
+
+    def _output_shape(self, sig: Signal, where: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if sig.spatial == 0 or sig.flat:
+            raise fail(where, f"needs inputs with positions, (N, C, L) or (N, C, H, W); it got {sig.describe()}.")
+        window = check_int_tuple(self._window, self.kind, sig.spatial, where)
+        stride = check_int_tuple(window if self._stride is None else self._stride, "stride", sig.spatial, where)
+        for size, k in zip(sig.shape, window, strict=True):
+            if self.padding == "valid" and k > size:
+                raise fail(where, f"the {self.kind} {window} is larger than the input {sig.shape} under "
+                                  "padding='valid'; use a smaller window or padding='same'.")
+            if self.padding == "circular" and k - 1 > size:
+                raise fail(where, f"circular padding wraps at most once: the {self.kind} {window} is too large "
+                                  f"for the input {sig.shape}.")
+        shape = tuple(out_size(n, k, s, self.padding) for n, k, s in zip(sig.shape, window, stride, strict=True))
+        return shape, stride
+
+    def _resolve(self, spatial: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(window, stride) as tuples of ``spatial`` ints (validated by ``signal`` already)."""
+        def spread(v):
+            return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * spatial
+        window = spread(self._window)
+        return window, spread(window if self._stride is None else self._stride)
+
+    def _map(self, state: ArchState, full: bool, diagonal_shift: bool):
+        window, stride = self._resolve(state.spatial)
+        shape = state.nngp.shape[state.prefix:]
+        sizes = tuple(shape[::2]) if state.full else tuple(shape)
+        return _window_map(window, stride, self.padding, sizes, full, diagonal_shift)
+
+
+class Conv(_Windowed):
+    """Convolution with ``filter_shape`` (1-D, 2-D or 3-D), in the NTK parameterisation:
+
+        a~ = (weight_std / sqrt(C_in * prod(filter_shape))) W * a + bias_std * b,   W, b iid N(0, 1)
+
+    (neural-tangents' ``stax.Conv(..., parameterization="ntk")``). Its width is its number of
+    output channels, set by ``spec.network(width=...)``.
+
+    Args:
+        filter_shape: the window, e.g. (3, 3); an int means that size in every axis.
+        stride: an int or a tuple.
+        padding: "valid" (none), "same" (zeros, ceil(size / stride) outputs) or "circular"
+            (wrap-around).
+        bias_std, weight_std: the scales of the bias and the weights.
+    """
+
+    weighted = True
+    kind = "filter"
+
+    def __init__(self, filter_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] = 1,
+                 padding: str = "valid", bias_std: float = 0.1, weight_std: float = 1.0) -> None:
+        self.filter_shape, self.stride, self.padding = filter_shape, stride, padding
+        self.bias_std, self.weight_std = bias_std, weight_std
+
+    @property
+    def _window(self):
+        return self.filter_shape
+
+    @property
+    def _stride(self):
+        return self.stride
+
+    def __repr__(self) -> str:
+        return (f"Conv({_show(self.filter_shape)}, stride={_show(self.stride)}, padding={self.padding!r}, "
+                f"bias_std={_num(self.bias_std)}, weight_std={_num(self.weight_std)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "Conv", "filter_shape": _listed(self.filter_shape), "stride": _listed(self.stride),
+                "padding": self.padding, "bias_std": _num(self.bias_std), "weight_std": _num(self.weight_std)}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        _check_padding(self.padding, where)
+        _check_scales(self, where)
+        if self._stride is None:
+            raise fail(where, "stride must be an int or a tuple of ints, got None.")
+        shape, _ = self._output_shape(sig, where)
+        return sig.after_weights(shape)
+
+    def kernel(self, state: ArchState, full_out) -> ArchState:
+        if state.full and not full_out:
+            state = state.to_diagonal()
+        f = self._map(state, state.full, diagonal_shift=True)
+        return ops.affine(state, _square(self.weight_std), _square(self.bias_std), f)
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        window, stride = self._resolve(sig.spatial)
+        width, index = ctx.next_layer()
+        return modules.NTKConv(channels, width, window, stride=stride, padding=self.padding,
+                               weight_std=float(self.weight_std), bias_std=float(self.bias_std),
+                               parameterization=ctx.parameterization, seed=ctx.seed, index=index,
+                               dtype=ctx.dtype, device=ctx.device), width
+
+
+class AvgPool(_Windowed):
+    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
+    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted."""
+
+    def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
+                 padding: str = "valid") -> None:
+        self.window_shape, self.stride, self.padding = window_shape, stride, padding
+
+    @property
+    def _window(self):
+        return self.window_shape
+
+    @property
+    def _stride(self):
+        return self.stride
+
+    def __repr__(self) -> str:
+        return f"AvgPool({_show(self.window_shape)}, stride={_show(self.stride)}, padding={self.padding!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "AvgPool", "window_shape": _listed(self.window_shape),
+                "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        _check_padding(self.padding, where)
+        shape, _ = self._output_shape(sig, where)
+        # A window mean of Gaussians is Gaussian; of anything else, not.
+        return sig.after_linear(shape=shape)
+
+    def need(self, full_out):
+        return True
+
+    def kernel(self, state: ArchState, full_out) -> ArchState:
+        state = ops.linear(state, self._map(state, True, diagonal_shift=False))
+        return state if full_out else state.to_diagonal()
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        window, stride = self._resolve(sig.spatial)
+        return modules.AvgPool(window, stride, self.padding), channels
+
+
+class MaxPool(_Windowed):
+    """Maximum over windows. Its infinite-width kernels have no closed form (the maximum of
+    correlated Gaussians): finite networks work, and `torchntk.monte_carlo_kernels` estimates
+    the kernels; ``spec.kernels`` raises."""
+
+    def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
+                 padding: str = "valid") -> None:
+        self.window_shape, self.stride, self.padding = window_shape, stride, padding
+
+    @property
+    def _window(self):
+        return self.window_shape
+
+    @property
+    def _stride(self):
+        return self.stride
+
+    def __repr__(self) -> str:
+        return f"MaxPool({_show(self.window_shape)}, stride={_show(self.stride)}, padding={self.padding!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "MaxPool", "window_shape": _listed(self.window_shape),
+                "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        _check_padding(self.padding, where)
+        shape, _ = self._output_shape(sig, where)
+        return Signal(shape, sig.channels, False, False, False)
+
+    def kernel(self, state: ArchState, full_out) -> ArchState:
+        raise NotImplementedError  # refused earlier, in Serial's analysis (see `analytic`)
+
+    analytic = False
+    why_not = ("MaxPool has no closed-form infinite-width kernel (the maximum of correlated Gaussians); "
+               "estimate it with torchntk.monte_carlo_kernels(spec, x1, x2) over finite networks, or use AvgPool.")
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        window, stride = self._resolve(sig.spatial)
+        return modules.MaxPool(window, stride, self.padding), channels
+
+
+class GlobalAvgPool(Layer):
+    """Mean over all positions, (N, C, *positions) -> (N, C): K' = mean over (p, q) of K(p, q)."""
+
+    def __repr__(self) -> str:
+        return "GlobalAvgPool()"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "GlobalAvgPool"}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        if sig.spatial == 0 or sig.flat:
+            raise fail(where, f"needs inputs with positions, (N, C, L) or (N, C, H, W); it got {sig.describe()}.")
+        return sig.after_linear(shape=())
+
+    def need(self, full_out):
+        return True
+
+    def kernel(self, state: ArchState, full_out) -> ArchState:
+        spatial = state.spatial
+        return ops.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix))
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        return modules.GlobalAvgPool(), channels
+
+
+class Flatten(Layer):
+    """(N, C, *positions) -> (N, C * prod(positions)). A Dense layer after it has fan-in
+    C * prod(positions), so it sees the covariance averaged over positions, mean_p K(p, p)."""
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "Flatten"}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        if sig.flat:
+            raise fail(where, "the input is already flat.")
+        channels = None if sig.channels is None else sig.channels * math.prod(sig.shape)
+        return sig.after_linear(flat=sig.spatial > 0, channels=channels)
+
+    def need(self, full_out):
+        return False
+
+    def kernel(self, state: ArchState, full_out) -> ArchState:
+        from dataclasses import replace
+        state = state.to_diagonal()
+        return replace(state, flat=state.spatial > 0)
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        return modules.Flatten(), channels * math.prod(sig.shape)
+
+
+def dense_kernel(layer: Dense, state: ArchState) -> ArchState:
+    """A Dense layer on a vector state, or on a flattened one (mean over positions first)."""
+    spatial, full = state.spatial, state.full
+
+    def f(t, prefix):
+        return layout.mean_positions(t, spatial, full, prefix)
+    return ops.affine(state, _square(layer.weight_std), _square(layer.bias_std), f, spatial=0, full=False,
+                      flat=False)
+
+
+def _square(scale):
+    return scale * scale if not isinstance(scale, (int, float)) else float(scale) ** 2
+
+
+def _check_scales(layer, where: str) -> None:
+    try:
+        Dense(layer.bias_std, layer.weight_std).check()
+    except (TypeError, ValueError) as exc:
+        raise fail(where, str(exc)) from None
+
+
+def _show(value) -> str:
+    return repr(tuple(value)) if isinstance(value, list) else repr(value)
+
+
+def _listed(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _num(scale):
+    return float(scale.item()) if hasattr(scale, "item") else scale

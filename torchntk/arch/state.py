@@ -1,0 +1,162 @@
+"""The kernel state that flows through an architecture, tile by tile.
+
+For a tile of input pairs it holds the layer's NNGP and NTK and, because nonlinearities and
+normalisation need each Gaussian's own variance, the self-pair kernels K(x_i, x_i) of the
+tile's row inputs and column inputs (the full self-covariance over positions when the layout is
+full: after pooling, a variance depends on covariances between positions). On a block of x
+against itself the self-pairs are read off the block's own diagonal instead, so that a point's
+correlation with itself is exactly 1 at every layer. Layouts are described in layout.py.
+
+Every tensor in a state is owned by it: layers may overwrite them in place when no derivative
+is being taken. A layer that hands one state to several consumers (FanOut) gives each a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from . import layout
+
+
+@dataclass(frozen=True)
+class ArchState:
+    """Kernels of one layer's outputs on a tile.
+
+    nngp: (n1, n2, *S) for a block (prefix 2), or (n, *S) for self-pairs (prefix 1).
+    ntk: the same shape; a 0-dim zero before any parameter (the input); None if not wanted.
+    self1, self2: the rows' and columns' self-pairs (n1, *S), (n2, *S); None when the state is
+        itself self-pairs (prefix 1) or a block of x against itself (``same``).
+    spatial: number of spatial axes d (0: vectors); full: layout of S; flat: after Flatten.
+    """
+
+    nngp: Tensor
+    ntk: Tensor | None
+    self1: Tensor | None
+    self2: Tensor | None
+    prefix: int
+    same: bool
+    spatial: int
+    full: bool
+    flat: bool = False
+
+    # -- self-pairs and variances -----------------------------------------------------
+
+    def rows_self(self) -> Tensor:
+        if self.prefix == 1:
+            return self.nngp
+        return layout.read_self(self.nngp) if self.same else self.self1
+
+    def cols_self(self) -> Tensor:
+        if self.prefix == 1:
+            return self.nngp
+        return layout.read_self(self.nngp) if self.same else self.self2
+
+    def variance_pair(self) -> tuple[Tensor, Tensor]:
+        """(rows' variances, columns' variances), shaped to broadcast against ``nngp``.
+
+        Always fresh tensors (never views of nngp), so nngp may be overwritten while they are read.
+        """
+        v1 = layout.variances(self.rows_self(), self.spatial, self.full)
+        v2 = v1 if (self.prefix == 1 or self.same) else layout.variances(self.cols_self(), self.spatial, self.full)
+        if self.prefix == 1 or v1 is self.nngp:
+            v1 = v1.clone()
+        if v2 is self.nngp:
+            v2 = v2.clone()
+        return (layout.rows(v1, self.spatial, self.full, self.prefix),
+                layout.cols(v2, self.spatial, self.full, self.prefix))
+
+    def self_states(self) -> tuple[ArchState, ArchState] | None:
+        """The rows' and columns' self-pairs as prefix-1 states (None unless they are carried)."""
+        if self.prefix == 1 or self.same:
+            return None
+        return (ArchState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat),
+                ArchState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat))
+
+    def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, **changes) -> ArchState:
+        """A new state with these kernels; ``selves`` the new self-pair states (or None)."""
+        s1 = s2 = None
+        if selves is not None:
+            s1, s2 = selves[0].nngp, selves[1].nngp
+        return replace(self, nngp=nngp, ntk=ntk, self1=s1, self2=s2, **changes)
+
+    def copy(self) -> ArchState:
+        def c(t):
+            return None if t is None else t.clone()
+        return replace(self, nngp=c(self.nngp), ntk=c(self.ntk), self1=c(self.self1), self2=c(self.self2))
+
+    def to_diagonal(self) -> ArchState:
+        """The same kernels in the diagonal layout (positions paired with themselves)."""
+        if not self.full:
+            return self
+
+        def d(t, prefix):
+            return None if t is None or t.dim() == 0 else layout.to_diagonal(t, self.spatial, prefix)
+        ntk = self.ntk if self.ntk is None or self.ntk.dim() == 0 else d(self.ntk, self.prefix)
+        return replace(self, nngp=d(self.nngp, self.prefix), ntk=ntk, self1=d(self.self1, 1),
+                       self2=d(self.self2, 1), full=False)
+
+
+def _gram(a: Tensor, b: Tensor, full: bool, diagonal: bool) -> Tensor:
+    """(1/C) sum_c a_c(p) b_c(q) for inputs (n, C, *positions).
+
+    Block (n1, n2, *S) or, with ``diagonal``, self-pairs a against itself (n, *S); S is
+    positions (diagonal layout) or pairs of positions per axis (full layout).
+    """
+    n1, channels, *positions = a.shape
+    d = len(positions)
+    if diagonal:
+        if not full:
+            return (a * a).sum(dim=1) / channels
+        # (n, C, P) x (n, C, P) -> (n, P, P), then the axes interleaved per spatial dim
+        flat = a.reshape(n1, channels, -1)
+        g = torch.bmm(flat.transpose(1, 2), flat) / channels
+        g = g.reshape(n1, *positions, *positions)
+        order = [0] + [i for axis in range(d) for i in (1 + axis, 1 + d + axis)]
+        return g.permute(order).contiguous()
+    n2 = b.shape[0]
+    if not full:
+        # per position: (P, n1, C) @ (P, C, n2)
+        pa = a.reshape(n1, channels, -1).permute(2, 0, 1)
+        pb = b.reshape(n2, channels, -1).permute(2, 1, 0)
+        g = torch.bmm(pa, pb) / channels
+        return g.permute(1, 2, 0).reshape(n1, n2, *positions).contiguous()
+    ga = a.reshape(n1, channels, -1).transpose(1, 2).reshape(-1, channels)
+    gb = b.reshape(n2, channels, -1).transpose(1, 2).reshape(-1, channels)
+    g = (ga @ gb.T / channels).reshape(n1, *positions, n2, *positions)
+    order = [0, 1 + d] + [i for axis in range(d) for i in (1 + axis, 2 + d + axis)]
+    return g.permute(order).contiguous()
+
+
+def input_state(x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full: bool, diagonal: bool = False) -> ArchState:
+    """The state of the network input on a tile: nngp = (1/C) x1 . x2 per pair of positions.
+
+    x1 (n1, C, *positions) or (n1, d) for vectors; x2 likewise, or None for x1 against itself
+    (then the self-pairs on the block's diagonal are set to exactly the rows' own Gram, so that
+    correlations there are exactly 1). ``diagonal``: self-pairs only (prefix 1).
+    """
+    vector = x1.dim() == 2
+    a = x1[:, :, None] if vector else x1      # a vector is one position with d channels
+    spatial = 0 if vector else x1.dim() - 2
+    full = full and spatial > 0
+    ntk = torch.zeros((), dtype=x1.dtype, device=x1.device) if need_ntk else None
+
+    s1 = _gram(a, a, full, diagonal=True)
+    if vector:
+        s1 = s1.reshape(-1)
+    if diagonal:
+        return ArchState(s1, ntk, None, None, 1, False, spatial, full)
+    if x2 is None:
+        block = _gram(a, a, full, diagonal=False)
+        if vector:
+            block = block.reshape(block.shape[0], block.shape[1])
+        torch.diagonal(block, dim1=0, dim2=1).copy_(s1.movedim(0, -1))
+        return ArchState(block, ntk, None, None, 2, True, spatial, full)
+    b = x2[:, :, None] if vector else x2
+    block = _gram(a, b, full, diagonal=False)
+    s2 = _gram(b, b, full, diagonal=True)
+    if vector:
+        block, s2 = block.reshape(block.shape[0], block.shape[1]), s2.reshape(-1)
+    return ArchState(block, ntk, s1, s2, 2, False, spatial, full)
