@@ -10,8 +10,9 @@ A document's examples are its fenced blocks, run in order in one namespace per d
   ``NOT_RUN``: installs, benchmarks (minutes to hours each) and the multi-minute
   `torchntk reproduce` runs, which tests/cli/test_reproduce.py covers at small settings.
 
-A block preceded by ``<!-- requires: NAME -->`` needs a part that may not be installed or
-merged yet (``REQUIREMENTS``); it must be self-contained and runs in its own test.
+A block preceded by ``<!-- requires: NAME -->`` needs an optional dependency that may not be
+installed (``REQUIREMENTS``); it must be self-contained and runs in its own test, which says it
+was skipped, and why, where that dependency is missing.
 """
 
 from __future__ import annotations
@@ -41,20 +42,12 @@ NOT_RUN = re.compile(
     r"|)$")
 
 
-def _has_conv() -> bool:
-    import torchntk
-
-    return all(hasattr(torchntk, name) for name in ("Conv", "AvgPool", "GlobalAvgPool", "Flatten", "FanOut",
-                                                      "parallel", "FanInSum"))
-
-
 def _has_gpytorch() -> bool:
     ours = (ROOT / "torchntk" / "gpytorch").exists() or (ROOT / "torchntk" / "gpytorch.py").exists()
     return ours and importlib.util.find_spec("gpytorch") is not None
 
 
 REQUIREMENTS = {
-    "architectures": (_has_conv, "the convolutional architectures (tn.Conv, tn.AvgPool, ...) are not in torchntk yet"),
     "gpytorch": (_has_gpytorch, "gpytorch or torchntk.gpytorch is not installed"),
 }
 

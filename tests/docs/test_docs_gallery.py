@@ -18,7 +18,7 @@ from doc_blocks import REQUIREMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "docs" / "examples").glob("*.py"))
-NEEDS = {"cnn_digits.py": "architectures"}  # scripts that need a part that may not be merged yet
+NEEDS: dict[str, str] = {}  # script name -> a REQUIREMENTS key, for scripts that need an optional part
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
