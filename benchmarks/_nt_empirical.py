@@ -1,4 +1,4 @@
-"""Neural-tangents side of bench_empirical.py; run by it with /work/nt-venv/bin/python (jax).
+"""Neural-tangents side of bench_empirical.py; run by it with neural-tangents' own venv (jax; docs/benchmarks.md).
 
     python _nt_empirical.py DATA.npz IMPLEMENTATION OUTPUTS REPEATS
 

@@ -5,7 +5,7 @@ Theta(X, X) (N x N), which any many-times prediction needs; each extra time shou
 matrix products only. A t = inf prediction alone uses a Cholesky solve (no eigendecomposition).
 neural-tangents' ``nt.predict.gradient_descent_mse`` (and, for the case with test variances,
 ``gradient_descent_mse_ensemble``, which computes the full covariance) runs beside it on the same
-kernels, in its own venv (jax, float64) through a subprocess, and its numbers are checked against
+kernels, in its own venv (jax, float64; docs/benchmarks.md) through a subprocess, and its numbers are checked against
 ours after converting its time: exp(-lr t_nt K / y.size) with y.size = N k, ours exp(-t K / N), so
 t_nt = t k / lr. Means must agree to 1e-9 relative (max |diff| / max |ours|), variances to 1e-7.
 Each torchntk row prints the method that ran (method="auto"; see torchntk.dynamics.methods) and its
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=20, help="number of times in the many-times prediction")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-variances", action="store_true", help="skip the case with test variances")
-    parser.add_argument("--nt-python", default="/work/nt-venv/bin/python")
+    parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"))
     args = parser.parse_args()
     n, m = args.n_train, args.n_test
     if n == m:

@@ -13,7 +13,7 @@ nn.Linear (standard parameterisation, torch's default initialisation), on N = 64
 the same network in stax (channels last, weights transposed). Each method runs
 in a subprocess of its own (a warm-up call, then --repeats timed calls) so that its peak memory
 is the growth of the process's max RSS over the setup (resource.getrusage). Neural-tangents
-(/work/nt-venv) gets the same weights and inputs and reports its largest difference from our
+($NT_PYTHON; docs/benchmarks.md) gets the same weights and inputs and reports its largest difference from our
 kernel too. Ratios are medians against our "jacobian" method in the same run ("> x" when that
 timed out). The machine is shared: wall times vary run to run, so medians and minimums are both
 shown, with the load average. On an oversubscribed machine OpenMP's spinning threads slow torch
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NT_PYTHON = Path("/work/nt-venv/bin/python")
+NT_PYTHON = Path(os.environ.get("NT_PYTHON", "nt-venv/bin/python"))
 METHODS = ("structured", "jacobian", "ntk_vp")
 CNN_METHODS = ("structured", "jacobian")
 NT_IMPLEMENTATIONS = {"nt structured": 3, "nt jacobian": 1}

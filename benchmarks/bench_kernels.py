@@ -3,10 +3,10 @@
 The floor, measured in the same run on the same inputs: one x x^T product plus one arccos and
 one sqrt pass over an N x N matrix per hidden layer (into preallocated outputs), which any
 implementation of the recursion must do. neural-tangents (JAX) runs beside it when its venv is
-present (../shared/peers/neural-tangents.md); its results are checked against ours too.
+present (docs/benchmarks.md says how to make it); its results are checked against ours too.
 
     .venv/bin/python benchmarks/bench_kernels.py                    # N = 1000, 4000, 8000
-    .venv/bin/python benchmarks/bench_kernels.py --n 2000 --repeats 5 --nt-python /work/nt-venv/bin/python
+    .venv/bin/python benchmarks/bench_kernels.py --n 2000 --repeats 5 --nt-python nt-venv/bin/python
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 4000, 8000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tile", type=int, default=None, help="block side (default: the library's)")
-    parser.add_argument("--nt-python", default="/work/nt-venv/bin/python",
+    parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"),
                         help="python of a venv with neural-tangents; '' to skip")
     args = parser.parse_args()
     spec = tn.mlp(DEPTH, "relu", bias_std=BIAS_STD)

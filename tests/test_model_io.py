@@ -25,7 +25,7 @@ def data():
 
 
 def closed_form(spec, x, y, x_test, t, ridge, kernel):
-    """mean_t and sd_t from the formulas of DESIGN.md, by matrix exponential and solve (no
+    """mean_t and sd_t from the formulas of docs/conventions.md, by matrix exponential and solve (no
     eigendecomposition, unlike the code under test)."""
     nngp_xx, ntk_xx = spec.kernels(x)
     nngp_tx, ntk_tx = spec.kernels(x_test, x)

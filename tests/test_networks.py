@@ -15,7 +15,7 @@ def _x(n=5, d=3, dtype=torch.float64, seed=0):
 
 
 def _reference_forward(net, x):
-    """DESIGN.md's recursion written out from the raw parameters."""
+    """The recursion of docs/conventions.md written out from the raw parameters."""
     a, pre, post = x, [], []
     for index, layer in enumerate(net.dense):
         n_in = layer.weight.shape[1]

@@ -1,8 +1,13 @@
 """torchntk: Neural Tangent Kernels in PyTorch (Jacot, Gabriel, Hongler, 2018).
 
-    import torchntk as tn
-    spec = tn.mlp(depth=4, activation="relu", bias_std=0.1)
-    K, T = spec.kernels(x)          # NNGP Sigma(L) and NTK Theta(L), infinite width
+>>> import torch, torchntk as tn
+>>> spec = tn.mlp(depth=4, activation="relu", bias_std=0.1)
+>>> x = torch.randn(5, 3, dtype=torch.float64)
+>>> K, T = spec.kernels(x)          # NNGP Sigma(L) and NTK Theta(L), infinite width
+>>> K.shape, T.shape
+(torch.Size([5, 5]), torch.Size([5, 5]))
+
+The conventions (parameterisation, depth, time scale, layouts) are in docs/conventions.md.
 """
 
 from ._finite import MAX_DEPTH as MAX_DEPTH

@@ -36,7 +36,7 @@ def _affine(t: Tensor, w2: Scale, b2: Scale) -> Tensor:
 class Dense:
     """a~(l+1) = (weight_std / sqrt(n_l)) W a(l) + bias_std * b, with W, b iid N(0, 1).
 
-    On kernels (DESIGN.md, Proposition 1 and Theorem 1):
+    On kernels (docs/conventions.md, Proposition 1 and Theorem 1):
 
         Sigma' = weight_std^2 * K + bias_std^2          (K the covariance of a(l))
         Theta' = weight_std^2 * Theta_K + Sigma'        (Theta_K the NTK of a(l))

@@ -1,10 +1,18 @@
 """A fitted infinite-width model as plain data: fit, predict, save to and load from a directory.
 
-    model = KernelModel.fit(x, y, ModelSettings(depth=3, kernel="ntk", time=float("inf")))
-    mean, std = model.predict(x_test)          # (M, k) each, in the targets' units
-    model.save("model/");  KernelModel.load("model/")
+>>> import os, tempfile
+>>> import numpy as np
+>>> from torchntk.model_io import KernelModel, ModelSettings
+>>> x, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(40.0).reshape(20, 2)
+>>> model = KernelModel.fit(x, y, ModelSettings(depth=3, kernel="ntk", time=float("inf")))
+>>> mean, std = model.predict(x[:5])          # (M, k) each, in the targets' units
+>>> mean.shape, std.shape
+((5, 2), (5, 2))
+>>> path = model.save(os.path.join(tempfile.mkdtemp(), "model"))
+>>> np.allclose(KernelModel.load(path).predict(x[:5])[0], mean)
+True
 
-The prediction is that of `torchntk.GradientFlow` (DESIGN.md, the paper's Section A.2): the mean
+The prediction is that of `torchntk.GradientFlow` (docs/conventions.md, the paper's Section A.2): the mean
 and standard deviation, over random initialisations, of the output of an infinitely wide network
 trained by gradient flow for time ``time`` on C = (1/2N) sum_i |f(x_i) - y_i|^2 (time = inf: to
 convergence). ``kernel="ntk"`` trains every layer; ``kernel="nngp"`` trains only the readout,

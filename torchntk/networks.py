@@ -1,8 +1,14 @@
-"""Finite networks of a `Serial` description, in the NTK parameterisation (DESIGN.md).
+"""Finite networks of a `Serial` description, in the NTK parameterisation (docs/conventions.md).
 
-    net = mlp(depth=4, activation="relu", bias_std=0.1).network(width=1024, out_features=1, seed=0)
-    y = net(x)                                   # (N, 1)
-    y, hidden = net(x, return_hidden=True)       # hidden["preactivations"], hidden["activations"]
+>>> import torch
+>>> from torchntk import mlp
+>>> net = mlp(depth=4, activation="relu", bias_std=0.1).network(width=1024, out_features=1, seed=0)
+>>> x = torch.randn(6, 3)
+>>> net(x).shape                             # (N, 1)
+torch.Size([6, 1])
+>>> y, hidden = net(x, return_hidden=True)   # hidden["preactivations"], hidden["activations"]
+>>> len(hidden["preactivations"]), hidden["activations"][0].shape
+(3, torch.Size([6, 1024]))
 
 Layer l = 1 .. L maps a(l-1) (N, n_{l-1}) to
 

@@ -1,9 +1,14 @@
 """A network description: one object that gives both the infinite-width kernels and, from the
 same layers, finite networks in the same parameterisation.
 
-    spec = mlp(depth=4, activation="relu", bias_std=0.1)
-    spec = serial(Dense(bias_std=0.1), ReLU(), Dense(bias_std=0.1), Activation(torch.tanh), Dense())
-    K, T = spec.kernels(x1, x2)        # Sigma(L), Theta(L): (N1, N2)
+>>> import torch
+>>> from torchntk import Activation, Dense, ReLU, mlp, serial
+>>> spec = mlp(depth=4, activation="relu", bias_std=0.1)
+>>> spec = serial(Dense(bias_std=0.1), ReLU(), Dense(bias_std=0.1), Activation(torch.tanh), Dense())
+>>> x1, x2 = torch.randn(5, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+>>> K, T = spec.kernels(x1, x2)        # Sigma(L), Theta(L): (N1, N2)
+>>> K.shape, T.shape
+(torch.Size([5, 2]), torch.Size([5, 2]))
 
 Multiple outputs (Theorem 1): the limit NTK of a network with n_L outputs is Theta(L) (x) Id_{n_L}
 and the outputs are iid GPs of covariance Sigma(L) (Proposition 1), so the kernels are scalar;

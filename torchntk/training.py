@@ -4,7 +4,7 @@
     run.t, run.outputs_train, run.ntk, run.weight_change, run.activation_change
 
 The default cost is the paper's C = (1/2N) sum_i |f(x_i) - y_i|^2, so lr * steps is the time t
-of `torchntk.dynamics` (DESIGN.md): a wide network's outputs follow
+of `torchntk.dynamics` (docs/conventions.md): a wide network's outputs follow
 `GradientFlow.predict_steps(steps, lr, f0_train=..., f0_test=...)` with the limiting NTK.
 Recorded quantities (each only when asked, at steps 0, record_every, 2 record_every, ... and the last):
 

@@ -1,6 +1,6 @@
 """Closed-form kernel gradient flow (torchntk.dynamics.GradientFlow, predict_gradient_flow).
 
-The specification, from DESIGN.md (time t = lr * steps, cost (1/2N) sum |f - y|^2):
+The specification, from docs/conventions.md (time t = lr * steps, cost (1/2N) sum |f - y|^2):
     f_t(X) = y + exp(-t Theta / N) (f_0(X) - y)
     mean_t(x) = T_t(x) y,  T_t(x) = Theta(x, X) Theta^-1 (I - exp(-t Theta / N))
     cov_t(x, x') = Sigma(x, x') + T_t(x) Sigma(X, X) T_t(x')^T - T_t(x) Sigma(X, x') - Sigma(x, X) T_t(x')^T
@@ -43,7 +43,7 @@ def problem():
 
 
 def _reference(p, t, kernel="ntk"):
-    """Dense evaluation of the DESIGN.md formulas at one time (numpy, expm and solve)."""
+    """Dense evaluation of the docs/conventions.md formulas at one time (numpy, expm and solve)."""
     theta = p[kernel]
     sigma = p["nngp"]
     tt, st, ss = theta[:N, :N], theta[N:, :N], sigma[N:, N:]

@@ -1,6 +1,6 @@
 """Kernel principal components: eigenpairs of Theta(X, X) / N and the decay of the residual along them.
 
-Specification (DESIGN.md): the residual's coordinate along the i-th eigenfunction of Theta / N
+Specification (docs/conventions.md): the residual's coordinate along the i-th eigenfunction of Theta / N
 decays as exp(-lambda_i t) under gradient flow; eigenfunctions are normalised in the data inner
 product (1/N) sum_j f(x_j)^2 = 1.
 """

@@ -59,7 +59,7 @@ def test_nngp_posterior_mean_without_a_store(data):
 
 
 def test_t_infinity_interpolates_the_training_targets(data, tmp_path):
-    """At t = inf without ridge the trained network fits its training set exactly (DESIGN.md:
+    """At t = inf without ridge the trained network fits its training set exactly (docs/conventions.md:
     f_t(X) = y + exp(-t Theta / N)(f_0(X) - y) -> y), in the mean over initialisations."""
     x, y, _ = data
     model = KernelRegression(SPEC, store=tmp_path / "I.zarr", solver="cg", tol=1e-10, tile=128,

@@ -47,7 +47,7 @@ def test_fig2_matches_the_closed_form_limit_and_the_trained_networks(tmp_path):
     nngp, ntk = spec.kernels(np.vstack([x, grid]))
     t_inf = ntk[4:, :4] @ np.linalg.inv(ntk[:4, :4])  # T_inf(x) = Theta(x, X) Theta^-1
     cov = nngp[4:, 4:] + t_inf @ nngp[:4, :4] @ t_inf.T - t_inf @ nngp[:4, 4:] - nngp[4:, :4] @ t_inf.T
-    # The mean and covariance at t = inf written out from DESIGN.md; float64 solves agree to ~1e-12,
+    # The mean and covariance at t = inf written out from docs/conventions.md; float64 solves agree to ~1e-12,
     # the standard deviation near the training points (variance ~0) to ~1e-7.
     assert np.allclose(section.numbers["gp_mean"], t_inf @ y, atol=1e-10)
     assert np.allclose(section.numbers["gp_std"], np.sqrt(np.clip(np.diag(cov), 0, None)), atol=1e-6)

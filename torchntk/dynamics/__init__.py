@@ -1,10 +1,16 @@
 """Training dynamics in the infinite-width limit: kernel gradient flow and gradient descent.
 
-    pred = predict_gradient_flow(spec, x_train, y_train, x_test, t=[0, 1, 10, float("inf")])
-    pred.mean (T, M, k), pred.cov (T, M, M), pred.train_mean (T, N, k), pred.train_cov (T, N, N)
+>>> import torch, torchntk as tn
+>>> spec = tn.mlp(depth=3, activation="relu", bias_std=0.1)
+>>> x_train, y_train, x_test = torch.randn(8, 2), torch.randn(8, 1), torch.randn(3, 2)
+>>> pred = tn.predict_gradient_flow(spec, x_train, y_train, x_test, t=[0, 1, 10, float("inf")])
+>>> pred.mean.shape, pred.cov.shape              # (T, M, k), (T, M, M)
+(torch.Size([4, 3, 1]), torch.Size([4, 3, 3]))
+>>> pred.train_mean.shape, pred.train_cov.shape  # (T, N, k), (T, N, N)
+(torch.Size([4, 8, 1]), torch.Size([4, 8, 8]))
 
 Time is the paper's: t = lr * steps of full-batch gradient descent on C = (1/2N) sum |f - y|^2,
-so f_t(X) = y + exp(-t Theta / N) (f_0(X) - y) (DESIGN.md). Modules: `flow` (closed forms through
+so f_t(X) = y + exp(-t Theta / N) (f_0(X) - y) (docs/conventions.md). Modules: `flow` (closed forms through
 one eigendecomposition, or `krylov` block Lanczos and a `refined` float32 Cholesky, chosen by
 `methods`), `stored` (means from a kernel store on disk), `spectral` (the time functions), `pca`
 (kernel principal components), `ode` (any cost, by solve_ivp), `losses` (costs shared with

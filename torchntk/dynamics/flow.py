@@ -1,6 +1,6 @@
 """Kernel gradient flow on the least-squares cost, in closed form, through one eigendecomposition.
 
-Conventions (DESIGN.md; the paper's Section A.2). The cost is C = (1/2N) sum_i |f(x_i) - y_i|^2
+Conventions (docs/conventions.md; the paper's Section A.2). The cost is C = (1/2N) sum_i |f(x_i) - y_i|^2
 and time is t = lr * steps of full-batch gradient descent on it, so in function space
 
     d/dt f_t(x) = -(1/N) sum_i Theta(x, x_i) (f_t(x_i) - y_i),
@@ -65,11 +65,15 @@ class GradientFlow:
         eigenvectors: (N, N) its orthonormal eigenvectors (columns).
 
     Example:
+        >>> import torch, torchntk as tn
+        >>> spec, n = tn.mlp(depth=3), 8
+        >>> x_train, y_train, x_test = torch.randn(n, 2), torch.randn(n, 1), torch.randn(3, 2)
         >>> nngp, ntk = spec.kernels(torch.cat([x_train, x_test]))
         >>> flow = GradientFlow(ntk[:n, :n], y_train, nngp_train=nngp[:n, :n])
         >>> pred = flow.predict([0, 10, float("inf")], ntk_test_train=ntk[n:, :n],
         ...                     nngp_test_train=nngp[n:, :n], nngp_test=nngp[n:, n:])
         >>> pred.mean.shape, pred.cov.shape     # (3, M, k), (3, M, M)
+        (torch.Size([3, 3, 1]), torch.Size([3, 3, 3]))
     """
 
     def __init__(self, ntk_train: Any, y_train: Any, *, nngp_train: Any = None, ridge: float = 0.0) -> None:

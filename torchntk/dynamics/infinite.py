@@ -19,7 +19,7 @@ def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = N
                           f0_test: Any = None, train_cov: bool = True, method: str = "auto") -> Prediction:
     """Outputs of the infinite-width network ``spec`` trained by gradient flow, at times ``t``.
 
-    Time is the paper's (DESIGN.md): full-batch gradient descent on C = (1/2N) sum_i |f(x_i) - y_i|^2
+    Time is the paper's (docs/conventions.md): full-batch gradient descent on C = (1/2N) sum_i |f(x_i) - y_i|^2
     with learning rate lr for k steps reaches t = lr * k, and
 
         mean_t(x) = T_t(x) y,   T_t(x) = Theta(x, X) Theta^-1 (I - exp(-t Theta / N)),

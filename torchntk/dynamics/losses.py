@@ -4,7 +4,7 @@ A cost maps the outputs on the N training points, F of shape (N, k), and the tar
 scalar that is a mean over the points, C(F) = (1/N) sum_i l(F_i, y_i). Its gradient
 dC/dF therefore carries the factor 1/N of the paper's inner product, and gradient descent on
 the parameters moves the outputs as d/dt f(x) = -Theta(x, X) dC/dF(X)
-= -(1/N) sum_i Theta(x, x_i) dl/df(x_i) (DESIGN.md).
+= -(1/N) sum_i Theta(x, x_i) dl/df(x_i) (docs/conventions.md).
 """
 
 from __future__ import annotations

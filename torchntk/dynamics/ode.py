@@ -5,7 +5,7 @@ with a fixed kernel moves the outputs as
 
     d/dt f_t(x) = -Theta(x, X) dC/dF(f_t(X)) = -(1/N) sum_i Theta(x, x_i) dl/df(x_i)
 
-(the paper's kernel gradient, DESIGN.md; time t = lr * steps). The right side depends on the
+(the paper's kernel gradient, docs/conventions.md; time t = lr * steps). The right side depends on the
 training outputs only, so the state is G(t) = int_0^t dC/dF ds, of size N k:
 
     dG/dt = dC/dF(F_0 - Theta(X, X) G),   f_t(X) = F_0 - Theta(X, X) G,   f_t(x) = f_0(x) - Theta(x, X) G.

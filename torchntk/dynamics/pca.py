@@ -3,7 +3,7 @@
 On the data set, the kernel's integral operator is Theta(X, X) / N (the inner product
 <f, g> = (1/N) sum_i f(x_i) g(x_i) of the paper). Its eigenpairs (lambda_i, f^(i)) order the
 training: under gradient flow the residual's coordinate along f^(i) decays as exp(-lambda_i t),
-so the leading components are learned first (DESIGN.md; the paper's Section 5 and Figure 3).
+so the leading components are learned first (docs/conventions.md; the paper's Section 5 and Figure 3).
 """
 
 from __future__ import annotations

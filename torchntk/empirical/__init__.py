@@ -1,6 +1,14 @@
 """The empirical (finite-width) neural tangent kernel of any torch.nn.Module.
 
-    T = empirical_ntk(model, x1, x2=None, method="auto", outputs="full")
+>>> import torch, torchntk as tn
+>>> net = tn.mlp(depth=3).network(width=64, out_features=2, seed=0)
+>>> x1 = torch.randn(5, 4)
+>>> tn.empirical_ntk(net, x1, x2=None, method="auto", outputs="full").shape
+torch.Size([5, 5, 2, 2])
+>>> tn.empirical_ntk(net, x1, torch.randn(3, 4), outputs="trace").shape
+torch.Size([5, 3])
+
+::
 
     Theta_kk'(x, x') = sum_p d f_k(x) / d theta_p * d f_k'(x') / d theta_p
 

@@ -1,10 +1,19 @@
 """Large-N kernels: tiled, resumable, out-of-core and distributed kernel matrices, and solvers.
 
-    K = torchntk.kernel_matrix(spec, x, store="K.zarr")       # on disk, resumable, Dask-ready
-    K[:100, :100], np.asarray(K)                               # array-like view
-    result = conjugate_gradients(K, y, ridge=1e-3)             # streams tiles; Nystrom-preconditioned
-    model = KernelRegression(spec, store="K.zarr", ridge=1e-3).fit(x, y)
-    model.predict(x_test)                                      # t = inf mean, or GP posterior mean
+>>> import os, tempfile
+>>> import numpy as np, torchntk as tn
+>>> from torchntk.scale import KernelRegression, conjugate_gradients
+>>> spec, x, y = tn.mlp(depth=3), np.random.default_rng(0).normal(size=(300, 4)), np.ones((300, 1))
+>>> store = os.path.join(tempfile.mkdtemp(), "K.zarr")
+>>> K = tn.kernel_matrix(spec, x, store=store, tile=128, progress=False)   # on disk, resumable, Dask-ready
+>>> K[:100, :100].shape, np.asarray(K).shape                                 # array-like view
+((100, 100), (300, 300))
+>>> result = conjugate_gradients(K, y, ridge=1e-3, rank=32)   # streams tiles; Nystrom-preconditioned
+>>> bool(result.converged)
+True
+>>> model = KernelRegression(spec, store=store, ridge=1e-3, tile=128).fit(x, y)
+>>> model.predict(x[:7]).shape                                # t = inf mean, or GP posterior mean
+(7, 1)
 
 zarr and dask are optional dependencies, imported only when used.
 """

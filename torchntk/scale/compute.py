@@ -155,8 +155,12 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         carries ``summary``: tiles computed and skipped, seconds, entries/s.
 
     Example:
-        >>> K = torchntk.kernel_matrix(torchntk.mlp(4), x, store="K.zarr")   # doctest: +SKIP
-        >>> K[:100, :100], np.asarray(K)                                      # doctest: +SKIP
+        >>> import os, tempfile
+        >>> import numpy as np, torchntk
+        >>> x, store = np.random.default_rng(0).normal(size=(200, 3)), os.path.join(tempfile.mkdtemp(), "K.zarr")
+        >>> K = torchntk.kernel_matrix(torchntk.mlp(4), x, store=store, tile=128, progress=False)
+        >>> K[:100, :100].shape, np.asarray(K).shape
+        ((100, 100), (200, 200))
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}.")

@@ -6,7 +6,7 @@ With X the N training inputs, y their targets (N,) or (N, k), K = Theta(X, X) or
     mean(x) = k(x, X) (K + ridge I)^-1 y
 
 For kind="ntk" and ridge 0 this is the mean over initialisations of the trained network's output
-at t = inf, Theta(x, X) Theta^-1 y (DESIGN.md; the 1/N time scale drops out at t = inf); for
+at t = inf, Theta(x, X) Theta^-1 y (docs/conventions.md; the 1/N time scale drops out at t = inf); for
 kind="nngp" it is the posterior mean of the GP prior f ~ GP(0, Sigma(L)) with noise variance
 ``ridge``. In-memory predictions at finite t live in `torchntk.dynamics`.
 """
@@ -67,8 +67,13 @@ class KernelRegression:
         kernel_: the `KernelMatrix` store, or None.
 
     Example:
-        >>> model = KernelRegression(torchntk.mlp(4), store="K.zarr", ridge=1e-4)  # doctest: +SKIP
-        >>> model.fit(x_train, y_train).predict(x_test)                          # doctest: +SKIP
+        >>> import os, tempfile
+        >>> import numpy as np, torchntk
+        >>> rng, store = np.random.default_rng(0), os.path.join(tempfile.mkdtemp(), "K.zarr")
+        >>> x_train, y_train, x_test = rng.normal(size=(200, 3)), rng.normal(size=(200, 1)), rng.normal(size=(5, 3))
+        >>> model = KernelRegression(torchntk.mlp(4), store=store, ridge=1e-4, tile=128)
+        >>> model.fit(x_train, y_train).predict(x_test).shape
+        (5, 1)
     """
 
     def __init__(self, spec: Any, kind: str = "ntk", ridge: float = 0.0, store: str | os.PathLike | None = None,

@@ -2,7 +2,7 @@
 gradients beyond memory.
 
 Both solve the system of kernel regression, x = (K + ridge I)^-1 y, whose solution gives the
-t = inf mean of the NTK gradient flow, Theta(x, X) Theta(X, X)^-1 y (DESIGN.md, ridge 0), or the
+t = inf mean of the NTK gradient flow, Theta(x, X) Theta(X, X)^-1 y (docs/conventions.md, ridge 0), or the
 GP posterior mean with the NNGP kernel.
 """
 

@@ -1,6 +1,11 @@
 """scikit-learn adapters: estimators that fit like any other model, and GP kernels.
 
-    from torchntk.sklearn import NTKRegressor, NTKClassifier, NTKKernel, NNGPKernel
+>>> import numpy as np
+>>> from torchntk.sklearn import NTKRegressor, NTKClassifier, NTKKernel, NNGPKernel
+>>> X, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20.0)
+>>> mean, std = NTKRegressor(depth=3, ridge=1e-3).fit(X, y).predict(X[:4], return_std=True)
+>>> mean.shape, std.shape
+((4,), (4,))
 
 Importing this module imports scikit-learn (an optional dependency: pip install
 "torchntk[sklearn]"); ``import torchntk`` alone never does.

@@ -4,7 +4,7 @@
     reg = NTKRegressor(depth=3, kernel="ntk").fit(X, y)
     mean, std = reg.predict(X_test, return_std=True)
 
-Both estimators predict with `torchntk.GradientFlow` (the paper's Section A.2; DESIGN.md): the
+Both estimators predict with `torchntk.GradientFlow` (the paper's Section A.2; docs/conventions.md): the
 output of a fully-connected network of infinite width, ``depth`` dense layers in the NTK
 parameterisation, trained by gradient flow on C = (1/2N) sum_i |f(x_i) - y_i|^2 for time ``time``
 (t = lr * steps; inf = to convergence), averaged over random initialisations. ``kernel="ntk"``

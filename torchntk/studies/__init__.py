@@ -1,11 +1,14 @@
 """Finite networks beside the infinite-width theory: the paper's experiments and width sweeps.
 
-    from torchntk.studies import reproduce, quick_settings
-    reproduce(quick_settings(), seed=0, out="report/")        # what `torchntk reproduce` runs
+>>> from torchntk.studies import NetworkSettings, SweepSettings, load_data, quick_settings
+>>> settings = SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), widths=(64, 256, 1024))
+>>> data = load_data("gaussian", 12, dim=3)
+>>> data.x.shape, data.y.shape
+((12, 3), (12, 1))
 
-    from torchntk.studies import study, SweepSettings, NetworkSettings, load_data
-    study(SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), widths=(64, 256, 1024)),
-          load_data("gaussian", 12, dim=3), seed=0, out="study/")
+``study(settings, data, seed=0, out="study/")`` then runs the sweep and writes the report (a minute
+or more), and ``reproduce(quick_settings(), seed=0, out="report/")`` is what `torchntk reproduce`
+runs (a few minutes); docs/guides/studies.md shows both.
 
 Modules: `data` (built-in data sets), `rates` (log-log slopes with uncertainty), `measures`
 (the theorems' distances), `theorems` (the width sweep), `fig1_ntk`, `fig2_regression`,

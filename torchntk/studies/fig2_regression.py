@@ -3,7 +3,7 @@
 Depth-4 ReLU networks (beta = 0.1) of two widths, several initializations each, trained by full-
 batch gradient descent on C = (1/2N) sum_i (f(x_i) - y_i)^2 over 4 points of the unit circle.
 In the infinite-width limit the trained function at t = inf is Gaussian over initializations
-with mean Theta(x, X) Theta^-1 y and the covariance of `torchntk.dynamics` (DESIGN.md), whose
+with mean Theta(x, X) Theta^-1 y and the covariance of `torchntk.dynamics` (docs/conventions.md), whose
 10th, 50th and 90th percentiles the figure shows. The paper does not give the 4 points; the
 angles (-2.2, -1, 1, 2.2) with targets (-0.4, -0.2, 0.3, 0.3) are our documented choice.
 """
@@ -98,7 +98,7 @@ def _section(settings, angles, curves, fit_error, gp_mean, gp_std, z90, path, sl
         f"{settings.lr:g} (t = {settings.steps * settings.lr:g}) on 4 points of the unit circle at angles "
         f"{', '.join(f'{a:g}' for a in settings.angles)} with targets {', '.join(f'{v:g}' for v in settings.targets)} "
         "(the paper does not give its points; these are our choice). Black: the 10th, 50th and 90th percentiles "
-        "of the limit Gaussian at t = ∞ (mean Θ(x, X)Θ⁻¹y and the covariance of DESIGN.md).",
+        "of the limit Gaussian at t = ∞ (mean Θ(x, X)Θ⁻¹y and the covariance of torchntk's docs/conventions.md).",
         f"Coverage counts the angles where the limit's standard deviation is at least {100 * BAND_FLOOR:g}% of its "
         f"largest value ({int(keep.sum())} of {len(angles)} angles): next to the training points every trained "
         "function is pinned and rounding decides in or out. The mean of z² = ((f − mean)/sd)² is 1 for the limit.",

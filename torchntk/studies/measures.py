@@ -1,6 +1,6 @@
 """The quantities the appendix's statements speak about, measured on finite networks.
 
-Operator norms on a data set follow the paper (Appendix A, DESIGN.md): for a kernel K with
+Operator norms on a data set follow the paper (Appendix A, docs/conventions.md): for a kernel K with
 values K_kk'(x_i, x_j) on N points and n_L outputs, ||K||_op is the top eigenvalue of the
 (N n_L) x (N n_L) Gram matrix divided by N; for a difference of kernels (indefinite) it is the
 largest eigenvalue in absolute value, divided by N.

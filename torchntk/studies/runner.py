@@ -178,7 +178,8 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
         "experiments of the paper's Section 6, then the appendix's statements measured over a sweep of widths. Every "
         "number in this report was measured by this run; each claim says whether the run bears it out, and by "
         "which criterion.",
-        "Conventions (DESIGN.md): NTK parameterization with parameters iid N(0, 1); depth counts dense layers; "
+        "Conventions (torchntk's docs/conventions.md): NTK parameterization, parameters iid N(0, 1); depth counts "
+        "dense layers; "
         "cost C = (1/2N) Σ|f(x_i) − y_i|² and time t = learning rate × steps; the operator norm of a kernel on N "
         "points is the top |eigenvalue| of its Gram matrix divided by N.",
     ]
