@@ -97,7 +97,7 @@ def compare(ours: np.ndarray, theirs: np.ndarray) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nt-python", default="/work/nt-venv/bin/python")
+    parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"))
     args = parser.parse_args()
     x = inputs()
     theirs = run_neural_tangents(args.nt_python, x)

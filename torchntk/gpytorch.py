@@ -195,9 +195,9 @@ class NNGPKernel(_InfiniteWidthKernel):
         >>> import torch
         >>> from torchntk.gpytorch import NNGPKernel
         >>> k = NNGPKernel(depth=2, bias_std=0.5)
-        >>> k(torch.eye(2, dtype=torch.float64)).to_dense().round(decimals=4)
+        >>> k(torch.eye(2, dtype=torch.float64)).to_dense().detach().round(decimals=4)
         tensor([[0.6250, 0.4386],
-                [0.4386, 0.6250]], dtype=torch.float64, grad_fn=<RoundBackward0>)
+                [0.4386, 0.6250]], dtype=torch.float64)
     """
 
     _kind = "nngp"

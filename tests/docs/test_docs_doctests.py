@@ -24,6 +24,7 @@ MODULES = [
     "torchntk.model_io",
     "torchntk.networks",
     "torchntk.spec",
+    "torchntk.gpytorch",
 ]
 
 
