@@ -149,9 +149,8 @@ class Conv(_Windowed):
                                dtype=ctx.dtype, device=ctx.device), width
 
 
-class AvgPool(_Windowed):
-    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
-    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted."""
+class _Pool(_Windowed):
+    """Shared arguments of the pooling layers: a window, a stride (None: the window), padding."""
 
     def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
                  padding: str = "valid") -> None:
@@ -166,11 +165,17 @@ class AvgPool(_Windowed):
         return self.stride
 
     def __repr__(self) -> str:
-        return f"AvgPool({_show(self.window_shape)}, stride={_show(self.stride)}, padding={self.padding!r})"
+        return (f"{type(self).__name__}({_show(self.window_shape)}, stride={_show(self.stride)}, "
+                f"padding={self.padding!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": "AvgPool", "window_shape": _listed(self.window_shape),
+        return {"layer": type(self).__name__, "window_shape": _listed(self.window_shape),
                 "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding}
+
+
+class AvgPool(_Pool):
+    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
+    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted."""
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
@@ -197,29 +202,10 @@ class AvgPool(_Windowed):
         return modules.AvgPool(window, stride, self.padding), channels
 
 
-class MaxPool(_Windowed):
+class MaxPool(_Pool):
     """Maximum over windows. Its infinite-width kernels have no closed form (the maximum of
     correlated Gaussians): finite networks work, and `torchntk.monte_carlo_kernels` estimates
     the kernels; ``spec.kernels`` raises."""
-
-    def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
-                 padding: str = "valid") -> None:
-        self.window_shape, self.stride, self.padding = window_shape, stride, padding
-
-    @property
-    def _window(self):
-        return self.window_shape
-
-    @property
-    def _stride(self):
-        return self.stride
-
-    def __repr__(self) -> str:
-        return f"MaxPool({_show(self.window_shape)}, stride={_show(self.stride)}, padding={self.padding!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": "MaxPool", "window_shape": _listed(self.window_shape),
-                "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding}
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
@@ -227,7 +213,8 @@ class MaxPool(_Windowed):
         return Signal(shape, sig.channels, False, False, False)
 
     def kernel(self, state: ArchState, full_out) -> ArchState:
-        raise NotImplementedError  # refused earlier, in Serial's analysis (see `analytic`)
+        from .signal import ArchitectureError  # Serial.analyse refuses it first; this guards direct use
+        raise ArchitectureError(f"{self!r}: {self.why_not}")
 
     analytic = False
     why_not = ("MaxPool has no closed-form infinite-width kernel (the maximum of correlated Gaussians); "
