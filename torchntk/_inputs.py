@@ -55,17 +55,8 @@ def as_features(x: Any, name: str, dtype: torch.dtype, device: torch.device | No
 
 
 def as_pair(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
-    """Checked (x1, x2) and whether the caller gave numpy (and so wants numpy back)."""
-    check_dtype(dtype)
-    numpy_in = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
-    t1 = as_features(x1, "x1", dtype)
-    if x2 is None:
-        return t1, None, numpy_in
-    t2 = as_features(x2, "x2", dtype, device=t1.device)
-    if t2.shape[1] != t1.shape[1]:
-        raise ValueError(f"x1 and x2 must have the same number of features: x1 has {t1.shape[1]}, "
-                         f"x2 has {t2.shape[1]}.")
-    return t1, t2, numpy_in
+    """Checked (N, d) inputs (x1, x2) and whether the caller gave numpy (and so wants numpy back)."""
+    return _pair(x1, x2, dtype, as_features)
 
 
 def to_output(t: Tensor, numpy_out: bool) -> Any:
@@ -97,13 +88,20 @@ def _reshaped(x: Any, shape: tuple[int, ...]) -> Any:
 
 def as_pair_batches(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
     """Checked (x1, x2) of any supported rank (see `as_batch`), and whether numpy came in."""
+    return _pair(x1, x2, dtype, as_batch)
+
+
+def _pair(x1: Any, x2: Any | None, dtype: torch.dtype, read) -> tuple[Tensor, Tensor | None, bool]:
     check_dtype(dtype)
     numpy_in = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
-    t1 = as_batch(x1, "x1", dtype)
+    t1 = read(x1, "x1", dtype)
     if x2 is None:
         return t1, None, numpy_in
-    t2 = as_batch(x2, "x2", dtype, device=t1.device)
+    t2 = read(x2, "x2", dtype, device=t1.device)
     if t2.shape[1:] != t1.shape[1:]:
+        if t1.dim() == 2 and t2.dim() == 2:
+            raise ValueError(f"x1 and x2 must have the same number of features: x1 has {t1.shape[1]}, "
+                             f"x2 has {t2.shape[1]}.")
         raise ValueError(f"x1 and x2 must have the same per-example shape: x1 is {tuple(t1.shape)}, "
                          f"x2 is {tuple(t2.shape)}.")
     return t1, t2, numpy_in

@@ -145,9 +145,10 @@ def test_conformance(name):
     # positive semi-definite (to round-off)
     for m in (k_all, t_all):
         assert np.linalg.eigvalsh(m).min() > -1e-12 * np.abs(m).max()
-    # float32 close to float64: about 1e-6 relative (a few float32 ulps per layer)
+    # float32 close to float64: measured 0.6-1.4 float32 eps (1.2e-7); 2e-6 is 16 eps, room for
+    # a few roundings per layer in these 3-4 layer networks, far below any modelling error
     k32, t32 = spec.kernels(x, dtype=torch.float32)
-    assert _rel(k32, k) < 2e-5 and _rel(t32, t) < 2e-5
+    assert _rel(k32, k) < 2e-6 and _rel(t32, t) < 2e-6
     # numpy in, numpy out; tensors in, tensors out
     assert isinstance(k, np.ndarray) and isinstance(spec.ntk(torch.as_tensor(x)), torch.Tensor)
 

@@ -68,12 +68,7 @@ class PiecewiseLinear(Activation):
         positive = bool((var1 > 0).all()) and bool((var2 > 0).all())
         # cov is 0 wherever a variance is: divide by a positive stand-in there, rho = 0.
         rho = cov.div_(norm if positive else norm.clamp_min(torch.finfo(norm.dtype).tiny)).clamp_(-1.0, 1.0)
-        edge = 1 - snap_width(rho.dtype)
-        # Only blocks holding a point's self-correlation or near-duplicates need the snap; on the
-        # CPU one read-only reduction finds out, cheaper than the compare-and-fill passes it saves
-        # (on a GPU the reduction would cost a device sync, so there it is skipped).
-        if rho.device.type != "cpu" or float(rho.amax()) > edge:
-            rho.masked_fill_(rho > edge, 1.0)
+        rho.masked_fill_(rho > 1 - snap_width(rho.dtype), 1.0)
         pi_j0 = torch.neg(rho).arccos_()               # pi - theta = arccos(-rho), exact near rho = -1 too
         # sin theta; |rho| <= 1 makes 1 - rho^2 >= 0 in floating point, so no clamp is needed
         ess = torch.addcmul(_ONE.to(rho), rho, rho, value=-1.0).sqrt_()

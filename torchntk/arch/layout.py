@@ -44,8 +44,6 @@ def rows(var: Tensor, spatial: int, full: bool, prefix: int) -> Tensor:
         for size in var.shape[1:]:
             shape += [size, 1]
         var = var.reshape(shape)
-    elif spatial == 0 and prefix == 2:
-        return var[:, None]
     return var[:, None] if prefix == 2 else var
 
 

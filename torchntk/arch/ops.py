@@ -14,13 +14,13 @@ block afterwards (see state.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from ..activations import Activation
 from ..numerics import safe_reciprocal, safe_sqrt
-from . import layout
 from .state import ArchState
 
 Map = Callable[[Tensor, int], Tensor]
@@ -107,10 +107,5 @@ def readout(state: ArchState, mean: Callable[[Tensor, int], Tensor]) -> ArchStat
     return linear(state, mean, spatial=0, full=False, flat=False)
 
 
-def mean_positions(t: Tensor, prefix: int, spatial: int, full: bool) -> Tensor:
-    return layout.mean_positions(t, spatial, full, prefix)
-
-
 def _replace_nngp(s: ArchState, nngp: Tensor) -> ArchState:
-    from dataclasses import replace
     return replace(s, nngp=nngp)
