@@ -182,6 +182,39 @@ def test_ridge_is_absolute_and_gives_kernel_ridge_regression(problem):
     _close(pred.train_mean[0], tt @ np.linalg.solve(tt + ridge * np.eye(N), p["y"].numpy()))
 
 
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_ridge_leaves_the_callers_kernel_untouched(problem, as_numpy):
+    """The checked kernel shares memory with a float64 tensor or array passed in; the ridge goes on
+    a copy, so the caller's matrix and a second flow built from it are unchanged."""
+    p = problem
+    tt = torch.tensor(p["ntk"][:N, :N], dtype=torch.float64)
+    given = tt.numpy() if as_numpy else tt
+    before = tt.clone()
+    flow = GradientFlow(given, p["y"], ridge=0.5)
+    assert torch.equal(tt, before)
+    # eigh against eigvalsh of the same matrix: different LAPACK paths, agreement to round-off.
+    expected = torch.linalg.eigvalsh(before + 0.5 * torch.eye(N, dtype=torch.float64))
+    torch.testing.assert_close(flow.eigenvalues, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_symmetry_is_checked_on_every_pair():
+    """An asymmetry beyond rounding anywhere (here in the last, partial tile of the check's
+    512-blocks) is refused; rounding-level asymmetry is averaged away."""
+    from torchntk.dynamics._checks import as_square_kernel
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(1100, 1100, generator=g, dtype=torch.float64)
+    k = a @ a.T
+    bad = k.clone()
+    bad[1099, 3] += 1e-3 * float(k.abs().max())
+    with pytest.raises(ValueError, match="not symmetric"):
+        GradientFlow(bad, torch.zeros(1100))
+    noisy = k.clone()
+    noisy[1099, 3] += 1e-14 * float(k.abs().max())
+    out = as_square_kernel(noisy, "ntk_train")
+    assert torch.equal(out, out.T) and float((out - k).abs().max()) <= 1e-14 * float(k.abs().max())
+
+
 def test_from_eigh_rebuilds_the_same_flow(problem):
     p = problem
     flow = GradientFlow(p["ntk"][:N, :N], p["y"], nngp_train=p["nngp"][:N, :N], ridge=0.01)

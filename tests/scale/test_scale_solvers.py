@@ -105,6 +105,25 @@ def test_computed_kernel_products_match_dense(problem):
     torch.testing.assert_close(stored.matmul(y[:, 0]), dense @ y[:, 0], rtol=1e-12, atol=1e-9)
 
 
+def test_stored_products_map_the_raw_chunks_and_match_dense(problem, monkeypatch):
+    """Stores written by kernel_matrix hold plain bytes, so products map the chunk files directly
+    (zarr decoding is the slow path: 13x slower per pass at k = 1 when it was taken by mistake).
+    Several columns and a tile grid with a partial last tile (2000 = 2 x 768 + 464) exercise both
+    products of each slab, the transposed one accumulated into its own buffer."""
+    x, y, store, dense = problem
+    from torchntk.scale.store import KernelStore
+
+    assert store.store.raw_chunks("ntk")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the product decoded a tile through zarr instead of mapping it")
+
+    monkeypatch.setattr(KernelStore, "read_block", no_decoding)
+    stored = StoredKernel(store)
+    # float64 tiles, sums of 2000 products in another order: round-off well below 1e-12 relative.
+    torch.testing.assert_close(stored.matmul(y), dense @ y, rtol=1e-12, atol=1e-9)
+
+
 def test_cholesky_refuses_indefinite_with_advice():
     with pytest.raises(ValueError, match="ridge"):
         cholesky_solve(torch.tensor([[1.0, 2.0], [2.0, 1.0]]), torch.ones(2))

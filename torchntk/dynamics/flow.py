@@ -60,6 +60,10 @@ class GradientFlow:
             evaluated at X (at t = inf they equal y only when ridge = 0). neural-tangents'
             relative ``diag_reg`` is ridge = diag_reg * trace(Theta(X, X)) / N.
 
+    A symmetric float64 ``ntk_train`` (or ``nngp_train``) tensor is kept by reference, not copied
+    (an N x N copy would cost as much as the checks): do not change it in place while the flow is
+    in use.
+
     Attributes:
         eigenvalues: (N,) eigenvalues of Theta(X, X) + ridge * I (ascending).
         eigenvectors: (N, N) its orthonormal eigenvectors (columns).
@@ -79,8 +83,10 @@ class GradientFlow:
     def __init__(self, ntk_train: Any, y_train: Any, *, nngp_train: Any = None, ridge: float = 0.0) -> None:
         kernel = as_square_kernel(ntk_train, "ntk_train")
         ridge = check_ridge(ridge)
-        eye = torch.eye(kernel.shape[0], dtype=kernel.dtype, device=kernel.device)
-        self._setup(kernel + ridge * eye, None, y_train, nngp_train, ridge, input_eps(ntk_train))
+        if ridge:  # a copy: the checked kernel may share memory with the caller's tensor or array
+            kernel = kernel.clone()
+            kernel.diagonal().add_(ridge)
+        self._setup(kernel, None, y_train, nngp_train, ridge, input_eps(ntk_train))
 
     @classmethod
     def from_eigh(cls, eigenvalues: Any, eigenvectors: Any, y_train: Any, *, nngp_train: Any = None,

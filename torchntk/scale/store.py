@@ -495,7 +495,8 @@ class KernelStore:
         codec this module creates, and the only one `check_arrays` accepts), so that
         `map_stored_tile` may map them directly."""
         meta = self.array(name).metadata.to_dict()
-        return (meta.get("codecs") == [{"name": "bytes", "configuration": {"endian": "little"}}]
+        # zarr gives the codecs as a tuple or a list depending on its version: compare as a list.
+        return (list(meta.get("codecs") or ()) == [{"name": "bytes", "configuration": {"endian": "little"}}]
                 and meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}})
 
     def map_stored_tile(self, name: str, i: int, j: int) -> np.ndarray:
