@@ -92,7 +92,8 @@ def symmetry_gap(k: Tensor) -> float:
     gap = torch.zeros((), dtype=k.dtype, device=k.device)
     for i in range(0, n, b):
         for j in range(i, n, b):
-            gap = torch.maximum(gap, torch.linalg.vector_norm(k[i:i + b, j:j + b] - k[j:j + b, i:i + b].T, float("inf")))
+            pair_gap = torch.linalg.vector_norm(k[i:i + b, j:j + b] - k[j:j + b, i:i + b].T, float("inf"))
+            gap = torch.maximum(gap, pair_gap)
     return float(gap)
 
 
