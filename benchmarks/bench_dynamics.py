@@ -46,10 +46,10 @@ load = lambda name: jax.numpy.asarray(np.load(f"{folder}/{name}.npy", allow_pick
 k_tt, k_st, y = load("k_train_train"), load("k_test_train"), load("y_train")
 times = json.loads(sys.argv[3])
 result = {}
-def timed(label, fn):
+def timed(label, fn, count=None):
     jax.block_until_ready(fn())  # warm-up: JAX compiles each operation for these shapes on first use
     runs = []
-    for _ in range(repeats):
+    for _ in range(repeats if count is None else count):
         start = time.perf_counter(); out = fn(); jax.block_until_ready(out); runs.append(time.perf_counter() - start)
     result[label] = sorted(runs)[len(runs) // 2]
     return out
@@ -83,7 +83,7 @@ if len(sys.argv) > 4:
     def ensemble():
         fn = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train_marker, y, learning_rate=1.0)
         return fn(jax.numpy.asarray(var_times), x_test_marker, get="ntk", compute_cov=True)
-    out = timed("variances", ensemble)
+    out = timed("variances", ensemble, count=1)  # minutes per run: one timed run after the warm-up
     np.save(f"{folder}/nt_variances_mean.npy", np.asarray(out.mean))
     np.save(f"{folder}/nt_variances.npy", np.asarray(jax.numpy.diagonal(out.covariance, axis1=-2, axis2=-1)))
 print(json.dumps(result))
@@ -228,8 +228,9 @@ def main() -> None:
     if "variances (var)" in agreement:
         print(f"{'  test variances (diagonal of NT covariance)':44s} {'':10s} {'':8s} {'':16s} {'':10s} "
               f"{agreement['variances (var)']:14.1e}")
-    print(f"\nmedians of {args.repeats} runs; NT times converted as t_nt = t * k / lr (k = {k}, lr = 1). "
-          "neural-tangents has no variances-only option: its row computes the full (T, M, M) covariance.")
+    print(f"\nmedians of {args.repeats} runs (neural-tangents' variance row: one run after its warm-up); NT times "
+          f"converted as t_nt = t * k / lr (k = {k}, lr = 1). neural-tangents has no variances-only option: its row "
+          "computes the full (T, M, M) covariance.")
     print(machine_line() + " (at end)")
     means = {key: value for key, value in agreement.items() if key != "variances (var)"}
     if means and max(means.values()) > 1e-9:
