@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from machine import machine_line
 
 import torchntk as tn
 from torchntk.dynamics import GradientFlow
@@ -129,14 +130,6 @@ def run_neural_tangents(python: str, folder: str, times: dict[str, list[float]],
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine_line() -> str:
-    """Load average and thread settings: timings on a shared machine mean little without them."""
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    env = {name: os.environ.get(name, "unset") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")}
-    return (f"load average (1, 5, 15 min): {load}; cores: {os.cpu_count()}; torch threads: "
-            f"{torch.get_num_threads()}; " + ", ".join(f"{k}={v}" for k, v in env.items()))
-
-
 def relative(ours: torch.Tensor, theirs: np.ndarray) -> float:
     ours = ours.numpy()
     return float(np.abs(theirs.reshape(ours.shape) - ours).max() / np.abs(ours).max())
@@ -156,7 +149,7 @@ def main() -> None:
         raise SystemExit("--n-train and --n-test must differ (the neural-tangents kernel stand-in tells them apart "
                          "by their row counts).")
 
-    print(machine_line() + " (at start)", flush=True)
+    print(machine_line(("XLA_FLAGS",)) + " (at start)", flush=True)
     x, y, source = load_data(n, m)
     spec = tn.mlp(4, "relu", bias_std=0.1)
     start = time.perf_counter()
@@ -231,7 +224,7 @@ def main() -> None:
     print(f"\nmedians of {args.repeats} runs (neural-tangents' variance row: one run after its warm-up); NT times "
           f"converted as t_nt = t * k / lr (k = {k}, lr = 1). neural-tangents has no variances-only option: its row "
           "computes the full (T, M, M) covariance.")
-    print(machine_line() + " (at end)")
+    print(machine_line(("XLA_FLAGS",)) + " (at end)")
     means = {key: value for key, value in agreement.items() if key != "variances (var)"}
     if means and max(means.values()) > 1e-9:
         raise SystemExit(f"torchntk and neural-tangents means disagree beyond 1e-9 relative: {agreement}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -38,20 +37,13 @@ import sys
 import time
 from pathlib import Path
 
+from machine import machine_line
+
 HERE = Path(__file__).resolve()
 
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-
-
-def machine_line() -> str:
-    import torch
-
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    env = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-    return (f"load average (1, 5, 15 min): {load}; cores: {os.cpu_count()}; torch threads: "
-            f"{torch.get_num_threads()}; {env}")
 
 
 def make_data(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ ru_maxrss):
 
 --skip-full skips step 2 (step 4 then uses store B; otherwise B is deleted before step 4 so
 that one store, not two, competes for the page cache). Stores are deleted at the end unless
---keep. The machine is shared: wall times vary between runs.
+--keep. The load average and thread counts are printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import machine_line
 
 HERE = Path(__file__).resolve()
 
@@ -183,6 +185,7 @@ def main() -> None:
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    print(machine_line() + " (at start)", flush=True)
     store_a, store_b = args.workdir / "A.zarr", args.workdir / "B.zarr"
     for store in (store_a, store_b):
         shutil.rmtree(store, ignore_errors=True)
@@ -252,6 +255,7 @@ def main() -> None:
           f"({'converged' if cg['converged'] else 'NOT converged'}), {cg['seconds']:.1f} s, of which "
           f"{cg['first_iteration_s']:.1f} s to the end of iteration 1 (the sketch and one product) |")
     print(f"| peak resident memory (CG child) | {cg['peak_rss_gib']:.2f} GiB |")
+    print(machine_line() + " (at end)")
     if not args.keep:
         for store in (store_a, store_b):
             shutil.rmtree(store, ignore_errors=True)

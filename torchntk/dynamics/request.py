@@ -80,7 +80,27 @@ def quadratic_cov(left: Tensor, middle: Tensor, cross: Tensor, prior: Tensor, co
     if cov == "full":
         half = left @ (0.5 * (middle @ left.T) - cross)
         return prior + half + half.T
-    return (prior + ((left @ middle) * left).sum(-1) - 2 * (left * cross.T).sum(-1)).clamp_min(0)
+    return (prior + diagonal_quadratic(left, middle) - 2 * (left * cross.T).sum(-1)).clamp_min(0)
+
+
+QUADRATIC_BLOCK = 512
+"""Block side of `diagonal_quadratic`: at N = 4,000 eight block rows, so 56% of the full product's flops."""
+
+
+def diagonal_quadratic(left: Tensor, middle: Tensor) -> Tensor:
+    """diag(L S L^T), (M,), for L (M, N) and a symmetric S (N, N), from the blocks on and above S's diagonal.
+
+    With L = [L_1 .. L_b] and S in blocks S_ij, diag(L S L^T) = sum_i rowsum((L_i S_ii) * L_i)
+    + 2 sum_(i<j) rowsum((L_i S_ij) * L_j): one (M, B) x (B, N - iB) product per block row i,
+    M N^2 (1 + 1/b) flops against 2 M N^2 for rowsum((L S) * L). Only S's upper blocks are read
+    (S symmetric to rounding is enough)."""
+    m, n = left.shape
+    out = torch.zeros(m, dtype=left.dtype, device=left.device)
+    for i0 in range(0, n, QUADRATIC_BLOCK):
+        i1 = min(i0 + QUADRATIC_BLOCK, n)
+        row = (left[:, i0:i1] @ middle[i0:i1, i0:]).mul_(left[:, i0:])
+        out += row[:, :i1 - i0].sum(-1) + 2 * row[:, i1 - i0:].sum(-1)
+    return out
 
 
 def stack_or_none(items: list[Tensor]) -> Tensor | None:
