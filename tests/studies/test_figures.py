@@ -1,5 +1,7 @@
 """The paper's three experiments on tiny settings: figures written, numbers recomputed independently."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,22 @@ def test_fig3_starts_on_the_line_and_uses_the_exact_eigenvalues(tmp_path):
     assert numbers["theory_g"][0] == -0.5
     assert "8×8 digits" in " ".join(section.text)
     assert section.tables[0].rows[0][1] == pytest.approx(expected[0])
+
+
+def test_fig3_judges_the_papers_convergence_and_labels_the_rate_as_lee_et_al(tmp_path):
+    """The paper's Figure 3 shows the network approaching the limit as width grows; it states no rate.
+    With 3 widths and 2 trials each quantity gets a convergence verdict, and the n^-1/2 bound is a
+    separate claim whose statement starts with the Lee et al. label; with 1 trial (no local-slope
+    scatter) only the labelled bound is reported."""
+    from torchntk.studies.rates import LEE
+
+    settings = Fig3Settings(depths=(3,), widths=(16, 32, 64), trials=2, points=24, horizon=0.3, records=3,
+                            data="digits")
+    claims = run_fig3(settings, seed=1, out=tmp_path).claims
+    paper = [c for c in claims if not c.statement.startswith(LEE)]
+    lee = [c for c in claims if c.statement.startswith(LEE)]
+    assert len(paper) == 2 and len(lee) == 2
+    assert all("no rate" in c.theory and "O(n^-1/2)" not in c.statement for c in paper)
+    assert all("slope ≤ -0.5" in c.theory for c in lee)
+    single = run_fig3(replace(settings, trials=1), seed=1, out=tmp_path / "one").claims
+    assert [c.statement.startswith(LEE) for c in single] == [True, True]

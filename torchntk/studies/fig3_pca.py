@@ -24,8 +24,8 @@ import torch
 from .config import Fig3Settings, derive_seed
 from .data import digits
 from .progress import ProgressLike, Silent
-from .rates import fit_loglog
-from .results import Claim, Figure, Section, Table
+from .rates import LEE, convergence_claim, fit_convergence, fit_loglog, slope_claim
+from .results import Figure, Section, Table
 
 PAPER_EIGENVALUES = (0.0457, 0.00108, 0.00078)
 """The paper's lambda_1..3 (power iteration on the NTK of a width-10^4 network; depth not stated)."""
@@ -99,15 +99,21 @@ def _section(settings: Fig3Settings, data, per_depth: list[dict]) -> Section:
         h_sup = np.array([[run["h"].max() for run in entry["runs"][w]] for w in settings.widths])
         g_dev = np.array([[np.abs(run["g"] - entry["theory"]).max() for run in entry["runs"][w]]
                           for w in settings.widths])
-        fits = {}
+        fits, convergence = {}, {}
         if len(widths) >= 2 and h_sup.size >= 3:
-            fits["h"] = fit_loglog(widths, h_sup, -0.5, kind="bound")
-            fits["g"] = fit_loglog(widths, g_dev, -0.5, kind="bound")
-            for key, what in (("h", "the part h_t orthogonal to f(2) (deviation from the straight line)"),
-                              ("g", "the gap between g_t and the limit -0.5 (1 − η λ2)^k")):
-                fit = fits[key]
-                claims.append(Claim(f"Figure 3, depth {depth}: sup_t of {what} vanishes as width grows, O(n^-1/2)",
-                                    fit.describe(), f"slope ≤ {fit.predicted:g}", fit.criterion, fit.verdict))
+            for key, values, what in (
+                    ("h", h_sup, "the part h_t orthogonal to f(2) (deviation from the straight line)"),
+                    ("g", g_dev, "the gap between g_t and the limit -0.5 (1 − η λ2)^k")):
+                # The paper's claim is that these vanish as width grows (its figure), not a rate: judged
+                # on convergence where local slopes can be formed (3 widths, 2 trials), and the n^-1/2
+                # bound reported beside it as Lee et al.'s, labelled as such.
+                if len(widths) >= 3 and values.shape[1] >= 2:
+                    convergence[key] = fit_convergence(widths, values)
+                    claims.append(convergence_claim(f"Figure 3, depth {depth}: sup_t of {what} vanishes as width "
+                                                    "grows", convergence[key]))
+                fits[key] = fit_loglog(widths, values, -0.5, kind="bound")
+                claims.append(slope_claim(f"{LEE}: Figure 3, depth {depth}: sup_t of {what} = O(n^-1/2)",
+                                          fits[key]))
         distance = np.array([[run["distance"] for run in entry["runs"][w]] for w in settings.widths])
         rows = [[int(w), float(h_sup[i].mean()), float(g_dev[i].mean()),
                  float(np.mean([run["g"][-1] for run in entry["runs"][w]])), float(distance[i].mean()),
@@ -127,7 +133,8 @@ def _section(settings: Fig3Settings, data, per_depth: list[dict]) -> Section:
                                     "times": entry["times"], "theory_g": entry["theory"],
                                     "h": {str(w): [r["h"] for r in entry["runs"][w]] for w in settings.widths},
                                     "g": {str(w): [r["g"] for r in entry["runs"][w]] for w in settings.widths},
-                                    "distance": distance, "fits": {k: f.as_dict() for k, f in fits.items()}}
+                                    "distance": distance, "fits": {k: f.as_dict() for k, f in fits.items()},
+                                    "convergence": {k: f.as_dict() for k, f in convergence.items()}}
     eig_rows.append(["paper (width-10⁴ network, power iteration)", *PAPER_EIGENVALUES, "", ""])
     tables.insert(0, Table("Leading eigenvalues λ_i of Θ(X, X)/N", ["", "λ1", "λ2", "λ3", "λ4", "λ5"], eig_rows,
                            "Uncentred kernel PCA: the first component is close to a constant function, hence the "

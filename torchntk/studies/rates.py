@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .results import Claim
+
 BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT = "borne out", "inconclusive", "not borne out"
 
 
@@ -247,3 +249,19 @@ def fit_convergence(widths: np.ndarray, values: np.ndarray, confidence: float = 
     local_se = np.sqrt(se[1:] ** 2 + se[:-1] ** 2) / step
     t = float(stats.t.ppf(0.5 + confidence / 2, logs.shape[1] - 1))
     return ConvergenceFit(overall, tuple(float(b) for b in local), tuple(float(s) for s in local_se), t)
+
+
+LEE = "Lee et al. (2019) rate, not the paper's claim"
+"""The label of every O(n^-1/2) comparison: the paper states convergence, not rates."""
+
+
+def convergence_claim(statement: str, fit: ConvergenceFit) -> Claim:
+    """The paper's claim "this vanishes as width grows", judged by `fit_convergence`."""
+    return Claim(statement, fit.describe(), "→ 0 as n → ∞ (the paper: convergence, no rate)", fit.criterion,
+                 fit.verdict)
+
+
+def slope_claim(statement: str, fit: SlopeFit) -> Claim:
+    """A rate judged by `fit_loglog`: an exact slope ("rate") or an upper bound O(n^predicted) ("bound")."""
+    theory = f"slope {fit.predicted:g}" if fit.kind == "rate" else f"slope ≤ {fit.predicted:g} (O(n^{fit.predicted:g}))"
+    return Claim(statement, fit.describe(), theory, fit.criterion, fit.verdict)

@@ -45,7 +45,16 @@ from .measures import (
     whiten,
 )
 from .progress import ProgressLike, Silent
-from .rates import BORNE_OUT, NOT_BORNE_OUT, ConvergenceFit, SlopeFit, fit_convergence, fit_loglog
+from .rates import (
+    BORNE_OUT,
+    LEE,
+    NOT_BORNE_OUT,
+    SlopeFit,
+    convergence_claim,
+    fit_convergence,
+    fit_loglog,
+    slope_claim,
+)
 from .results import Claim, Figure, Section, Table
 
 ALPHA = 0.05
@@ -236,19 +245,6 @@ def _fit(m: SweepMeasurements, values: np.ndarray, predicted: float, confidence:
     return fit_loglog(m.widths, values, predicted, confidence, kind)
 
 
-LEE = "Lee et al. (2019) rate, not the paper's claim"
-
-
-def _convergence_claim(statement: str, fit: ConvergenceFit) -> Claim:
-    return Claim(statement, fit.describe(), "→ 0 as n → ∞ (the paper: convergence, no rate)", fit.criterion,
-                 fit.verdict)
-
-
-def _slope_claim(statement: str, fit: SlopeFit) -> Claim:
-    theory = f"slope {fit.predicted:g}" if fit.kind == "rate" else f"slope ≤ {fit.predicted:g} (O(n^{fit.predicted:g}))"
-    return Claim(statement, fit.describe(), theory, fit.criterion, fit.verdict)
-
-
 def _rate_rows(m: SweepMeasurements, series: list[tuple[str, np.ndarray]]) -> list[list]:
     rows = []
     for wi, width in enumerate(m.widths.tolist()):
@@ -305,9 +301,9 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
     widest = f"{m.widths[top]:,}"
     cond_conv = fit_convergence(m.widths, m.conditional, conf)
     prop_claims = [
-        _convergence_claim("Proposition 1 (proof): the output covariance given the last hidden layer, Σ~ = σ_w² a aᵀ/n "
+        convergence_claim("Proposition 1 (proof): the output covariance given the last hidden layer, Σ~ = σ_w² a aᵀ/n "
                            "+ β², tends to Σ(L) in operator norm", cond_conv),
-        _slope_claim(f"{LEE}: ‖Σ~ − Σ(L)‖_op ~ n^-1/2 (central-limit fluctuations)", cond_fit),
+        slope_claim(f"{LEE}: ‖Σ~ − Σ(L)‖_op ~ n^-1/2 (central-limit fluctuations)", cond_fit),
         Claim(f"Proposition 1: over {g_count} initializations × {k} outputs, the outputs' covariance equals Σ(L) "
               f"(width {widest})",
               f"‖Ĉ − Σ‖/‖Σ‖ = {cov_err[top]:.4f}", "0 up to Monte Carlo noise",
@@ -385,8 +381,8 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
          f"({n}·{k})×({n}·{k}) difference Gram matrix divided by N = {n} (the paper's operator norm on a finite "
          f"data set). ‖Θ(L)‖_op = {theta_norm:.4g}. The paper: convergence; the fluctuations at initialization are "
          "of order n^-1/2 by the central limit theorem (Lee et al., 2019), compared separately."],
-        common, [_convergence_claim("Theorem 1: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op → 0", t1_conv),
-                 _slope_claim(f"{LEE}: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op ~ n^-1/2", t1_fit)],
+        common, [convergence_claim("Theorem 1: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op → 0", t1_conv),
+                 slope_claim(f"{LEE}: ‖Θ_emp(0) − Θ(L) ⊗ Id‖_op ~ n^-1/2", t1_fit)],
         [Table("Measured per width", _rate_columns([("distance", m.ntk_init), ("relative to ‖Θ(L)‖", rel)]),
                _rate_rows(m, [("distance", m.ntk_init), ("relative", rel)]))],
         [], {"distance": m.ntk_init, "fit": t1_fit.as_dict(), "convergence": t1_conv.as_dict(),
@@ -409,8 +405,8 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
          "(uniformly on [0, T]); the O(n^-1/2) bound is Lee et al.'s (2019), compared separately."
          + ("" if net.activation != "relu" else " (ReLU is not twice differentiable, as the theorem assumes; "
                                                   "the paper's experiments use it all the same.)"), *t2_text],
-        common, [_convergence_claim("Theorem 2: sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op → 0", t2_conv),
-                 _slope_claim(f"{LEE}: sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op = O(n^-1/2)", t2_fit)],
+        common, [convergence_claim("Theorem 2: sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op → 0", t2_conv),
+                 slope_claim(f"{LEE}: sup_t ‖Θ_emp(t) − Θ_emp(0)‖_op = O(n^-1/2)", t2_fit)],
         [Table("Measured per width",
                _rate_columns([("movement", m.ntk_move), ("final cost", m.final_loss)]),
                _rate_rows(m, [("movement", m.ntk_move), ("final cost", m.final_loss)]),
@@ -431,9 +427,9 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
             shape = "n_L × n" if layer == depth - 1 else "n × n"
             conv = fit_convergence(m.widths, m.weights[:, :, layer], conf)
             lemma_conv.append(conv)
-            lemma_claims.append(_convergence_claim(
+            lemma_claims.append(convergence_claim(
                 f"Lemma 1, layer {layer + 1} ({shape}): sup_t ‖W(t) − W(0)‖_op/√n_l → 0", conv))
-            lemma_claims.append(_slope_claim(
+            lemma_claims.append(slope_claim(
                 f"{LEE}: layer {layer + 1} sup_t ‖W(t) − W(0)‖_op/√n_l = O(n^-1/2)", fit))
         weight_series.append(RateSeries(f"W layer {layer + 1}" + (" (n × n₀; slope 0 expected)" if first else ""),
                                         m.widths, m.weights[:, :, layer], fit))
@@ -443,9 +439,9 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
         post_fits.append(_fit(m, m.activations[:, :, layer], -0.5, conf, "bound"))
         conv = fit_convergence(m.widths, m.preactivations[:, :, layer], conf)
         lemma_conv.append(conv)
-        lemma_claims.append(_convergence_claim(f"Lemma 1 (proof), hidden layer {layer + 1}: sup_t ‖a~(t) − a~(0)‖_F/"
+        lemma_claims.append(convergence_claim(f"Lemma 1 (proof), hidden layer {layer + 1}: sup_t ‖a~(t) − a~(0)‖_F/"
                                                "‖a~(0)‖_F → 0 (pre-activations)", conv))
-        lemma_claims.append(_slope_claim(f"{LEE}: hidden layer {layer + 1} pre-activations sup_t ‖a~(t) − a~(0)‖_F/"
+        lemma_claims.append(slope_claim(f"{LEE}: hidden layer {layer + 1} pre-activations sup_t ‖a~(t) − a~(0)‖_F/"
                                          "‖a~(0)‖_F = O(n^-1/2)", fit))
         act_series.append(RateSeries(f"a~ hidden layer {layer + 1}", m.widths, m.preactivations[:, :, layer], fit))
     lemma_table = [("W layer " + str(i + 1), m.weights[:, :, i]) for i in range(depth)] + \
