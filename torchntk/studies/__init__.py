@@ -26,6 +26,7 @@ from .config import quick_settings as quick_settings
 from .data import Dataset as Dataset
 from .data import load_data as load_data
 from .rates import SlopeFit as SlopeFit
+from .rates import fit_convergence as fit_convergence
 from .rates import fit_loglog as fit_loglog
 from .runner import reproduce as reproduce
 from .runner import study as study
