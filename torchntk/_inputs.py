@@ -22,25 +22,37 @@ def as_features(x: Any, name: str, dtype: torch.dtype, device: torch.device | No
 
     Accepts torch tensors, numpy arrays and nested sequences of numbers.
     """
-    if isinstance(x, Tensor):
-        t = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:
-            raise TypeError(f"{name} must be a torch.Tensor or a numpy array of shape (N, d); "
-                            f"got {type(x).__name__} ({exc}).") from exc
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must hold real numbers; got a numpy array of dtype {arr.dtype}.")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}.")
+    t = _real_tensor(x, name, "(N, d)")
     if t.dim() != 2:
         hint = " (for N scalar inputs use x.reshape(-1, 1); for one input use x.reshape(1, -1))" \
             if t.dim() == 1 else ""
         raise ValueError(f"{name} must have shape (N, d) with one row per input; got shape {tuple(t.shape)}{hint}.")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}; it needs at least one row and one feature.")
+    return _finite_on(t, name, dtype, device)
+
+
+def _real_tensor(x: Any, name: str, shapes: str) -> Tensor:
+    """x as a tensor of real numbers (not yet converted); ``shapes`` names the accepted layouts."""
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name} must be a torch.Tensor or a numpy array of shape {shapes}; "
+                            f"got {type(x).__name__} ({exc}).") from exc
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers; got a numpy array of dtype {arr.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}.")
+    return t
+
+
+def _finite_on(t: Tensor, name: str, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+    """t on ``device`` (an error if elsewhere) as ``dtype``; an error naming the first NaN or inf:
+    by row and column for (N, d), by example and position for images and other layouts."""
     if device is not None and t.device != torch.device(device):
         raise ValueError(f"{name} is on {t.device} but the other input is on {device}; move both to one "
                          f"device (e.g. {name}.to('{device}')).")
@@ -49,8 +61,10 @@ def as_features(x: Any, name: str, dtype: torch.dtype, device: torch.device | No
     if not bool(finite.all()):
         bad = (~finite).nonzero()[0].tolist()
         count = int((~finite).sum())
-        raise ValueError(f"{name} has {count} NaN or infinite entries (the first at row {bad[0]}, "
-                         f"column {bad[1]}); remove or impute them first.")
+        where = (f"row {bad[0]}, column {bad[1]}" if t.dim() == 2
+                 else f"example {bad[0]}, position {tuple(bad[1:])} of its {tuple(t.shape[1:])}")
+        raise ValueError(f"{name} has {count} NaN or infinite entries (the first at {where}); remove or impute "
+                         "them first.")
     return t
 
 
@@ -75,15 +89,10 @@ def as_batch(x: Any, name: str, dtype: torch.dtype, device: torch.device | None 
     if rank not in (3, 4, 5):
         raise ValueError(f"{name} must have shape (N, d), (N, C, L), (N, C, H, W) or (N, C, D, H, W); got {rank} "
                          f"dimension(s).")
-    flat = as_features(_reshaped(x, (-1, 1)) if rank else x, name, dtype, device)  # checks type and finiteness
-    t = x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+    t = _real_tensor(x, name, "(N, d), (N, C, L), (N, C, H, W) or (N, C, D, H, W)")
     if any(n == 0 for n in t.shape):
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}.")
-    return flat.reshape(t.shape)
-
-
-def _reshaped(x: Any, shape: tuple[int, ...]) -> Any:
-    return x.reshape(shape) if isinstance(x, Tensor) else np.asarray(x).reshape(shape)
+    return _finite_on(t, name, dtype, device)
 
 
 def as_pair_batches(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:

@@ -241,7 +241,8 @@ def test_inputs_of_other_shapes_are_refused():
     spec = cnn_gap()
     with pytest.raises(ValueError, match="same per-example shape"):
         spec.kernels(images(2), images(2, h=5))
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        bad = images(2)
-        bad[0, 0, 0, 0] = np.nan
+    bad = images(2)
+    bad[1, 0, 2, 3] = np.nan
+    # The first bad entry is named in the image's own layout (example, then channel and pixel).
+    with pytest.raises(ValueError, match=r"NaN or infinite entries \(the first at example 1, position \(0, 2, 3\)"):
         spec.kernels(bad)
