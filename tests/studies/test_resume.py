@@ -105,3 +105,28 @@ def test_a_finished_experiment_is_not_run_again(tmp_path, monkeypatch):
     # Another seed is another run: it is not taken from the cache.
     with pytest.raises(AssertionError, match="run again"):
         runner.run_experiment("fig2", settings, 1, tmp_path)
+
+
+@pytest.mark.parametrize("figure", ["fig1", "fig3"])
+def test_an_interrupted_figure_continues_and_gives_the_uninterrupted_numbers(tmp_path, count_training, figure):
+    """Figures 1 and 3 keep each trained network (at the paper's width 10,000 one takes up to an
+    hour): a run stopped after its first trained network trains only the others on the rerun,
+    and its section equals an uninterrupted run's."""
+    from torchntk.studies.fig1_ntk import run_fig1
+    from torchntk.studies.fig3_pca import run_fig3
+
+    smoke = smoke_settings()
+    run, settings = (run_fig1, smoke.fig1) if figure == "fig1" else (run_fig3, smoke.fig3)
+    whole = run(settings, 0, tmp_path / "whole")
+    total = len(count_training)
+    count_training.clear()
+    # Figure 1 advances 1 unit per draw and 5 more per trained one; Figure 3 1 per trained network.
+    with pytest.raises(_Interrupt):
+        run(settings, 0, tmp_path / "cut", progress=_StopAfter(limit=6 if figure == "fig1" else 1),
+            store=tmp_path / "pieces")
+    assert len(count_training) == 1 and len(list((tmp_path / "pieces").glob("*.npz"))) == 1
+    count_training.clear()
+    resumed = run(settings, 0, tmp_path / "cut", store=tmp_path / "pieces")
+    assert len(count_training) == total - 1
+    assert resumed.claims == whole.claims
+    np.testing.assert_equal(resumed.numbers, whole.numbers)

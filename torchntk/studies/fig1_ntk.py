@@ -10,6 +10,7 @@ Theorem 2 says the movement during training is O(n^-1/2).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from .config import Fig1Settings, derive_seed
 from .data import circle_points, gaussian
 from .measures import bootstrap_ratio
+from .pieces import PieceStore
 from .progress import ProgressLike, Silent
 from .rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT
 from .results import Claim, Figure, Section, Table
@@ -41,8 +43,12 @@ def ratio_verdict(low: float, high: float, predicted: float, kind: str) -> str:
     return BORNE_OUT if low > 1 else INCONCLUSIVE
 
 
-def run_fig1(settings: Fig1Settings, seed: int, out: Path, progress: ProgressLike | None = None) -> Section:
-    """Train and measure the networks of Figure 1; write ``fig1_ntk.png`` into ``out``."""
+def run_fig1(settings: Fig1Settings, seed: int, out: Path, progress: ProgressLike | None = None,
+             store: str | Path | None = None) -> Section:
+    """Train and measure the networks of Figure 1; write ``fig1_ntk.png`` into ``out``.
+
+    ``store``: a folder that keeps each network's curves (`pieces.PieceStore`), so that a rerun
+    after an interruption computes only the networks still missing."""
     from ..empirical import empirical_ntk
     from ..training import train
     from .plots import figure_ntk
@@ -64,19 +70,30 @@ def run_fig1(settings: Fig1Settings, seed: int, out: Path, progress: ProgressLik
         raise ValueError(f"spread_inits ({settings.spread_inits}) must be at least inits ({settings.inits}).")
     draws = settings.spread_inits
     task = progress.task("Figure 1: NTK on the circle", len(settings.widths) * (draws + 5 * settings.inits))
+    pieces = PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x, data.y))
     for width in settings.widths:
         init = np.zeros((draws, settings.grid))
         trained = np.zeros((settings.inits, settings.grid))
         loss = np.zeros(settings.inits)
         for i in range(draws):
+            name = f"width{width}-init{i}"
+            saved = pieces.load(name)
+            if saved is not None:
+                init[i] = saved["init"]
+                if i < settings.inits:
+                    trained[i], loss[i] = saved["trained"], float(saved["loss"])
+                task.advance(1 if i >= settings.inits else 6)
+                continue
             net = spec.network(width=width, out_features=1, seed=derive_seed(seed, "fig1", width, i), in_features=2)
             init[i] = empirical_ntk(net, x0_t, grid_t, outputs="trace")[0].double().numpy()
             task.advance()
             if i >= settings.inits:
+                pieces.save(name, init=init[i])
                 continue
             run = train(net, x, y, lr=settings.lr, steps=settings.steps, record_every=settings.steps, record=())
             trained[i] = empirical_ntk(net, x0_t, grid_t, outputs="trace")[0].double().numpy()
             loss[i] = run.loss[-1]
+            pieces.save(name, init=init[i], trained=trained[i], loss=np.asarray(loss[i]))
             task.advance(5)
         curves[width] = {"init": init, "trained": trained}
         losses[width] = loss

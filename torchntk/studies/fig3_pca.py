@@ -16,6 +16,7 @@ stops when lambda_2 t reaches the chosen horizon.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from .config import Fig3Settings, derive_seed
 from .data import digits
+from .pieces import PieceStore
 from .progress import ProgressLike, Silent
 from .rates import LEE, convergence_claim, fit_convergence, fit_loglog, slope_claim
 from .results import Figure, Section, Table
@@ -31,8 +33,13 @@ PAPER_EIGENVALUES = (0.0457, 0.00108, 0.00078)
 """The paper's lambda_1..3 (power iteration on the NTK of a width-10^4 network; depth not stated)."""
 
 
-def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLike | None = None) -> Section:
-    """Kernel PCA of the limit NTK and training along f(2) for each depth; writes fig3_pca_depth{L}.png."""
+def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLike | None = None,
+             store: str | Path | None = None) -> Section:
+    """Kernel PCA of the limit NTK and training along f(2) for each depth; writes fig3_pca_depth{L}.png.
+
+    ``store``: a folder that keeps each trained network's measurements (`pieces.PieceStore`), so
+    that a rerun after an interruption trains only the networks still missing (at the paper's
+    width 10,000 each takes about an hour on one core)."""
     from ..dynamics import principal_components
     from ..empirical import empirical_ntk
     from ..spec import mlp
@@ -45,6 +52,7 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
     x32 = x64.float()
     n = data.x.shape[0]
     total = len(settings.depths) * len(settings.widths) * settings.trials
+    pieces = PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x,))
     task = progress.task("Figure 3: principal components", total)
     per_depth = []
     for depth in settings.depths:
@@ -62,6 +70,14 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
         for width in settings.widths:
             runs[width] = []
             for trial in range(settings.trials):
+                name = f"depth{depth}-width{width}-trial{trial}"
+                saved = pieces.load(name)
+                if saved is not None:
+                    runs[width].append({"g": saved["g"], "h": saved["h"], "steps": saved["steps"],
+                                        "distance": float(saved["distance"])})
+                    times = saved["t"]
+                    task.advance()
+                    continue
                 net = spec.network(width=width, out_features=1, seed=derive_seed(seed, "fig3", depth, width, trial),
                                    in_features=data.x.shape[1])
                 with torch.no_grad():
@@ -78,6 +94,8 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
                 h = np.sqrt(((residual - g[:, None] * f2) ** 2).mean(axis=1))
                 runs[width].append({"g": g, "h": h, "steps": run.steps, "distance": distance})
                 times = run.t
+                pieces.save(name, g=g, h=h, steps=np.asarray(run.steps), t=np.asarray(run.t),
+                            distance=np.asarray(distance))
                 task.advance()
         record_steps = runs[settings.widths[0]][0]["steps"]
         theory = -0.5 * (1 - lr * lam[1]) ** record_steps

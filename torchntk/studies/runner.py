@@ -63,7 +63,8 @@ def run_experiment(name: str, settings: ReproduceSettings, seed: int, out: str |
     """One experiment of `reproduce` ("fig1", "fig2", "fig3" or "sweep"): its report sections.
 
     Resumable: a finished experiment's sections are kept in ``out/pieces/NAME.json`` (with its
-    figures in ``out``), the width sweep keeps every finished network in ``out/pieces/sweep/``;
+    figures in ``out``), and Figures 1 and 3 and the width sweep keep every finished network in
+    ``out/pieces/fig1/``, ``fig3/`` and ``sweep/``;
     a rerun with the same settings and seed reuses them and computes only what is missing.
     Delete ``out/pieces`` to start over.
     """
@@ -105,11 +106,11 @@ def _run_experiment(name: str, settings: ReproduceSettings, seed: int, out: Path
     from .theorems import analyse_sweep, measure_sweep
 
     if name == "fig1":
-        return [run_fig1(settings.fig1, seed, out, progress)]
+        return [run_fig1(settings.fig1, seed, out, progress, store=out / PIECES / "fig1")]
     if name == "fig2":
         return [run_fig2(settings.fig2, seed, out, progress)]
     if name == "fig3":
-        return [run_fig3(settings.fig3, seed, out, progress)]
+        return [run_fig3(settings.fig3, seed, out, progress, store=out / PIECES / "fig3")]
     if name != "sweep":
         raise ValueError(f"unknown experiment {name!r}; choose among {EXPERIMENTS}.")
     sweep = settings.sweep

@@ -27,7 +27,7 @@ training), judged by `rates.fit_loglog`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from .measures import (
     op_norm,
     whiten,
 )
+from .pieces import PieceStore
 from .progress import ProgressLike, Silent
 from .rates import (
     BORNE_OUT,
@@ -139,10 +140,10 @@ def measure_sweep(settings: SweepSettings, data: Dataset, seed: int, progress: P
                           np.zeros((w_count, s_count, depth)), np.zeros((w_count, s_count, depth - 1)),
                           np.zeros((w_count, s_count, depth - 1)), np.zeros((w_count, s_count)), nngp, ntk)
     task = progress.task(label, int(w_count * (g_count + 4 * s_count)))
-    pieces = _PieceStore(store, settings, data, seed)
+    pieces = PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x, data.y))
     for wi, width in enumerate(widths.tolist()):
         for gi in range(g_count):
-            saved = pieces.load(width, gi)
+            saved = pieces.load(f"width{width}-net{gi}")
             if saved is not None:
                 m.outputs[wi, gi], m.variances[wi, gi] = saved["outputs"], saved["variances"]
                 if gi < s_count:
@@ -159,7 +160,7 @@ def measure_sweep(settings: SweepSettings, data: Dataset, seed: int, progress: P
             m.variances[wi, gi] = sigma_tilde.diagonal().numpy()
             task.advance()
             if gi >= s_count:
-                pieces.save(width, gi, outputs=m.outputs[wi, gi], variances=m.variances[wi, gi])
+                pieces.save(f"width{width}-net{gi}", outputs=m.outputs[wi, gi], variances=m.variances[wi, gi])
                 continue
             m.conditional[wi, gi] = op_norm(sigma_tilde.numpy() - nngp)
             run = train(net, x, y, lr=settings.lr, steps=settings.steps, record_every=settings.record_every,
@@ -170,7 +171,7 @@ def measure_sweep(settings: SweepSettings, data: Dataset, seed: int, progress: P
             m.activations[wi, gi] = run.activation_change.max(axis=0)
             m.preactivations[wi, gi] = run.preactivation_change.max(axis=0)
             m.final_loss[wi, gi] = run.loss[-1]
-            pieces.save(width, gi, outputs=m.outputs[wi, gi], variances=m.variances[wi, gi],
+            pieces.save(f"width{width}-net{gi}", outputs=m.outputs[wi, gi], variances=m.variances[wi, gi],
                         **{name: getattr(m, name)[wi, gi] for name in _TRAINED})
             task.advance(4)
     return m
@@ -178,51 +179,6 @@ def measure_sweep(settings: SweepSettings, data: Dataset, seed: int, progress: P
 
 _TRAINED = ("conditional", "ntk_init", "ntk_move", "weights", "activations", "preactivations", "final_loss")
 """The measurements of a trained network, per (width, seed)."""
-
-
-class _PieceStore:
-    """Finished networks' measurements on disk, keyed by everything that determines them."""
-
-    def __init__(self, folder: str | Path | None, settings: SweepSettings, data: Dataset, seed: int) -> None:
-        import hashlib
-        import json
-        from dataclasses import asdict
-
-        from .. import __version__
-
-        self.folder = None if folder is None else Path(folder)
-        digest = hashlib.sha256()
-        digest.update(json.dumps({"settings": asdict(settings), "seed": seed, "torchntk": __version__},
-                                 sort_keys=True, default=str).encode())
-        for array in (data.x, data.y):
-            digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-        self.key = digest.hexdigest()
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, width: int, index: int) -> Path:
-        return self.folder / f"width{width}-net{index}.npz"
-
-    def load(self, width: int, index: int) -> dict[str, np.ndarray] | None:
-        if self.folder is None or not self._path(width, index).exists():
-            return None
-        try:
-            with np.load(self._path(width, index), allow_pickle=False) as saved:
-                if str(saved["key"]) != self.key:
-                    return None
-                return {name: saved[name] for name in saved.files if name != "key"}
-        except (OSError, ValueError, KeyError):  # a torn or foreign file: compute the piece again
-            return None
-
-    def save(self, width: int, index: int, **arrays: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        import os
-
-        path = self._path(width, index)
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez(partial, key=np.array(self.key), **arrays)
-        os.replace(partial, path)  # atomic: an interrupted write never leaves a piece that loads
 
 
 def _check_data_and_lr(nngp: np.ndarray, ntk: np.ndarray, lr: float) -> None:
