@@ -244,8 +244,8 @@ def test_theorem1_mean_converges_and_spread_shrinks_like_inverse_sqrt_width(acti
     u = u - u.mean()
     slope = float((u * torch.tensor(log_spread, dtype=F64)).sum() / (u * u).sum())
     slope_sd = math.sqrt(float((u * u * torch.tensor(log_spread_var, dtype=F64)).sum())) / float((u * u).sum())
-    # Theorem 2's O(width^-1/2): slope -1/2 within 4 Monte Carlo sd, plus 0.1 for the O(1/width)
-    # corrections to the leading term at width 64.
+    # Theorem 1's convergence, at the central-limit rate width^-1/2: slope -1/2 within 4 Monte Carlo
+    # sd, plus 0.1 for the O(1/width) corrections to the leading term at width 64.
     assert abs(slope + 0.5) < 4 * slope_sd + 0.1, (slope, slope_sd)
     assert slope_sd < 0.1  # the check has power: slopes 0 (no convergence) and -1 lie outside
 
