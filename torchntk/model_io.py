@@ -168,6 +168,8 @@ class ModelSettings:
         return x.reshape(x.shape[0], *self.input_shape)
 
     def to_json(self) -> dict:
+        """The settings as a strict-JSON object: time inf as "inf", input_shape as a list, and the
+        architecture keys only when set (so fully-connected files are unchanged)."""
         out = asdict(self)
         out["time"] = "inf" if math.isinf(self.time) else float(self.time)  # strict JSON has no Infinity
         # The architecture keys are written only when set, so that a fully-connected model's file
@@ -181,6 +183,12 @@ class ModelSettings:
 
     @classmethod
     def from_json(cls, data: Any) -> ModelSettings:
+        """The settings from `to_json`'s object, checked.
+
+        Raises:
+            ValueError: not an object, missing or unknown keys, a malformed input_shape or time,
+                or values that `check` refuses.
+        """
         if not isinstance(data, dict):
             raise ValueError("the model's settings are not a JSON object.")
         names = {f.name for f in fields(cls)}

@@ -160,14 +160,17 @@ class NTKNetwork(nn.Module):
 
     @property
     def widths(self) -> tuple[int | None, ...]:
+        """(n_0, n_1, .., n_L): the input size (None until the first layer is built) and each layer's outputs."""
         return (self.dense[0].fan_in, *(layer.out_features for layer in self.dense))
 
     @property
     def depth(self) -> int:
+        """L, the number of dense layers (L = 1: a random affine map)."""
         return len(self.dense)
 
     @property
     def out_features(self) -> int:
+        """n_L, the number of outputs."""
         return self.dense[-1].out_features
 
     def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:

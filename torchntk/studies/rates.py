@@ -78,6 +78,7 @@ class SlopeFit:
 
     @property
     def criterion(self) -> str:
+        """The rule the verdict applies, in words, for reports beside the verdict."""
         pct = f"{100 * self.confidence:g}%"
         how = f"(least squares on log-log, {self.points} points, Student's t)"
         if self.kind == "bound":
@@ -98,6 +99,7 @@ class SlopeFit:
         return np.exp(self.intercept) * np.asarray(widths, dtype=np.float64) ** self.slope
 
     def as_dict(self) -> dict:
+        """The fit and its verdict as plain JSON data."""
         return {"slope": self.slope, "stderr": self.stderr, "intercept": self.intercept, "low": self.low,
                 "high": self.high, "confidence": self.confidence, "predicted": self.predicted,
                 "points": self.points, "kind": self.kind, "verdict": self.verdict}
@@ -186,10 +188,13 @@ class ConvergenceFit:
 
     @property
     def falls(self) -> bool:
+        """Condition 1: the overall slope's interval lies below 0 (d falls with width, significantly)."""
         return self.overall.high < 0
 
     @property
     def trends(self) -> bool:
+        """Condition 2: the widest local slope's interval reaches -1/2, or the local slopes steepen
+        with width by more than t times the standard error of the difference (widest vs narrowest)."""
         last_low = self.local[-1] - self.t_quantile * self.local_se[-1]
         if last_low <= -0.5:
             return True
@@ -200,6 +205,8 @@ class ConvergenceFit:
 
     @property
     def verdict(self) -> str:
+        """"borne out" (`falls` and `trends`), "not borne out" (the overall interval lies above 0)
+        or "inconclusive"."""
         if self.falls and self.trends:
             return BORNE_OUT
         if self.overall.low > 0:
@@ -208,6 +215,7 @@ class ConvergenceFit:
 
     @property
     def criterion(self) -> str:
+        """The rule the verdict applies, in words, for reports beside the verdict."""
         pct = f"{100 * self.overall.confidence:g}%"
         return (f"falls with width, significantly (the {pct} interval of the overall log-log slope lies below 0), "
                 f"and the local slopes between successive widths trend to or below -1/2 (the widest one's {pct} "
@@ -221,6 +229,7 @@ class ConvergenceFit:
                 f"(widest ± {self.local_se[-1]:.2f})")
 
     def as_dict(self) -> dict:
+        """The fits, both conditions and the verdict as plain JSON data."""
         return {"overall": self.overall.as_dict(), "local": list(self.local), "local_se": list(self.local_se),
                 "t_quantile": self.t_quantile, "falls": self.falls, "trends": self.trends, "verdict": self.verdict}
 
