@@ -71,8 +71,10 @@ class ModelSettings:
     """What describes a fitted model besides its data.
 
     Attributes:
-        depth, activation, bias_std, weight_std: the network, as in `torchntk.mlp` (the
-            activation by name, so that it can be saved).
+        depth: the number of dense layers, as in `torchntk.mlp`.
+        activation: the nonlinearity by name (so that it can be saved), as in `torchntk.mlp`.
+        bias_std: the scale beta of the biases.
+        weight_std: the scale sigma_w of the weights.
         kernel: "ntk" (all layers trained) or "nngp" (only the readout trained).
         time: training time t in the paper's units (t = lr * steps; float("inf") = converged).
         ridge: added to the diagonal of the training kernel (see `torchntk.GradientFlow`); a

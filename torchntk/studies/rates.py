@@ -39,9 +39,11 @@ class SlopeFit:
     """A fitted log-log slope and its uncertainty.
 
     Attributes:
-        slope, intercept: b and a in log d = a + b log n (natural logarithms).
+        slope: b in log d = a + b log n (natural logarithms).
+        intercept: a in the same.
         stderr: the standard error of b from the residuals.
-        low, high: the interval b +- t se(b) of the stated confidence.
+        low: the lower end of the interval b +- t se(b) of the stated confidence.
+        high: its upper end.
         confidence: e.g. 0.95.
         predicted: the theory's slope b0.
         points: m, the number of (width, seed) measurements fitted.
