@@ -97,7 +97,7 @@ class Serial(Layer):
         signals = []
         for i, layer in enumerate(self._arch):
             signals.append(sig)
-            sig = layer.signal(sig, f"layer {i} ({layer!r}): ")
+            sig = layer.signal(sig, f"layer {i} ({layer!r})")
         return signals
 
     def build(self, sig, channels, ctx):

@@ -213,9 +213,10 @@ def serial_need(layers: Sequence[Layer], full_out):
 
 def serial_signal(layers: Sequence[Layer], sig, where: str):
     """The output signal of ``layers`` applied in order to ``sig``, each checked by its `Layer.signal`
-    and named in errors as "``where``layer i (its repr)"."""
+    and named in errors as "layer i (its repr)", after "``where`` > " when nested."""
+    prefix = f"{where} > " if where else ""
     for i, layer in enumerate(layers):
-        sig = layer.signal(sig, f"{where}layer {i} ({_short(layer)})")
+        sig = layer.signal(sig, f"{prefix}layer {i} ({_short(layer)})")
     return sig
 
 
