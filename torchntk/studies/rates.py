@@ -91,7 +91,7 @@ class SlopeFit:
         return f"the {pct} interval of the fitted slope contains {self.predicted:g} and excludes 0 {how}"
 
     def describe(self) -> str:
-        """"-0.49 ± 0.03 (95%: [-0.55, -0.43])", noting a bound beaten by a steeper slope."""
+        """"-0.514 ± 0.014 (95%: [-0.544, -0.484])", noting a bound beaten by a steeper slope."""
         text = (f"{self.slope:.3f} ± {self.stderr:.3f} "
                 f"({100 * self.confidence:g}%: [{self.low:.3f}, {self.high:.3f}])")
         return text + (f"; faster than the n^{self.predicted:g} bound" if self.faster else "")
@@ -224,7 +224,7 @@ class ConvergenceFit:
                 "interval reaches -1/2, or they steepen with width beyond the noise)")
 
     def describe(self) -> str:
-        """"overall -0.43 ± 0.03 [-0.49, -0.37]; local -0.31, -0.40, -0.52 (widest ± 0.06)"."""
+        """"overall -0.514 ± 0.014 [-0.544, -0.484]; local slopes -0.52, -0.46, -0.58 (widest ± 0.05)"."""
         o = self.overall
         local = ", ".join(f"{b:.2f}" for b in self.local)
         return (f"overall {o.slope:.3f} ± {o.stderr:.3f} [{o.low:.3f}, {o.high:.3f}]; local slopes {local} "
