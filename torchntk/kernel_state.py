@@ -34,6 +34,7 @@ class KernelState(NamedTuple):
 
     @property
     def diagonal(self) -> bool:
+        """Whether this is the diagonal path: self-pairs k(x_i, x_i) only, nngp of shape (n,)."""
         return self.nngp.dim() == 1
 
 

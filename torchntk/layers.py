@@ -68,6 +68,8 @@ class Dense:
             check_scale(name, value)  # finite, >= 0, finite square (torchntk/_finite.py)
 
     def apply(self, k: KernelState) -> KernelState:
+        """The layer's map on a kernel state (the class docstring's Sigma' and Theta'), with the
+        variances mapped alike: var' = weight_std^2 var + bias_std^2. Shapes are kept."""
         w2, b2 = _square(self.weight_std, k.nngp), _square(self.bias_std, k.nngp)
         nngp = _affine(k.nngp, w2, b2)
         ntk = None

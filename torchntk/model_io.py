@@ -71,8 +71,10 @@ class ModelSettings:
     """What describes a fitted model besides its data.
 
     Attributes:
-        depth, activation, bias_std, weight_std: the network, as in `torchntk.mlp` (the
-            activation by name, so that it can be saved).
+        depth: the number of dense layers, as in `torchntk.mlp`.
+        activation: the nonlinearity by name (so that it can be saved), as in `torchntk.mlp`.
+        bias_std: the scale beta of the biases.
+        weight_std: the scale sigma_w of the weights.
         kernel: "ntk" (all layers trained) or "nngp" (only the readout trained).
         time: training time t in the paper's units (t = lr * steps; float("inf") = converged).
         ridge: added to the diagonal of the training kernel (see `torchntk.GradientFlow`); a
@@ -168,6 +170,8 @@ class ModelSettings:
         return x.reshape(x.shape[0], *self.input_shape)
 
     def to_json(self) -> dict:
+        """The settings as a strict-JSON object: time inf as "inf", input_shape as a list, and the
+        architecture keys only when set (so fully-connected files are unchanged)."""
         out = asdict(self)
         out["time"] = "inf" if math.isinf(self.time) else float(self.time)  # strict JSON has no Infinity
         # The architecture keys are written only when set, so that a fully-connected model's file
@@ -181,6 +185,12 @@ class ModelSettings:
 
     @classmethod
     def from_json(cls, data: Any) -> ModelSettings:
+        """The settings from `to_json`'s object, checked.
+
+        Raises:
+            ValueError: not an object, missing or unknown keys, a malformed input_shape or time,
+                or values that `check` refuses.
+        """
         if not isinstance(data, dict):
             raise ValueError("the model's settings are not a JSON object.")
         names = {f.name for f in fields(cls)}

@@ -65,7 +65,8 @@ class NTKDense(LazyModuleMixin, nn.Module):
         weight: Parameter of shape (n_out, n_in), iid N(0, 1) ("ntk"); left uninitialised until
             the first forward when ``in_features`` is None.
         bias: Parameter of shape (n_out,), iid N(0, 1) ("ntk").
-        weight_std, bias_std: sigma_w and beta (floats).
+        weight_std: sigma_w (a float).
+        bias_std: beta (a float).
         fan_in: n_in (None until known).
         parameterization: "ntk" or "standard" (W ~ N(0, weight_std^2 / n_in), b ~ N(0, bias_std^2),
             forward a W^T + b).
@@ -143,7 +144,9 @@ class NTKNetwork(nn.Module):
         dense: nn.ModuleList of the L `NTKDense` layers.
         activations: the description's Activation objects, one after each hidden layer (L - 1).
         widths: (n0, n1, ..., n_L); n0 is None until known (``in_features`` or the first forward).
-        spec, seed, parameterization: how it was built.
+        spec: the description it was built from.
+        seed: the seed its layers' generators derive from.
+        parameterization: "ntk" or "standard".
     """
 
     def __init__(self, spec: Serial, hidden: Sequence[int], out_features: int, seed: int, *,
@@ -160,14 +163,17 @@ class NTKNetwork(nn.Module):
 
     @property
     def widths(self) -> tuple[int | None, ...]:
+        """(n_0, n_1, .., n_L): the input size (None until the first layer is built) and each layer's outputs."""
         return (self.dense[0].fan_in, *(layer.out_features for layer in self.dense))
 
     @property
     def depth(self) -> int:
+        """L, the number of dense layers (L = 1: a random affine map)."""
         return len(self.dense)
 
     @property
     def out_features(self) -> int:
+        """n_L, the number of outputs."""
         return self.dense[-1].out_features
 
     def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:

@@ -62,10 +62,12 @@ class Serial(Layer):
 
     @property
     def depth(self) -> int:
+        """The number of weighted layers (Dense and Conv, branches included): L in the paper's count."""
         return len(self.weighted_layers())
 
     @property
     def dense_layers(self) -> tuple[Dense, ...]:
+        """The `Dense` layers among this description's own entries, in order (not inside nested ones)."""
         return tuple(layer for layer in self.layers if isinstance(layer, Dense))
 
     @property
@@ -95,13 +97,14 @@ class Serial(Layer):
         signals = []
         for i, layer in enumerate(self._arch):
             signals.append(sig)
-            sig = layer.signal(sig, f"layer {i} ({layer!r}): ")
+            sig = layer.signal(sig, f"layer {i} ({layer!r})")
         return signals
 
     def build(self, sig, channels, ctx):
         return _branches.serial_build(self._arch, self.layer_signals(sig), channels, ctx)
 
     def build_modules(self, signals, channels, ctx):
+        """As `build`, with each layer's input signal already known (``signals``, from `layer_signals`)."""
         return _branches.serial_build(self._arch, signals, channels, ctx)
 
     def output_index(self) -> int:
@@ -131,6 +134,8 @@ class Serial(Layer):
         return to_dict(self)
 
     def node(self) -> dict[str, Any]:
+        """This description as one node of a `to_dict` document, ``{"layer": "serial", "layers": [...]}``
+        (without the document's version header, for nesting)."""
         from .arch.serialize import node_of
         return {"layer": "serial", "layers": [node_of(layer) for layer in self._arch]}
 

@@ -237,6 +237,18 @@ def test_bad_descriptions_get_a_clear_error_naming_the_layer(spec, x_shape, mess
     assert "layer" in str(info.value) or "MaxPool" in str(info.value)
 
 
+def test_errors_in_nested_descriptions_name_the_path_to_the_layer():
+    # Branch and nesting steps are joined by " > ", and the message follows one ": ", both for the
+    # kernels and for a finite network built on its first call.
+    nested = tn.serial(tn.Conv(3, padding="same"), tn.FanOut(2),
+                       tn.parallel(tn.serial(tn.ReLU(), tn.Conv(9)), tn.Identity()), tn.FanInSum())
+    with pytest.raises(ValueError, match=r"^layer 2 \(parallel\(.*\) > branch 0 > layer 1 \(Conv\(9.*\): the filter"):
+        nested.kernels(np.ones((2, 1, 5, 5)))
+    net = tn.serial(tn.Conv(9), tn.Flatten(), tn.Dense()).network(width=4)
+    with pytest.raises(ValueError, match=r"^layer 0 \(Conv\(9[^:]*\): the filter \(9, 9\) is larger"):
+        net(torch.ones(2, 1, 5, 5))
+
+
 def test_inputs_of_other_shapes_are_refused():
     spec = cnn_gap()
     with pytest.raises(ValueError, match="same per-example shape"):

@@ -191,7 +191,8 @@ class _ArcSin(torch.autograd.Function):
 
 # -- functions whose derivative is not a function -----------------------------------------
 
-def no_derivative_message(what: str) -> str:
+def _no_derivative_message(what: str) -> str:
+    """Why ``what`` (the activation's repr) has no NTK nor gradients, and what to do instead."""
     return (f"{what} has no derivative as a function (it is 0 almost everywhere and a Dirac delta at 0), "
             "so its NTK, which needs E[s'(u) s'(v)], and gradients through it are undefined. Ask for the "
             "NNGP only (spec.nngp(...); --kind nngp on the command line); in a finite network, freeze the "
@@ -215,15 +216,16 @@ class _Jump(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        raise ValueError(no_derivative_message(ctx.what))
+        raise ValueError(_no_derivative_message(ctx.what))
 
     @staticmethod
     def jvp(ctx, tangent: Tensor, _what: None) -> Tensor:
-        raise ValueError(no_derivative_message(ctx.what))
+        raise ValueError(_no_derivative_message(ctx.what))
 
 
-def no_ntk_error(what: str) -> ValueError:
-    return ValueError(no_derivative_message(what))
+def _no_ntk_error(what: str) -> ValueError:
+    """The ValueError (returned, for the caller to raise) of `_no_derivative_message`."""
+    return ValueError(_no_derivative_message(what))
 
 
 # -- the activations ----------------------------------------------------------------------------
@@ -276,7 +278,7 @@ class RectifiedMonomial(Activation):
 
     def grad(self, x: Tensor) -> Tensor:
         if self.degree == 0:
-            raise no_ntk_error(repr(self))
+            raise _no_ntk_error(repr(self))
         return self._derivative(x)
 
     def check(self) -> None:
@@ -286,7 +288,7 @@ class RectifiedMonomial(Activation):
                      overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
         k = self.degree
         if derivative and k == 0:
-            raise no_ntk_error(repr(self))
+            raise _no_ntk_error(repr(self))
         rho, norm = correlation(var1, var2, cov)
         ess = _scaled(rectified_correlation(rho, k), norm, k)
         if not derivative:
@@ -324,7 +326,7 @@ class Sign(Activation):
         return _Jump.apply(x, "Sign()")
 
     def grad(self, x: Tensor) -> Tensor:
-        raise no_ntk_error(repr(self))
+        raise _no_ntk_error(repr(self))
 
     def check(self) -> None:
         """Nothing to check: the function is built in (its missing derivative is reported when asked)."""
@@ -332,6 +334,6 @@ class Sign(Activation):
     def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
                      overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
         if derivative:
-            raise no_ntk_error(repr(self))
+            raise _no_ntk_error(repr(self))
         rho, _ = correlation(var1, var2, cov)   # rho = 0 at zero variance: sign(0) E[sign v] = 0
         return _ArcSin.apply(rho), None

@@ -83,6 +83,13 @@ def _rule_numpy(radial: int, angular: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def polar_rule(order: Order, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """The polar rule of ``order`` = (radial, angular) as 1-D tensors of ``dtype`` on ``device``.
+
+    Returns:
+        (radius (radial,), radial weights (radial,) including the density R exp(-R^2 / 2) / 2 pi,
+        angular fractions t in [0, 1] (angular * (len(_GRADING) - 1),) and their weights, for an arc
+        of length 1). Cached in float64 numpy per order.
+    """
     return tuple(torch.as_tensor(a, dtype=dtype, device=device) for a in _rule_numpy(*order))
 
 

@@ -30,23 +30,73 @@ class Layer:
     weighted = False   # holds parameters (Dense, Conv)
 
     def signal(self, sig: Signal, where: str) -> Signal:
+        """The output's `Signal` for input signal ``sig``, after checking that the layer accepts it.
+
+        Args:
+            sig: the input's signal (a tuple of signals, one per branch, between FanOut and FanIn).
+            where: this layer's position in the description (e.g. "layer 3 (Conv(...))"), the
+                prefix of every error message.
+
+        Returns:
+            The output's signal (a tuple per branch for layers that give branches).
+
+        Raises:
+            ArchitectureError: the input has the wrong rank, is too small for a window, is not
+                Gaussian where the limit needs it, or cannot be merged; the message starts with ``where``.
+        """
         raise NotImplementedError
 
     def need(self, full_out):
+        """Whether this layer's input must be in the full layout (every pair of positions).
+
+        Args:
+            full_out: whether its output must be in the full layout (a tuple of bools, one per
+                branch, for layers that give branches).
+
+        Returns:
+            The same for its input (a tuple per branch for layers that take branches). The
+            default, for layers that act on each pair of positions alone, passes ``full_out`` on.
+        """
         return full_out
 
     def kernel(self, state: ArchState, full_out) -> ArchState:
+        """The layer's kernel map on one tile: the NNGP and NTK of its output from its input's.
+
+        Args:
+            state: the input's kernels on the tile, in the layout that `need` asked for (a tuple
+                of states, one per branch, for layers that take branches). The layer owns its
+                tensors and may overwrite them in place.
+            full_out: whether the output must be in the full layout (else the diagonal one is
+                enough); a tuple per branch for layers that give branches.
+
+        Returns:
+            The output's state on the same tile (pair prefix unchanged; positions as the
+            layer's `signal` says).
+        """
         raise NotImplementedError
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
-        """(module, its output's channel count) for input ``sig`` with ``channels`` channels
-        (a tuple of counts between FanOut and FanIn)."""
+        """The finite layer in the chosen parameterisation.
+
+        Args:
+            sig: the input's signal (as `signal` checked it).
+            channels: the input's channel count (a tuple of counts between FanOut and FanIn).
+            ctx: the build context; weighted layers take their width and generator index from
+                ``ctx.next_layer()``.
+
+        Returns:
+            (module, its output's channel count), the module mapping (N, C, *positions) or (N, d)
+            inputs to outputs as the kernels describe.
+        """
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
+        """The layer as plain JSON data, ``{"layer": name, **arguments}``, that `from_dict` reads back."""
         raise NotImplementedError
 
     def weighted_layers(self) -> list[Layer]:
+        """The layers that hold parameters (Dense, Conv), depth-first in build order: the order
+        in which a finite network numbers them and draws their generators."""
         return [self] if self.weighted else []
 
 

@@ -203,6 +203,8 @@ def run_serial(layers: Sequence[Layer], state, full_out):
 
 
 def serial_need(layers: Sequence[Layer], full_out):
+    """Whether the input of ``layers`` (in order) must be in the full layout, given whether their
+    output must be: each layer's `Layer.need`, walking back from the output."""
     need = full_out
     for layer in reversed(layers):
         need = layer.need(need)
@@ -210,12 +212,23 @@ def serial_need(layers: Sequence[Layer], full_out):
 
 
 def serial_signal(layers: Sequence[Layer], sig, where: str):
+    """The output signal of ``layers`` applied in order to ``sig``, each checked by its `Layer.signal`
+    and named in errors as "layer i (its repr)", after "``where`` > " when nested."""
+    prefix = f"{where} > " if where else ""
     for i, layer in enumerate(layers):
-        sig = layer.signal(sig, f"{where}layer {i} ({_short(layer)})")
+        sig = layer.signal(sig, f"{prefix}layer {i} ({_short(layer)})")
     return sig
 
 
 def serial_build(layers: Sequence[Layer], signals: Sequence, channels, ctx: BuildContext):
+    """(nn.Sequential of the layers' finite modules, the output's channel count).
+
+    Args:
+        layers: the layers in order.
+        signals: each layer's input signal (as `serial_signal` computes them), one per layer.
+        channels: the first layer's input channel count (a tuple between FanOut and FanIn).
+        ctx: the build context, shared so that weighted layers are numbered depth-first.
+    """
     built = []
     for layer, sig in zip(layers, signals, strict=True):
         module, channels = layer.build(sig, channels, ctx)

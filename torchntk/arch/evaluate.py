@@ -30,6 +30,8 @@ def pair_elements(shape: Sequence[int], full: bool) -> int:
 
 
 def default_tile(shape: Sequence[int], full: bool, itemsize: int) -> int:
+    """The block side b (1 <= b <= 512) for which one (b, b, *S) kernel tensor of inputs over
+    positions ``shape`` (full or diagonal layout, ``itemsize`` bytes an entry) is about `TILE_BYTES`."""
     per_pair = pair_elements(shape, full) * itemsize
     return max(1, min(512, int(math.sqrt(TILE_BYTES / per_pair))))
 

@@ -149,6 +149,8 @@ class LayerNorm(nn.Module):
 
 
 class FanOut(nn.Module):
+    """``n`` references to its input, one per branch: x -> (x,) * n (a tuple, not copies)."""
+
     def __init__(self, n: int) -> None:
         super().__init__()
         self.n = n
@@ -158,6 +160,8 @@ class FanOut(nn.Module):
 
 
 class Parallel(nn.Module):
+    """Branch i applied to element i of a tuple of inputs: (x_0, ..) -> (branch_0(x_0), ..)."""
+
     def __init__(self, branches: Sequence[nn.Module]) -> None:
         super().__init__()
         self.branches = nn.ModuleList(branches)
@@ -167,6 +171,8 @@ class Parallel(nn.Module):
 
 
 class FanInSum(nn.Module):
+    """The sum of a tuple of branch outputs of equal shape (a residual connection)."""
+
     def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
         out = xs[0]
         for x in xs[1:]:
@@ -175,10 +181,14 @@ class FanInSum(nn.Module):
 
 
 class FanInConcat(nn.Module):
+    """The branch outputs (N, C_b, *positions) concatenated along the channels: (N, sum_b C_b, *positions)."""
+
     def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
         return torch.cat(xs, dim=1)
 
 
 class Identity(nn.Module):
+    """The input unchanged (a shortcut branch)."""
+
     def forward(self, x):
         return x

@@ -24,6 +24,7 @@ _ODD = {"erf", "sin", "tanh", "identity", "softsign", "atan", "asinh"}
 
 
 def is_linear(act: Activation) -> bool:
+    """Whether the activation is the linear map x -> a x (a `PiecewiseLinear` with equal slopes a = b)."""
     return isinstance(act, PiecewiseLinear) and act.a == act.b
 
 

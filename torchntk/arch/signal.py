@@ -69,17 +69,27 @@ class Signal:
 
     @property
     def spatial(self) -> int:
+        """The number of spatial axes d: 0 for vectors, 1 for sequences, 2 for images."""
         return len(self.shape)
 
     def describe(self) -> str:
+        """A short phrase for error messages, e.g. "8x8 positions with 3 channels" or "vectors with hidden width"."""
         what = "vectors" if not self.shape else f"{'x'.join(map(str, self.shape))} positions"
         width = f"{self.channels} channels" if self.channels is not None else "hidden width"
         return f"{what} with {width}" + (" (flattened)" if self.flat else "")
 
     def after_weights(self, shape: tuple[int, ...] | None = None, flat: bool = False) -> Signal:
+        """The signal of a weighted layer's (Dense, Conv) output: hidden width, Gaussian, centred, fresh.
+
+        Args:
+            shape: the output's spatial shape (default: the input's).
+            flat: whether the output is still flattened (a Dense after Flatten).
+        """
         return Signal(self.shape if shape is None else shape, None, True, True, True, flat, False)
 
     def after_linear(self, **changes) -> Signal:
+        """The signal after a linear, weight-free map (pooling, Flatten): the law is kept, the
+        fields in ``changes`` (e.g. ``shape``, ``flat``) are replaced."""
         return replace(self, **changes)
 
 
@@ -91,4 +101,5 @@ def input_signal(shape: tuple[int, ...]) -> Signal:
 
 
 def fail(where: str, message: str) -> ArchitectureError:
+    """The `ArchitectureError` "``where``: ``message``" (returned, for the caller to raise)."""
     return ArchitectureError(f"{where}: {message}")

@@ -213,6 +213,7 @@ class MaxPool(_Pool):
         return Signal(shape, sig.channels, False, False, False)
 
     def kernel(self, state: ArchState, full_out) -> ArchState:
+        """Always raises `ArchitectureError`: MaxPool has no closed-form kernel (see the class docstring)."""
         from .signal import ArchitectureError  # Serial.analyse refuses it first; this guards direct use
         raise ArchitectureError(f"{self!r}: {self.why_not}")
 

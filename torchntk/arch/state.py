@@ -45,11 +45,14 @@ class ArchState:
     # -- self-pairs and variances -----------------------------------------------------
 
     def rows_self(self) -> Tensor:
+        """The row inputs' self-pair kernels K(x1_i, x1_i), (n1, *S): read off the block's diagonal
+        when ``same``, the state itself when it is self-pairs (prefix 1)."""
         if self.prefix == 1:
             return self.nngp
         return layout.read_self(self.nngp) if self.same else self.self1
 
     def cols_self(self) -> Tensor:
+        """The column inputs' self-pair kernels K(x2_j, x2_j), (n2, *S), as `rows_self` for the rows."""
         if self.prefix == 1:
             return self.nngp
         return layout.read_self(self.nngp) if self.same else self.self2
@@ -83,6 +86,7 @@ class ArchState:
         return replace(self, nngp=nngp, ntk=ntk, self1=s1, self2=s2, **changes)
 
     def copy(self) -> ArchState:
+        """A state with clones of every tensor, for a consumer that may overwrite them in place."""
         def c(t):
             return None if t is None else t.clone()
         return replace(self, nngp=c(self.nngp), ntk=c(self.ntk), self1=c(self.self1), self2=c(self.self2))

@@ -19,6 +19,13 @@ from .request import Request, quadratic_cov
 
 
 def singular_message(detail: str, what: str, top: float) -> str:
+    """The error text for a numerically singular training kernel.
+
+    Args:
+        detail: how the singularity showed (e.g. the Cholesky row that broke down).
+        what: which limit does not exist (e.g. "t = inf").
+        top: the kernel's largest diagonal entry, to suggest a ridge of about 1e-8 of its scale.
+    """
     return (f"the training kernel is singular (numerically): {detail}, so the {what} limit Theta^-1 y does not "
             f"exist. Pass ridge=... (e.g. ridge={1e-8 * top:.3g}, about 1e-8 of the kernel's scale), compute the "
             "kernel in float64, or remove duplicate training points. Finite times are well defined without ridge.")
@@ -32,6 +39,13 @@ class CholeskyLimit:
         self._factor: Tensor | None = None
 
     def factor(self) -> Tensor:
+        """The lower Cholesky factor L (N, N) of Theta_r, computed once.
+
+        Raises:
+            ValueError: the factorisation breaks down, or LAPACK's reciprocal condition estimate
+                is at most N eps (the kernel is singular to working precision); the message
+                suggests a ridge.
+        """
         if self._factor is None:
             n = self.kernel.shape[0]
             top = float(self.kernel.diagonal().max())
@@ -49,6 +63,7 @@ class CholeskyLimit:
         return self._factor
 
     def solve(self, rhs: Tensor) -> Tensor:
+        """Theta_r^-1 rhs for rhs (N, m), by the factor."""
         return torch.cholesky_solve(rhs, self.factor())
 
     def predict(self, count: int, request: Request, ridge: float, nngp_train: Tensor | None) -> Prediction:

@@ -71,6 +71,7 @@ class Plan:
 
 
 def check_method(method: object) -> str:
+    """``method`` if it is one of `METHODS`, else a ValueError listing them."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     return str(method)

@@ -34,6 +34,28 @@ class Request:
 
 def parse_request(y_train: Tensor, nngp_train: Tensor | None, ntk_test_train: Any, nngp_test_train: Any,
                   nngp_test: Any, cov: Any, f0_train: Any, f0_test: Any, train_cov: bool) -> Request:
+    """Check one prediction call's arrays against the training set and gather them in a `Request`.
+
+    Args:
+        y_train: the targets (N, k), already checked.
+        nngp_train: Sigma(X, X) (N, N) held by the flow, or None.
+        ntk_test_train: Theta(x, X) (M, N), or None for training points only.
+        nngp_test_train, nngp_test: Sigma(x, X) (M, N) and Sigma(x, x) (M, M) (or its diagonal
+            (M,) for cov="diag"), needed for the test covariance over initialisations.
+        cov: "full", "diag" or None.
+        f0_train, f0_test: one network's outputs f_0(X) (N, k) and f_0(x) (M, k), both or neither
+            (neither: predict over random initialisations).
+        train_cov: whether the covariance on the training points is wanted.
+
+    Returns:
+        The request; ``cov`` is dropped (None) when f_0 is given, and ``train_cov`` is False when
+        no covariance is wanted or nngp_train is unknown.
+
+    Raises:
+        ValueError: test kernels without ntk_test_train, only one of f0_train / f0_test, a test
+            covariance without all three NNGP kernels, or shapes that disagree (the message says
+            which array and what shape it needs).
+    """
     cov = check_cov(cov)
     n, k, device = y_train.shape[0], y_train.shape[1], y_train.device
     if ntk_test_train is None and any(a is not None for a in (nngp_test_train, nngp_test, f0_test)):
@@ -104,4 +126,5 @@ def diagonal_quadratic(left: Tensor, middle: Tensor) -> Tensor:
 
 
 def stack_or_none(items: list[Tensor]) -> Tensor | None:
+    """The per-time results stacked along a new leading time axis (T, ...), or None for no items."""
     return torch.stack(items) if items else None

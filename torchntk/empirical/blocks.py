@@ -20,14 +20,28 @@ CACHE_BYTES = 4 << 30
 
 
 class ChunkMethod(Protocol):
-    def features(self, x: Tensor) -> Any: ...
+    """What `assemble` needs of an empirical-NTK method: features of a chunk of inputs, and the
+    kernel block of two chunks from their features. k is the model's number of outputs."""
 
-    def block(self, f1: Any, f2: Any, full: bool) -> Tensor: ...
+    def features(self, x: Tensor) -> Any:
+        """The features of a chunk of inputs x (B, ...): any pytree of tensors, computed once per
+        chunk and reused against every other chunk."""
+        ...
 
-    def diagonal(self, f1: Any, f2: Any, full: bool) -> Tensor: ...
+    def block(self, f1: Any, f2: Any, full: bool) -> Tensor:
+        """The kernel block of two chunks of B1 and B2 inputs from their features:
+        Theta[i, j, k, k'] (B1, B2, k, k) with ``full``, else the output trace (1/k) sum_k
+        Theta[i, j, k, k], (B1, B2)."""
+        ...
+
+    def diagonal(self, f1: Any, f2: Any, full: bool) -> Tensor:
+        """Theta(x1_b, x2_b) for the rows b of two chunks of the same size B: (B, k, k) with
+        ``full``, else (B,) output traces."""
+        ...
 
 
-def nbytes(tree: Any) -> int:
+def _nbytes(tree: Any) -> int:
+    """Bytes held by the tensors of a pytree (to size a panel of chunk features)."""
     return sum(t.numel() * t.element_size() for t in tree_leaves(tree) if isinstance(t, Tensor))
 
 
@@ -53,7 +67,7 @@ def assemble(method: ChunkMethod, x1: Tensor, x2: Tensor | None, k: int, full: b
     start = 0
     while start < len(rows1):
         panel = {start: method.features(x1[rows1[start]])}
-        span = max(1, cache_bytes // max(1, nbytes(panel[start])))
+        span = max(1, cache_bytes // max(1, _nbytes(panel[start])))
         for i in range(start + 1, min(len(rows1), start + span)):
             panel[i] = method.features(x1[rows1[i]])
         for j in range(start if symmetric else 0, len(rows2)):

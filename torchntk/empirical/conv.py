@@ -61,16 +61,20 @@ class ConvOp:
 
     @property
     def trainable(self) -> bool:
+        """Whether the weight or the bias counts in the kernel (requires_grad)."""
         return self.train_weight or self.train_bias
 
     @property
     def dims(self) -> int:
+        """The number of spatial axes (1 or 2), from the weight (C_out, C_in, *filter)."""
         return self.weight.dim() - 2
 
     def forward(self, a: Tensor) -> Tensor:
+        """The layer's output z (B, C_out, *S_out) for its input a (B, C_in, *S_in), by the module itself."""
         return self.module(a)
 
     def padded(self, a: Tensor) -> Tensor:
+        """a (B, C_in, *S_in) padded as the layer pads it (``pads``, ``pad_mode``)."""
         if not any(self.pads):
             return a
         return F.pad(a, self.pads, mode=self.pad_mode)
@@ -127,6 +131,8 @@ class MaxPoolOp:
     dims: int
 
     def forward_with_indices(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """(pooled a (B, C, *S_out), indices (B, C, *S_out) of each window's maximum in the
+        flattened input positions), as torch's max pooling with ``return_indices=True``."""
         pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
         m = self.module
         return pool(a, m.kernel_size, m.stride, return_indices=True, ceil_mode=m.ceil_mode)
@@ -267,6 +273,7 @@ class Rows(NamedTuple):
     shape: tuple[int, ...]
 
     def materialize(self, batch: int) -> Tensor:
+        """delta as one tensor (batch, k, *shape)."""
         k = self.rows.shape[0]
         if self.gate is None:
             return self.rows.expand(k, *self.shape).unsqueeze(0).expand(batch, k, *self.shape)
@@ -283,6 +290,8 @@ IDENTITY = None  # the model's outputs themselves: delta_k = e_k
 
 
 class DenseTerm(NamedTuple):
+    """A dense layer's factors for a chunk: its inputs and the delta at its output."""
+
     inputs: Tensor | None  # a (B, n_in) when W trains
     delta: Any             # IDENTITY, Rows or Full at the layer's output (B, n_out)
 
@@ -303,11 +312,28 @@ class GradientTerm(NamedTuple):
 
 
 class ChunkFeatures(NamedTuple):
+    """The features of a chunk of ``batch`` inputs: one term per trainable layer, lowest first."""
+
     batch: int
     terms: list[DenseTerm | ChannelTerm | GradientTerm]
 
 
 class ConvStructuredMethod:
+    """The per-layer-factor method for convolutional chains (see the module docstring); a
+    `ChunkMethod` whose features are `ChunkFeatures`.
+
+    Args:
+        ops: the chain of operations, as `conv_plan` gives it.
+        k: the number of outputs.
+        probe: inputs (at least one) on which the chain must reproduce ``model``'s outputs
+            (else NotStructured), and which fix each op's per-input shape.
+        model: the model the chain was read from.
+
+    Raises:
+        ValueError: no parameter of the chain is trainable.
+        NotStructured: the chain's shapes or outputs do not match the model's.
+    """
+
     def __init__(self, ops: list[Op], k: int, probe: Tensor, model: nn.Module) -> None:
         self.ops, self.k = ops, k
         trainable = [i for i, op in enumerate(ops) if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
@@ -350,6 +376,8 @@ class ConvStructuredMethod:
         return op.module(a)  # pooling
 
     def point_bytes(self, element_size: int) -> float:
+        """Estimated bytes of features and temporaries per input (activations and deltas of k
+        outputs, per-example gradients, unfolded patches), to choose the chunk size."""
         k = self.k
         activations = sum(math.prod(shape) for shape in self.shapes)
         grads = sum(op.weight.numel() + op.weight.shape[0] for op in self.ops if isinstance(op, ConvOp))
@@ -358,6 +386,12 @@ class ConvStructuredMethod:
         return (3.0 * k * activations + k * grads + patches) * element_size
 
     def features(self, x: Tensor) -> ChunkFeatures:
+        """One forward pass of the chunk x (B, C, *S) and one backward pass of its B k deltas: a
+        `DenseTerm`, `ChannelTerm` or `GradientTerm` per trainable layer.
+
+        Raises:
+            ValueError: the chain's outputs are not (B, k).
+        """
         batch = x.shape[0]
         saved: dict[int, Tensor] = {}
         a = x
@@ -425,7 +459,7 @@ class ConvStructuredMethod:
             return Full(op.pullback(d.reshape(batch * k, -1)).view(batch, k, -1))
         if isinstance(op, FlattenOp):
             if delta is IDENTITY:
-                like = op_like(self.ops)
+                like = _op_like(self.ops)
                 return Rows(torch.eye(k, dtype=like.dtype, device=like.device).reshape(k, *in_shape), None, in_shape)
             if isinstance(delta, Rows):
                 gate = None if delta.gate is None else delta.gate.reshape(batch, *in_shape)
@@ -453,8 +487,10 @@ class ConvStructuredMethod:
     # -- kernel blocks ------------------------------------------------------------------------
 
     def block(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        """The sum over trainable layers of their gradient Grams: (B1, B2, k, k) with ``full``,
+        else the output trace (1/k) sum_k, (B1, B2)."""
         b1, b2, k = f1.batch, f2.batch, self.k
-        like = op_like(self.ops)
+        like = _op_like(self.ops)
         out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
         term_ops = [op for op in self.ops[self.lowest:] if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
         for op, t1, t2 in zip(term_ops, f1.terms, f2.terms, strict=True):
@@ -478,8 +514,9 @@ class ConvStructuredMethod:
         return out.permute(0, 2, 1, 3) if full else out
 
     def diagonal(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        """Theta(x1_b, x2_b) for the rows b of two chunks of the same size: (B, k, k) or (B,)."""
         b, k = f1.batch, self.k
-        like = op_like(self.ops)
+        like = _op_like(self.ops)
         out = torch.zeros((b, k, k) if full else (b,), dtype=like.dtype, device=like.device)
         term_ops = [op for op in self.ops[self.lowest:] if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
         for op, t1, t2 in zip(term_ops, f1.terms, f2.terms, strict=True):
@@ -517,7 +554,8 @@ class ConvStructuredMethod:
         return out
 
 
-def op_like(ops: list[Op]) -> Tensor:
+def _op_like(ops: list[Op]) -> Tensor:
+    """The first weighted op's weight, whose dtype and device the kernel blocks take."""
     return next(op.weight for op in ops if isinstance(op, (ConvOp, DenseOp)))
 
 

@@ -28,4 +28,5 @@ class FunctionalModel:
 
     @property
     def num_params(self) -> int:
+        """P, the number of trainable scalars (the sum the empirical NTK runs over)."""
         return sum(p.numel() for p in self.params.values())

@@ -17,18 +17,26 @@ from .functional import FunctionalModel
 
 
 class JacobianMethod:
+    """The per-sample-Jacobian method (see the module docstring) for a model with k outputs;
+    a `ChunkMethod` whose features are the chunk's Jacobians."""
+
     def __init__(self, fmodel: FunctionalModel, k: int) -> None:
         self.fmodel, self.k = fmodel, k
         self._jacobian = vmap(jacrev(fmodel.single), in_dims=(None, 0))
 
     def point_bytes(self, element_size: int) -> float:
+        """Bytes of features per input (k P Jacobian entries of ``element_size`` bytes, plus a
+        quarter for temporaries), to choose the chunk size."""
         return 1.25 * self.k * self.fmodel.num_params * element_size  # the Jacobian, some temporaries
 
     def features(self, x: Tensor) -> list[Tensor]:
+        """The Jacobians of a chunk x (B, ...): one (B, k, P_i) tensor per trainable parameter tensor."""
         jac = self._jacobian(self.fmodel.params, x)
         return [j.reshape(x.shape[0], self.k, -1) for j in jac.values()]
 
     def block(self, f1: list[Tensor], f2: list[Tensor], full: bool) -> Tensor:
+        """sum_p J1_kp J2_k'p over the parameter tensors: (B1, B2, k, k) with ``full``, else the
+        output trace (1/k) sum_k, (B1, B2)."""
         b1, b2, k = f1[0].shape[0], f2[0].shape[0], self.k
         if full:
             total = sum(j1.reshape(b1 * k, -1) @ j2.reshape(b2 * k, -1).t() for j1, j2 in zip(f1, f2, strict=True))

@@ -19,16 +19,24 @@ from .functional import FunctionalModel
 
 
 class NTKVectorMethod:
+    """The NTK-vector-product method (see the module docstring) for a model with k outputs; a
+    `ChunkMethod` whose features are the inputs themselves."""
+
     def __init__(self, fmodel: FunctionalModel, k: int) -> None:
         self.fmodel, self.k = fmodel, k
 
     def point_bytes(self, element_size: int) -> float:
+        """Bytes per input of the k parameter-space vectors g it holds (plus a quarter for
+        temporaries), to choose the chunk size."""
         return 1.25 * self.k * self.fmodel.num_params * element_size  # the vmapped g's, some temporaries
 
     def features(self, x: Tensor) -> Tensor:
+        """The chunk x itself: nothing is precomputed."""
         return x
 
     def block(self, x1: Tensor, x2: Tensor, full: bool) -> Tensor:
+        """Theta between the chunks x1 (B1, ...) and x2 (B2, ...), one column J(x1) J(x2_j)^T e_k'
+        per (j, k'): (B1, B2, k, k) with ``full``, else the output trace (1/k) sum_k, (B1, B2)."""
         f, params = self.fmodel, self.fmodel.params
 
         def column(x_prime: Tensor, cotangent: Tensor) -> Tensor:

@@ -56,9 +56,11 @@ class DenseOp:
 
     @property
     def trainable(self) -> bool:
+        """Whether the weight or the bias counts in the kernel (requires_grad)."""
         return self.train_weight or self.train_bias
 
     def forward(self, a: Tensor) -> Tensor:
+        """z = c a W^T + s b for inputs a (B, n_in): (B, n_out)."""
         if self.bias is None:
             return a @ self.weight.t() if self.c == 1.0 else (a @ self.weight.t()).mul_(self.c)
         return torch.addmm(self.bias, a, self.weight.t(), beta=self.s, alpha=self.c)
@@ -138,11 +140,24 @@ class LayerTerm(NamedTuple):
 
 
 class ChunkFeatures(NamedTuple):
+    """The features of a chunk of ``batch`` inputs: a `LayerTerm` per dense layer."""
+
     batch: int
     terms: list[LayerTerm]  # one per dense layer from the lowest trainable one up
 
 
 class StructuredMethod:
+    """The layer-wise Gram method for dense chains (see the module docstring); a `ChunkMethod`
+    whose features are `ChunkFeatures`.
+
+    Args:
+        ops: the chain of operations, as `dense_plan` gives it.
+        k: the number of outputs.
+
+    Raises:
+        ValueError: no parameter of the chain is trainable.
+    """
+
     def __init__(self, ops: list[DenseOp | ElementwiseOp], k: int) -> None:
         self.ops, self.k = ops, k
         self.dense = [op for op in ops if isinstance(op, DenseOp)]
@@ -153,10 +168,14 @@ class StructuredMethod:
         self.term_ops = [op for op in ops[self.lowest:] if isinstance(op, DenseOp)]
 
     def point_bytes(self, element_size: int) -> float:
+        """Estimated bytes per input of the deltas (k per layer output), inputs and temporaries,
+        to choose the chunk size."""
         widths = sum(op.weight.shape[0] + op.weight.shape[1] for op in self.dense)
         return 3.0 * self.k * widths * element_size  # deltas, inputs and matmul temporaries
 
     def features(self, x: Tensor) -> ChunkFeatures:
+        """One forward pass of the chunk x (B, n_0) and one batched backward pass of its k deltas:
+        each dense layer's inputs a(x) and back-propagated vectors, from the lowest trainable layer up."""
         inputs: list[Tensor] = []
         slopes: list[Tensor | None] = []
         a = x
@@ -205,6 +224,8 @@ class StructuredMethod:
         return terms
 
     def block(self, f1: ChunkFeatures, f2: ChunkFeatures, full: bool) -> Tensor:
+        """sum over layers of (delta_k(x) . delta_k'(x')) (c^2 a(x) . a(x') + s^2): (B1, B2, k, k)
+        with ``full``, else the output trace (1/k) sum_k, (B1, B2)."""
         b1, b2, k = f1.batch, f2.batch, self.k
         like = self.term_ops[0].weight
         out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)

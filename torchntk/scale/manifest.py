@@ -90,6 +90,7 @@ def fingerprint(x: Tensor) -> str:
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """The dtype's name as a manifest stores it (and numpy reads it): torch.float32 -> "float32"."""
     return str(dtype).removeprefix("torch.")
 
 

@@ -52,24 +52,29 @@ class KernelMatrix:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(N1, N2), the full matrix's shape."""
         return self.store.grid.n1, self.store.grid.n2
 
     @property
     def dtype(self) -> np.dtype:
+        """The numpy dtype the tiles are stored in (and slices are returned in)."""
         return np.dtype(self.store.manifest["dtype"])
 
     ndim = 2
 
     @property
     def path(self) -> str:
+        """The store's directory."""
         return str(self.store.path)
 
     @property
     def tile(self) -> int:
+        """The side of the stored square tiles."""
         return self.store.grid.tile
 
     @property
     def symmetric(self) -> bool:
+        """Whether the matrix is x against itself (only tiles on and above the diagonal are stored)."""
         return self.store.grid.symmetric
 
     def __len__(self) -> int:
@@ -140,6 +145,7 @@ class KernelMatrix:
 
     @property
     def complete(self) -> bool:
+        """Whether every tile of the schedule is on disk and marked complete."""
         return not self.missing_tiles()
 
     def to_torch(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:

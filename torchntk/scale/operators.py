@@ -35,9 +35,11 @@ class StoreTiles:
 
     @property
     def grid(self) -> TileGrid:
+        """The store's tile grid (from its manifest)."""
         return KernelStore(self.path, self.manifest).grid
 
     def opener(self) -> KernelStore:
+        """A fresh handle on the store, to read tiles from (one per worker)."""
         return KernelStore(self.path, self.manifest)
 
 
@@ -52,6 +54,7 @@ class SpecTiles:
 
     @property
     def grid(self) -> TileGrid:
+        """The symmetric (N, N) grid of x against itself with tiles of side ``tile``."""
         return TileGrid(self.x.shape[0], self.x.shape[0], self.tile, True)
 
 
@@ -132,6 +135,7 @@ class TiledKernel:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(N, N)."""
         grid = self.source.grid
         return grid.n1, grid.n1
 
@@ -255,7 +259,9 @@ class DenseKernel:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(N, N)."""
         return tuple(self.matrix.shape)
 
     def matmul(self, v: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """K v for v of shape (N,) or (N, k), computed in ``dtype`` (float64 by default)."""
         return self.matrix.to(dtype) @ torch.as_tensor(v).to(dtype)

@@ -28,10 +28,13 @@ class RunSummary:
 
     @property
     def entries_per_second(self) -> float:
+        """Kernel entries computed per second of this call (NaN when it took no time)."""
         return self.entries / self.seconds if self.seconds > 0 else float("nan")
 
     @property
     def gemm_gflops(self) -> float:
+        """The GEMM-equivalent rate, 2 d entries / s / 1e9 (d = ``features``): what a matrix product
+        of the inputs would need to run at to compute the same entries."""
         return 2 * self.features * self.entries_per_second / 1e9
 
     def __str__(self) -> str:
@@ -71,6 +74,7 @@ class TileProgress:
             self._bar.stop()
 
     def advance(self, entries: int) -> None:
+        """Count one finished tile of ``entries`` kernel entries (and show the running rate)."""
         with self._lock:
             self._entries += entries
             if self._bar is not None:
@@ -78,6 +82,7 @@ class TileProgress:
                 self._bar.update(self._task, advance=1, rate=f"{rate:.3g} entries/s")
 
     def report(self, summary: RunSummary, path: str) -> None:
+        """Print the run's summary for the store at ``path`` on stderr (when enabled)."""
         if self.enabled:
             from rich.console import Console
 

@@ -112,6 +112,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def grid_of(manifest: dict[str, Any]) -> TileGrid:
+    """The tile grid a manifest describes (its shape, tile side and symmetry)."""
     n1, n2 = manifest["shape"]
     return TileGrid(n1, n2, manifest["tile"], manifest["symmetric"])
 
@@ -191,6 +192,11 @@ class KernelStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> KernelStore:
+        """The existing store at ``path``, its arrays checked against its manifest.
+
+        Raises:
+            ValueError: ``path`` holds no torchntk manifest, or its arrays do not match it.
+        """
         manifest = read_manifest(path)
         if manifest is None:
             raise ValueError(f"{str(path)!r} is not a torchntk kernel store (no zarr.json with a torchntk "
@@ -471,6 +477,7 @@ class KernelStore:
     # -- tiles ---------------------------------------------------------------------------
 
     def array(self, name: str) -> Any:
+        """The zarr array ``name`` ("nngp" or "ntk") of the store, opened once (read-only when the store is)."""
         if name not in self._arrays:
             import zarr
 

@@ -77,16 +77,20 @@ class TileGrid:
 
     @property
     def rows(self) -> int:
+        """The number of tile rows, ceil(n1 / tile)."""
         return -(-self.n1 // self.tile)
 
     @property
     def cols(self) -> int:
+        """The number of tile columns, ceil(n2 / tile)."""
         return -(-self.n2 // self.tile)
 
     def row_range(self, i: int) -> tuple[int, int]:
+        """(start, stop) of the matrix rows of tile row i (the last one may be short)."""
         return i * self.tile, min((i + 1) * self.tile, self.n1)
 
     def col_range(self, j: int) -> tuple[int, int]:
+        """(start, stop) of the matrix columns of tile column j (the last one may be short)."""
         return j * self.tile, min((j + 1) * self.tile, self.n2)
 
     def tiles(self) -> list[tuple[int, int]]:
@@ -94,6 +98,7 @@ class TileGrid:
         return [(i, j) for i in range(self.rows) for j in range(i if self.symmetric else 0, self.cols)]
 
     def entries(self, i: int, j: int) -> int:
+        """The number of matrix entries in tile (i, j)."""
         (r0, r1), (c0, c1) = self.row_range(i), self.col_range(j)
         return (r1 - r0) * (c1 - c0)
 

@@ -60,6 +60,7 @@ class ArchSweep:
     input_shape: tuple[int, ...]
 
     def as_dict(self) -> dict[str, Any]:
+        """The measurements and fits as plain JSON data (arrays as nested lists)."""
         return {"architecture": self.description, "input_shape": list(self.input_shape),
                 "widths": self.widths.tolist(), "ntk_init": self.ntk_init.tolist(),
                 "conditional_nngp": None if self.conditional is None else self.conditional.tolist(),

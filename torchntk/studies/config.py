@@ -40,10 +40,12 @@ class NetworkSettings:
     weight_std: float = 1.0
 
     def spec(self):
+        """The network description `mlp(depth, activation, bias_std, weight_std)` of these settings."""
         from ..spec import mlp
         return mlp(self.depth, self.activation, bias_std=self.bias_std, weight_std=self.weight_std)
 
     def describe(self) -> str:
+        """A short label for captions, e.g. "depth 4, relu, β = 0.1" (σ_w only when it is not 1)."""
         return (f"depth {self.depth}, {self.activation}, β = {self.bias_std:g}"
                 + ("" if self.weight_std == 1 else f", σ_w = {self.weight_std:g}"))
 
@@ -132,6 +134,7 @@ class ReproduceSettings:
     sweep: SweepSettings
 
     def as_dict(self) -> dict[str, Any]:
+        """Every setting, nested figure settings included, as plain data (dataclasses.asdict)."""
         return asdict(self)
 
 

@@ -18,7 +18,8 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17
 THEORY = "black"
 
 
-def color_of(index: int) -> str:
+def _color_of(index: int) -> str:
+    """The index-th colour of the palette, cycling."""
     return COLORS[index % len(COLORS)]
 
 
@@ -73,7 +74,7 @@ def figure_ntk(angles: np.ndarray, theory: np.ndarray, curves: dict[int, dict[st
     titles = ("at initialization (t = 0)", f"after {steps} steps, lr {lr:g} (t = {steps * lr:g})")
     for ax, key, title in zip(axes[0], ("init", "trained"), titles, strict=True):
         for i, (width, curve) in enumerate(curves.items()):
-            color = color_of(i)
+            color = _color_of(i)
             for s, row in enumerate(curve[key]):
                 ax.plot(angles, row, color=color, lw=0.8, alpha=0.55,
                         label=f"width n = {width:,} ({len(curve[key])} inits)" if s == 0 else None)
@@ -101,7 +102,7 @@ def figure_regression(angles: np.ndarray, curves: dict[int, np.ndarray], gp_mean
     fig.subplots_adjust(right=0.72)  # the legend sits to the right of the axes, off the curves
     ax = axes[0, 0]
     for c, (width, rows) in enumerate(curves.items()):
-        color = color_of(c)
+        color = _color_of(c)
         for s, row in enumerate(rows):
             ax.plot(angles, row, color=color, lw=0.8, alpha=0.6,
                     label=f"width n = {width:,} ({len(rows)} inits)" if s == 0 else None)
@@ -137,7 +138,7 @@ def figure_pca(coords: np.ndarray, labels: np.ndarray | None, eigenvalues: np.nd
     ax.set_ylabel(f"f(3)(x)  (λ3 = {eigenvalues[2]:.3g})")
     ax.set_title(f"(a) {len(coords)} {data_name} digits in kernel PCs 2, 3")
     for c, (width, trials) in enumerate(runs.items()):
-        color = color_of(c)
+        color = _color_of(c)
         for i, run in enumerate(trials):
             label = f"width n = {width:,}" if i == 0 else None
             axes[0, 1].plot(times, run["h"], color=color, lw=1.2, alpha=0.85, label=label)
@@ -182,7 +183,7 @@ def figure_rates(panels: list[tuple[str, str, list[RateSeries]]], path: Path, ti
     flat = axes.reshape(-1)
     for ax, (panel_title, ylabel, series) in zip(flat, panels, strict=False):  # spare axes are hidden below
         for c, s in enumerate(series):
-            color = color_of(c)
+            color = _color_of(c)
             widths = np.asarray(s.widths, dtype=np.float64)
             vals = np.asarray(s.values, dtype=np.float64)
             jitter = widths[:, None] * np.ones_like(vals)
@@ -221,7 +222,7 @@ def figure_gaussianity(widths: np.ndarray, whitened: np.ndarray, cov_error: np.n
     fig, axes = new_figure(11, 4.6, ncols=2, top=0.9)
     ax = axes[0, 0]
     for c, wi in enumerate(sorted({0, len(widths) - 1})):
-        color = color_of(c)
+        color = _color_of(c)
         z = np.sort(np.asarray(whitened[wi]).reshape(-1))
         probs = (np.arange(z.size) + 0.5) / z.size
         ax.plot(stats.norm.ppf(probs), z, ".", ms=2.5, color=color, label=f"width n = {int(widths[wi]):,}")

@@ -11,11 +11,19 @@ from typing import Any, Protocol
 
 
 class Task(Protocol):
-    def advance(self, steps: int = 1) -> None: ...
+    """One running task of a progress reporter."""
+
+    def advance(self, steps: int = 1) -> None:
+        """Record ``steps`` more steps done out of the task's total."""
+        ...
 
 
 class ProgressLike(Protocol):
-    def task(self, description: str, total: int) -> Task: ...
+    """What experiments accept as ``progress``: a factory of tasks."""
+
+    def task(self, description: str, total: int) -> Task:
+        """Start a task of ``total`` steps, labelled ``description``, and return it."""
+        ...
 
 
 class _NoTask:
@@ -27,6 +35,7 @@ class Silent:
     """No output."""
 
     def task(self, description: str, total: int) -> Task:
+        """A task whose ``advance`` does nothing."""
         return _NoTask()
 
 
@@ -45,6 +54,7 @@ class RichBars:
         self._bars = bars
 
     def task(self, description: str, total: int) -> Task:
+        """A new bar of ``total`` steps labelled ``description``; its task's ``advance`` moves it."""
         return _RichTask(self._bars, self._bars.add_task(description, total=total))
 
 

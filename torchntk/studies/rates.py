@@ -39,9 +39,11 @@ class SlopeFit:
     """A fitted log-log slope and its uncertainty.
 
     Attributes:
-        slope, intercept: b and a in log d = a + b log n (natural logarithms).
+        slope: b in log d = a + b log n (natural logarithms).
+        intercept: a in the same.
         stderr: the standard error of b from the residuals.
-        low, high: the interval b +- t se(b) of the stated confidence.
+        low: the lower end of the interval b +- t se(b) of the stated confidence.
+        high: its upper end.
         confidence: e.g. 0.95.
         predicted: the theory's slope b0.
         points: m, the number of (width, seed) measurements fitted.
@@ -78,6 +80,7 @@ class SlopeFit:
 
     @property
     def criterion(self) -> str:
+        """The rule the verdict applies, in words, for reports beside the verdict."""
         pct = f"{100 * self.confidence:g}%"
         how = f"(least squares on log-log, {self.points} points, Student's t)"
         if self.kind == "bound":
@@ -88,7 +91,7 @@ class SlopeFit:
         return f"the {pct} interval of the fitted slope contains {self.predicted:g} and excludes 0 {how}"
 
     def describe(self) -> str:
-        """"-0.49 ± 0.03 (95%: [-0.55, -0.43])", noting a bound beaten by a steeper slope."""
+        """"-0.514 ± 0.014 (95%: [-0.544, -0.484])", noting a bound beaten by a steeper slope."""
         text = (f"{self.slope:.3f} ± {self.stderr:.3f} "
                 f"({100 * self.confidence:g}%: [{self.low:.3f}, {self.high:.3f}])")
         return text + (f"; faster than the n^{self.predicted:g} bound" if self.faster else "")
@@ -98,6 +101,7 @@ class SlopeFit:
         return np.exp(self.intercept) * np.asarray(widths, dtype=np.float64) ** self.slope
 
     def as_dict(self) -> dict:
+        """The fit and its verdict as plain JSON data."""
         return {"slope": self.slope, "stderr": self.stderr, "intercept": self.intercept, "low": self.low,
                 "high": self.high, "confidence": self.confidence, "predicted": self.predicted,
                 "points": self.points, "kind": self.kind, "verdict": self.verdict}
@@ -186,10 +190,13 @@ class ConvergenceFit:
 
     @property
     def falls(self) -> bool:
+        """Condition 1: the overall slope's interval lies below 0 (d falls with width, significantly)."""
         return self.overall.high < 0
 
     @property
     def trends(self) -> bool:
+        """Condition 2: the widest local slope's interval reaches -1/2, or the local slopes steepen
+        with width by more than t times the standard error of the difference (widest vs narrowest)."""
         last_low = self.local[-1] - self.t_quantile * self.local_se[-1]
         if last_low <= -0.5:
             return True
@@ -200,6 +207,8 @@ class ConvergenceFit:
 
     @property
     def verdict(self) -> str:
+        """"borne out" (`falls` and `trends`), "not borne out" (the overall interval lies above 0)
+        or "inconclusive"."""
         if self.falls and self.trends:
             return BORNE_OUT
         if self.overall.low > 0:
@@ -208,19 +217,21 @@ class ConvergenceFit:
 
     @property
     def criterion(self) -> str:
+        """The rule the verdict applies, in words, for reports beside the verdict."""
         pct = f"{100 * self.overall.confidence:g}%"
         return (f"falls with width, significantly (the {pct} interval of the overall log-log slope lies below 0), "
                 f"and the local slopes between successive widths trend to or below -1/2 (the widest one's {pct} "
                 "interval reaches -1/2, or they steepen with width beyond the noise)")
 
     def describe(self) -> str:
-        """"overall -0.43 ± 0.03 [-0.49, -0.37]; local -0.31, -0.40, -0.52 (widest ± 0.06)"."""
+        """"overall -0.514 ± 0.014 [-0.544, -0.484]; local slopes -0.52, -0.46, -0.58 (widest ± 0.05)"."""
         o = self.overall
         local = ", ".join(f"{b:.2f}" for b in self.local)
         return (f"overall {o.slope:.3f} ± {o.stderr:.3f} [{o.low:.3f}, {o.high:.3f}]; local slopes {local} "
                 f"(widest ± {self.local_se[-1]:.2f})")
 
     def as_dict(self) -> dict:
+        """The fits, both conditions and the verdict as plain JSON data."""
         return {"overall": self.overall.as_dict(), "local": list(self.local), "local_se": list(self.local_se),
                 "t_quantile": self.t_quantile, "falls": self.falls, "trends": self.trends, "verdict": self.verdict}
 

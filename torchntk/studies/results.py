@@ -73,6 +73,7 @@ class Section:
     numbers: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The section as plain JSON data (figures by file name; numpy and torch values converted by `jsonable`)."""
         return {"key": self.key, "title": self.title, "text": self.text, "settings": jsonable(self.settings),
                 "claims": [asdict(c) for c in self.claims],
                 "tables": [{"title": t.title, "columns": t.columns, "rows": jsonable(t.rows), "note": t.note}
