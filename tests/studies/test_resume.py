@@ -130,3 +130,19 @@ def test_an_interrupted_figure_continues_and_gives_the_uninterrupted_numbers(tmp
     assert len(count_training) == total - 1
     assert resumed.claims == whole.claims
     np.testing.assert_equal(resumed.numbers, whole.numbers)
+
+
+def test_figure_3_split_by_depth_across_workers_gives_the_serial_section(tmp_path):
+    """With several workers, reproduce trains Figure 3's networks one job per depth into the pieces
+    and assembles the section from them: the same claims and numbers as one process running it,
+    and every network kept."""
+    settings = smoke_settings()
+    assert len(settings.fig3.depths) > 1
+    with runner.cpu_threads(1):  # the workers' thread count: the same float32 arithmetic, bit for bit
+        serial = runner.run_experiment("fig3", settings, 0, tmp_path / "serial")
+    runner.reproduce(settings, 0, tmp_path / "parallel", only=("fig3",), workers=2, threads=1)
+    fig3 = settings.fig3
+    kept = sorted(p.name for p in (tmp_path / "parallel" / "pieces" / "fig3").glob("*.npz"))
+    assert len(kept) == len(fig3.depths) * len(fig3.widths) * fig3.trials
+    saved = json.loads((tmp_path / "parallel" / "pieces" / "fig3.json").read_text())["sections"]
+    assert [s.as_dict() for s in serial] == saved

@@ -40,71 +40,102 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
     ``store``: a folder that keeps each trained network's measurements (`pieces.PieceStore`), so
     that a rerun after an interruption trains only the networks still missing (at the paper's
     width 10,000 each takes about an hour on one core)."""
+    from .plots import figure_pca
+
+    progress = progress or Silent()
+    data = _data(settings, seed)
+    task = progress.task("Figure 3: principal components", len(settings.depths) * len(settings.widths)
+                         * settings.trials)
+    pieces = _pieces(settings, seed, data, store)
+    per_depth = []
+    for depth in settings.depths:
+        entry = _measure_depth(settings, seed, data, depth, pieces, task)
+        record_steps = entry["runs"][settings.widths[0]][0]["steps"]
+        entry["theory"] = -0.5 * (1 - entry["lr"] * entry["eigenvalues"][1]) ** record_steps
+        entry["path"] = figure_pca(entry.pop("eigenfunctions")[:, 1:3], data.labels, entry["eigenvalues"],
+                                   entry["times"], entry["runs"], np.abs(entry["theory"]),
+                                   Path(out) / f"fig3_pca_depth{depth}.png", depth, data.name.upper(),
+                                   settings.activation)
+        per_depth.append(entry)
+    return _section(settings, data, per_depth)
+
+
+def train_fig3_depth(settings: Fig3Settings, seed: int, store: str | Path, depth: int,
+                     progress: ProgressLike | None = None) -> int:
+    """Train (or find in ``store``) the networks of one depth of Figure 3, keeping each in ``store``.
+
+    `torchntk reproduce` with several workers runs one of these per depth side by side (the
+    width-10,000 networks dominate the full run), then `run_fig3` on the same store assembles the
+    section from the kept measurements. Returns the number of networks of that depth."""
+    progress = progress or Silent()
+    data = _data(settings, seed)
+    task = progress.task(f"Figure 3: depth-{depth} networks", len(settings.widths) * settings.trials)
+    entry = _measure_depth(settings, seed, data, depth, _pieces(settings, seed, data, store), task)
+    return sum(len(runs) for runs in entry["runs"].values())
+
+
+def _data(settings: Fig3Settings, seed: int):
+    return digits(settings.points, seed=derive_seed(seed, "fig3-data"), prefer=settings.data)
+
+
+def _pieces(settings: Fig3Settings, seed: int, data, store: str | Path | None) -> PieceStore:
+    return PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x,))
+
+
+def _measure_depth(settings: Fig3Settings, seed: int, data, depth: int, pieces: PieceStore, task) -> dict:
+    """The limit's principal components at one depth, and each network's g_t, h_t and distance
+    (trained, or read from ``pieces``); one ``task`` unit per network."""
     from ..dynamics import principal_components
     from ..empirical import empirical_ntk
     from ..spec import mlp
     from ..training import train
-    from .plots import figure_pca
 
-    progress = progress or Silent()
-    data = digits(settings.points, seed=derive_seed(seed, "fig3-data"), prefer=settings.data)
     x64 = torch.as_tensor(data.x, dtype=torch.float64)
     x32 = x64.float()
     n = data.x.shape[0]
-    total = len(settings.depths) * len(settings.widths) * settings.trials
-    pieces = PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x,))
-    task = progress.task("Figure 3: principal components", total)
-    per_depth = []
-    for depth in settings.depths:
-        spec = mlp(depth, settings.activation, bias_std=settings.bias_std)
-        ntk = spec.ntk(x64)
-        pcs = principal_components(ntk)
-        lam = pcs.eigenvalues.numpy()
-        f_all = pcs.eigenfunctions.numpy()
-        f2 = f_all[:, 1]
-        lr = settings.lr_factor / lam[0]
-        steps = int(math.ceil(settings.horizon / (lr * lam[1])))
-        every = max(1, steps // settings.records)
-        runs: dict[int, list[dict[str, np.ndarray]]] = {}
-        times = None
-        for width in settings.widths:
-            runs[width] = []
-            for trial in range(settings.trials):
-                name = f"depth{depth}-width{width}-trial{trial}"
-                saved = pieces.load(name)
-                if saved is not None:
-                    runs[width].append({"g": saved["g"], "h": saved["h"], "steps": saved["steps"],
-                                        "distance": float(saved["distance"])})
-                    times = saved["t"]
-                    task.advance()
-                    continue
-                net = spec.network(width=width, out_features=1, seed=derive_seed(seed, "fig3", depth, width, trial),
-                                   in_features=data.x.shape[1])
-                with torch.no_grad():
-                    f0 = net(x32).double().numpy()[:, 0]
-                # Theorem 1's distance on these digits: where it is not small against lambda_2 (and
-                # the gaps around it), the network's own principal components differ from the limit's.
-                emp = empirical_ntk(net, x32, outputs="trace").double()
-                distance = float(torch.linalg.eigvalsh(emp - ntk).abs().max()) / n
-                target = f0 + 0.5 * f2
-                run = train(net, x32, torch.as_tensor(target[:, None], dtype=torch.float32), lr=lr, steps=steps,
-                            record_every=every, record=("outputs",))
-                residual = run.outputs_train[:, :, 0].astype(np.float64) - target  # (R, N): f_t - f*
-                g = residual @ f2 / n
-                h = np.sqrt(((residual - g[:, None] * f2) ** 2).mean(axis=1))
-                runs[width].append({"g": g, "h": h, "steps": run.steps, "distance": distance})
-                times = run.t
-                pieces.save(name, g=g, h=h, steps=np.asarray(run.steps), t=np.asarray(run.t),
-                            distance=np.asarray(distance))
+    spec = mlp(depth, settings.activation, bias_std=settings.bias_std)
+    ntk = spec.ntk(x64)
+    pcs = principal_components(ntk)
+    lam = pcs.eigenvalues.numpy()
+    f_all = pcs.eigenfunctions.numpy()
+    f2 = f_all[:, 1]
+    lr = settings.lr_factor / lam[0]
+    steps = int(math.ceil(settings.horizon / (lr * lam[1])))
+    every = max(1, steps // settings.records)
+    runs: dict[int, list[dict[str, np.ndarray]]] = {}
+    times = None
+    for width in settings.widths:
+        runs[width] = []
+        for trial in range(settings.trials):
+            name = f"depth{depth}-width{width}-trial{trial}"
+            saved = pieces.load(name)
+            if saved is not None:
+                runs[width].append({"g": saved["g"], "h": saved["h"], "steps": saved["steps"],
+                                    "distance": float(saved["distance"])})
+                times = saved["t"]
                 task.advance()
-        record_steps = runs[settings.widths[0]][0]["steps"]
-        theory = -0.5 * (1 - lr * lam[1]) ** record_steps
-        coords = f_all[:, 1:3]
-        path = figure_pca(coords, data.labels, lam, times, runs, np.abs(theory),
-                          Path(out) / f"fig3_pca_depth{depth}.png", depth, data.name.upper(), settings.activation)
-        per_depth.append({"depth": depth, "eigenvalues": lam, "lr": lr, "steps": steps, "times": times,
-                          "theory": theory, "runs": runs, "path": path})
-    return _section(settings, data, per_depth)
+                continue
+            net = spec.network(width=width, out_features=1, seed=derive_seed(seed, "fig3", depth, width, trial),
+                               in_features=data.x.shape[1])
+            with torch.no_grad():
+                f0 = net(x32).double().numpy()[:, 0]
+            # Theorem 1's distance on these digits: where it is not small against lambda_2 (and
+            # the gaps around it), the network's own principal components differ from the limit's.
+            emp = empirical_ntk(net, x32, outputs="trace").double()
+            distance = float(torch.linalg.eigvalsh(emp - ntk).abs().max()) / n
+            target = f0 + 0.5 * f2
+            run = train(net, x32, torch.as_tensor(target[:, None], dtype=torch.float32), lr=lr, steps=steps,
+                        record_every=every, record=("outputs",))
+            residual = run.outputs_train[:, :, 0].astype(np.float64) - target  # (R, N): f_t - f*
+            g = residual @ f2 / n
+            h = np.sqrt(((residual - g[:, None] * f2) ** 2).mean(axis=1))
+            runs[width].append({"g": g, "h": h, "steps": run.steps, "distance": distance})
+            times = run.t
+            pieces.save(name, g=g, h=h, steps=np.asarray(run.steps), t=np.asarray(run.t),
+                        distance=np.asarray(distance))
+            task.advance()
+    return {"depth": depth, "eigenvalues": lam, "eigenfunctions": f_all, "lr": lr, "steps": steps, "times": times,
+            "runs": runs}
 
 
 def _section(settings: Fig3Settings, data, per_depth: list[dict]) -> Section:

@@ -137,8 +137,10 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
         only: a subset of ("fig1", "fig2", "fig3", "sweep").
         workers: processes running experiments side by side; None for one per CPU core (at most
             one per experiment; what `torchntk reproduce` does); 1 (default) runs them here, one
-            after the other. Worker processes are spawned, so a script calling this with
-            workers != 1 needs the usual ``if __name__ == "__main__":`` guard.
+            after the other. With more than one, Figure 3's networks (most of a full run) are
+            trained one job per depth, and its section is assembled from them here. Worker
+            processes are spawned, so a script calling this with workers != 1 needs the usual
+            ``if __name__ == "__main__":`` guard.
         threads: torch CPU threads per worker (default: cores / workers). With one worker and no
             ``threads``, the small-network experiments run on one thread and Figure 3 on torch's
             default. Other thread counts can change the last digits of the numbers.
@@ -171,8 +173,22 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
     else:
         per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
         ordered = [name for name in LONGEST_FIRST if name in jobs]
-        results = run_jobs({name: (run_experiment, (name, settings, seed, str(out))) for name in ordered},
-                           workers, per_worker, progress)
+        pool = {name: (run_experiment, (name, settings, seed, str(out))) for name in ordered}
+        split = "fig3" in pool and len(settings.fig3.depths) > 1
+        if split:
+            # Figure 3's networks are most of a full run: one job per depth (deepest, the costliest,
+            # first) trains them side by side into the pieces, and the section is assembled below.
+            from .fig3_pca import train_fig3_depth
+
+            del pool["fig3"]
+            store = str(out / PIECES / "fig3")
+            depth_jobs = {f"fig3-depth{d}": (train_fig3_depth, (settings.fig3, seed, store, d))
+                          for d in sorted(settings.fig3.depths, reverse=True)}
+            pool = {**depth_jobs, **pool}
+        results = run_jobs(pool, workers, per_worker, progress)
+        if split:
+            with cpu_threads(per_worker):
+                results["fig3"] = run_experiment("fig3", settings, seed, out, progress)
     sections = [section for name in jobs for section in results[name]]
     intro = [
         "Finite networks beside the infinite-width theory of Jacot, Gabriel and Hongler (2018): the three "
