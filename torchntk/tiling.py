@@ -10,7 +10,7 @@ so the result is exactly symmetric and costs about half.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -43,18 +43,31 @@ def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
     n1, n2 = x1.shape[0], cols.shape[0]
     nngp = torch.empty(n1, n2, dtype=x1.dtype, device=x1.device)
     ntk = torch.empty_like(nngp) if need_ntk else None
-    for i in range(0, n1, tile):
-        rows = slice(i, min(i + tile, n1))
-        for j in range(i if symmetric else 0, n2, tile):
-            cols_ = slice(j, min(j + tile, n2))
-            same = symmetric and i == j
-            k = _propagate(layers, input_state(x1[rows], None if same else cols[cols_], need_ntk))
-            for out, block in ((nngp, k.nngp), (ntk, k.ntk)):
-                if out is None:
-                    continue
-                if same:  # rounding can differ between (a, b) and (b, a) inside one block
-                    block = (block + block.T) / 2
-                out[rows, cols_] = block
-                if symmetric and not same:
-                    out[cols_, rows] = block.T
+    for rows, cols_, same in tile_pairs(n1, n2, tile, symmetric):
+        k = _propagate(layers, input_state(x1[rows], None if same else cols[cols_], need_ntk))
+        for out, block in ((nngp, k.nngp), (ntk, k.ntk)):
+            if out is not None:
+                store_tile(out, rows, cols_, block, same, symmetric, Tensor.t)
     return nngp, ntk
+
+
+def tile_pairs(n1: int, n2: int, tile: int, symmetric: bool) -> Iterator[tuple[slice, slice, bool]]:
+    """The tiles (rows, cols, on_diagonal) of an (n1, n2) kernel; of a symmetric one (x2 None)
+    only those on and above the diagonal, the rest being their mirrors."""
+    for i in range(0, n1, tile):
+        for j in range(i if symmetric else 0, n2, tile):
+            yield slice(i, min(i + tile, n1)), slice(j, min(j + tile, n2)), symmetric and i == j
+
+
+def store_tile(out: Tensor, rows: slice, cols: slice, block: Tensor, same: bool, symmetric: bool,
+               mirror: Callable[[Tensor], Tensor]) -> None:
+    """Write ``block`` at out[rows, cols] and, for a symmetric kernel, its mirror at out[cols, rows].
+
+    ``mirror`` swaps a block's two points (the transpose, or per-position pairs for architecture
+    layouts). A tile on the diagonal is averaged with its mirror: rounding can differ between
+    (a, b) and (b, a) inside one block, and the kernel must be exactly symmetric."""
+    if same:
+        block = (block + mirror(block)) / 2
+    out[rows, cols] = block
+    if symmetric and not same:
+        out[cols, rows] = mirror(block)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..tiling import store_tile, tile_pairs
 from . import layout
 from .branches import run_serial
 from .state import input_state
@@ -61,21 +62,14 @@ def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
     n2 = cols.shape[0]
     nngp = torch.empty(n1, n2, *out_shape, dtype=x1.dtype, device=x1.device)
     ntk = torch.empty_like(nngp) if need_ntk else None
-    for i in range(0, n1, tile):
-        rows = slice(i, min(i + tile, n1))
-        for j in range(i if symmetric else 0, n2, tile):
-            cols_ = slice(j, min(j + tile, n2))
-            same = symmetric and i == j
-            state = input_state(x1[rows], None if same else cols[cols_], need_ntk=need_ntk, full=full_in)
-            blocks = _run(layers, state, need_ntk)
-            for out, block in zip((nngp, ntk), blocks, strict=True):
-                if out is None:
-                    continue
-                if same:  # rounding can differ between (a, b) and (b, a) inside one block
-                    block = (block + layout.swap_pairs(block, len(out_shape), False)) / 2
-                out[rows, cols_] = block
-                if symmetric and not same:
-                    out[cols_, rows] = layout.swap_pairs(block, len(out_shape), False)
+    def mirror(block: Tensor) -> Tensor:
+        return layout.swap_pairs(block, len(out_shape), False)
+
+    for rows, cols_, same in tile_pairs(n1, n2, tile, symmetric):
+        state = input_state(x1[rows], None if same else cols[cols_], need_ntk=need_ntk, full=full_in)
+        for out, block in zip((nngp, ntk), _run(layers, state, need_ntk), strict=True):
+            if out is not None:
+                store_tile(out, rows, cols_, block, same, symmetric, mirror)
     return nngp, ntk
 
 
