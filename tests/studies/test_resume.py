@@ -132,8 +132,8 @@ def test_an_interrupted_figure_continues_and_gives_the_uninterrupted_numbers(tmp
     np.testing.assert_equal(resumed.numbers, whole.numbers)
 
 
-def test_figure_3_split_by_depth_across_workers_gives_the_serial_section(tmp_path):
-    """With several workers, reproduce trains Figure 3's networks one job per depth into the pieces
+def test_figure_3_split_by_network_across_workers_gives_the_serial_section(tmp_path):
+    """With several workers, reproduce trains Figure 3's networks one job per network into the pieces
     and assembles the section from them: the same claims and numbers as one process running it,
     and every network kept."""
     settings = smoke_settings()
@@ -146,3 +146,14 @@ def test_figure_3_split_by_depth_across_workers_gives_the_serial_section(tmp_pat
     assert len(kept) == len(fig3.depths) * len(fig3.widths) * fig3.trials
     saved = json.loads((tmp_path / "parallel" / "pieces" / "fig3.json").read_text())["sections"]
     assert [s.as_dict() for s in serial] == saved
+
+
+def test_figure_3_network_jobs_name_networks_of_the_settings(tmp_path):
+    from torchntk.studies.fig3_pca import train_fig3_networks
+
+    fig3 = smoke_settings().fig3
+    with pytest.raises(ValueError, match="must come from the settings"):
+        train_fig3_networks(fig3, 0, tmp_path, fig3.depths[0], ((fig3.widths[0], fig3.trials),))
+    with pytest.raises(ValueError, match="must come from the settings"):
+        train_fig3_networks(fig3, 0, tmp_path, max(fig3.depths) + 1, ((fig3.widths[0], 0),))
+    assert not list(tmp_path.glob("*.npz"))

@@ -60,18 +60,25 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
     return _section(settings, data, per_depth)
 
 
-def train_fig3_depth(settings: Fig3Settings, seed: int, store: str | Path, depth: int,
-                     progress: ProgressLike | None = None) -> int:
-    """Train (or find in ``store``) the networks of one depth of Figure 3, keeping each in ``store``.
+def train_fig3_networks(settings: Fig3Settings, seed: int, store: str | Path, depth: int,
+                        networks: tuple[tuple[int, int], ...], progress: ProgressLike | None = None) -> int:
+    """Train (or find in ``store``) some of Figure 3's networks of one depth, keeping each in ``store``.
 
-    `torchntk reproduce` with several workers runs one of these per depth side by side (the
-    width-10,000 networks dominate the full run), then `run_fig3` on the same store assembles the
-    section from the kept measurements. Returns the number of networks of that depth."""
+    ``networks``: the (width, trial) pairs to train. `torchntk reproduce` with several workers runs
+    one of these per network side by side (at the paper's width 10,000 a depth-5 network takes
+    well over an hour on one core), then `run_fig3` on the same store assembles the section from
+    the kept measurements. Each network's seed depends only on (seed, depth, width, trial), so the
+    numbers do not depend on how the networks are grouped. Returns the number of networks."""
+    unknown = [pair for pair in networks if pair[0] not in settings.widths or not 0 <= pair[1] < settings.trials]
+    if depth not in settings.depths or unknown:
+        raise ValueError(f"depth {depth} and (width, trial) pairs {unknown} must come from the settings' depths "
+                         f"{settings.depths}, widths {settings.widths} and {settings.trials} trials.")
     progress = progress or Silent()
     data = _data(settings, seed)
-    task = progress.task(f"Figure 3: depth-{depth} networks", len(settings.widths) * settings.trials)
-    entry = _measure_depth(settings, seed, data, depth, _pieces(settings, seed, data, store), task)
-    return sum(len(runs) for runs in entry["runs"].values())
+    label = ", ".join(f"width {w:,} trial {t}" for w, t in networks)
+    task = progress.task(f"Figure 3: depth {depth}, {label}", len(networks))
+    _measure_depth(settings, seed, data, depth, _pieces(settings, seed, data, store), task, only=set(networks))
+    return len(networks)
 
 
 def _data(settings: Fig3Settings, seed: int):
@@ -82,9 +89,11 @@ def _pieces(settings: Fig3Settings, seed: int, data, store: str | Path | None) -
     return PieceStore(store, {"settings": asdict(settings), "seed": seed}, (data.x,))
 
 
-def _measure_depth(settings: Fig3Settings, seed: int, data, depth: int, pieces: PieceStore, task) -> dict:
+def _measure_depth(settings: Fig3Settings, seed: int, data, depth: int, pieces: PieceStore, task,
+                   only: set[tuple[int, int]] | None = None) -> dict:
     """The limit's principal components at one depth, and each network's g_t, h_t and distance
-    (trained, or read from ``pieces``); one ``task`` unit per network."""
+    (trained, or read from ``pieces``); one ``task`` unit per network. ``only``: the (width, trial)
+    pairs to measure (default: all); the others are left out of the returned runs."""
     from ..dynamics import principal_components
     from ..empirical import empirical_ntk
     from ..spec import mlp
@@ -107,6 +116,8 @@ def _measure_depth(settings: Fig3Settings, seed: int, data, depth: int, pieces: 
     for width in settings.widths:
         runs[width] = []
         for trial in range(settings.trials):
+            if only is not None and (width, trial) not in only:
+                continue
             name = f"depth{depth}-width{width}-trial{trial}"
             saved = pieces.load(name)
             if saved is not None:

@@ -138,7 +138,7 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
         workers: processes running experiments side by side; None for one per CPU core (at most
             one per experiment; what `torchntk reproduce` does); 1 (default) runs them here, one
             after the other. With more than one, Figure 3's networks (most of a full run) are
-            trained one job per depth, and its section is assembled from them here. Worker
+            trained one job per network, and its section is assembled from them here. Worker
             processes are spawned, so a script calling this with workers != 1 needs the usual
             ``if __name__ == "__main__":`` guard.
         threads: torch CPU threads per worker (default: cores / workers). With one worker and no
@@ -174,17 +174,23 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
         per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
         ordered = [name for name in LONGEST_FIRST if name in jobs]
         pool = {name: (run_experiment, (name, settings, seed, str(out))) for name in ordered}
-        split = "fig3" in pool and len(settings.fig3.depths) > 1
+        split = "fig3" in pool
         if split:
-            # Figure 3's networks are most of a full run: one job per depth (deepest, the costliest,
-            # first) trains them side by side into the pieces, and the section is assembled below.
-            from .fig3_pca import train_fig3_depth
+            # Figure 3's networks are most of a full run (a width-10,000 depth-5 network takes well over
+            # an hour on one core): one job per network trains them side by side into the pieces, and
+            # the section is assembled below. Widest and deepest first, the rest after the other
+            # experiments, so that the long jobs start at once and the short ones fill the gaps.
+            from .fig3_pca import train_fig3_networks
 
             del pool["fig3"]
             store = str(out / PIECES / "fig3")
-            depth_jobs = {f"fig3-depth{d}": (train_fig3_depth, (settings.fig3, seed, store, d))
-                          for d in sorted(settings.fig3.depths, reverse=True)}
-            pool = {**depth_jobs, **pool}
+            fig3 = settings.fig3
+            networks = sorted(((d, w, t) for d in fig3.depths for w in fig3.widths for t in range(fig3.trials)),
+                              key=lambda n: (-n[1], -n[0], n[2]))
+            jobs_of = {f"fig3-depth{d}-width{w}-trial{t}": (train_fig3_networks, (fig3, seed, store, d, ((w, t),)))
+                       for d, w, t in networks}
+            widest = {k: v for k, v in jobs_of.items() if v[1][4][0][0] == max(fig3.widths)}
+            pool = {**widest, **pool, **{k: v for k, v in jobs_of.items() if k not in widest}}
         results = run_jobs(pool, workers, per_worker, progress)
         if split:
             with cpu_threads(per_worker):
