@@ -57,7 +57,7 @@ def main() -> None:
     print("| statement (full run's wording) | quick mode | full mode |")
     print("|---|---|---|")
     for key in full:
-        for q, f in zip(quick[key], full[key]):
+        for q, f in zip(quick[key], full[key], strict=True):
             statement = f["statement"].replace(LEE, "Lee et al. rate: ")
             print(f"| {statement} | {cell(q)} | {cell(f)} |")
 

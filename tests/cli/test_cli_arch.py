@@ -7,26 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_runner import assert_one_line_error, run
 
 import torchntk as tn
-from torchntk.cli import main
 from torchntk.model_io import KernelModel
 
 CNN = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, match, code=1):
-    """A user error: non-zero exit, no traceback, a single 'Error:' line naming the problem."""
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and match in errors[0], result.stderr
 
 
 @pytest.fixture

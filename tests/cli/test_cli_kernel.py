@@ -5,25 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_runner import assert_one_line_error, run
 
 import torchntk as tn
-from torchntk.cli import main
 from torchntk.cli.kernel import blocked_kernels
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
-
-
-def assert_one_line_error(result, match, code=1):
-    """A user error: non-zero exit, no traceback, a single 'Error:' line naming the problem."""
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit)  # click's clean exit, not an uncaught exception
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and match in errors[0], result.stderr
 
 
 @pytest.fixture
