@@ -81,6 +81,11 @@ def test_figures_of_the_paper_through_the_command_line(tmp_path):
                    "--threads", "1"])
     assert (tmp_path / "fig1_ntk.png").exists() and (tmp_path / "fig2_regression.png").exists()
     assert "Report:" in result.output
+    # stderr is not a terminal here, as in `reproduce --full > log 2>&1`: a line per step, not bars.
+    lines = result.stderr.splitlines()
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d Figure 1.*: started, \d+ to do", line) for line in lines)
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d Figure 2.*: (\d+)/\1 done, \d+:\d\d:\d\d elapsed", line)
+               for line in lines), result.stderr
     payload = json.loads((tmp_path / "results.json").read_text())
     assert [s["key"] for s in payload["sections"]] == ["fig1", "fig2"]
     # The Figure 2 table's coverage is the mean of the per-initialization coverages stored beside it.

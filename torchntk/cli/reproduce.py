@@ -12,7 +12,10 @@ Both write PNG figures, report.html (self-contained), report.md and results.json
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +23,9 @@ from .._finite import MAX_DEPTH
 from ..activations import CLOSED_FORM, QUADRATURE
 from .kernel import architecture_options, chosen_spec, example_shape, user_errors
 from .paths import check_output_dir
+
+if TYPE_CHECKING:
+    from ..studies.progress import ProgressLike
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 
@@ -67,12 +73,22 @@ def _finish(paths: dict[str, Path], started: float, quiet: bool) -> None:
                   f"figures in {paths['html'].parent}); wall time {time.perf_counter() - started:.0f} s.")
 
 
-def _bars(quiet: bool):
+@contextmanager
+def _progress(quiet: bool) -> Iterator[ProgressLike]:
+    """Bars on a terminal; a line per step when stderr goes to a file (a log of an hours-long run
+    would otherwise stay empty until the end); nothing with --quiet."""
     from rich.console import Console
 
-    from ..studies.progress import make_bars
+    from ..studies.progress import LineLog, RichBars, Silent, make_bars
 
-    return make_bars(Console(stderr=True, quiet=quiet))
+    console = Console(stderr=True, quiet=quiet)
+    if quiet:
+        yield Silent()
+    elif not console.is_terminal:
+        yield LineLog()
+    else:
+        with make_bars(console) as bars:
+            yield RichBars(bars)
 
 
 @click.command()
@@ -104,7 +120,6 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
     """
     from ..studies import full_settings, quick_settings
     from ..studies.config import smoke_settings
-    from ..studies.progress import RichBars
     from ..studies.runner import reproduce as run
 
     if full and smoke:
@@ -112,8 +127,8 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
     check_output_dir(out, "--out")
     started = time.perf_counter()
     settings = full_settings() if full else smoke_settings() if smoke else quick_settings()
-    with _bars(quiet) as bars:
-        paths = run(settings, seed, out, RichBars(bars), only=only, threads=threads, workers=workers)  # None: per core
+    with _progress(quiet) as progress:
+        paths = run(settings, seed, out, progress, only=only, threads=threads, workers=workers)  # None: per core
     _finish(paths, started, quiet)
 
 
@@ -165,7 +180,6 @@ def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds
         return
     from ..studies import NetworkSettings, SweepSettings
     from ..studies.config import derive_seed
-    from ..studies.progress import RichBars
     from ..studies.runner import study as run
 
     started = time.perf_counter()
@@ -175,8 +189,8 @@ def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds
                              seeds=seeds, gaussian_seeds=max(gaussian_seeds, seeds), out_features=outputs, data=data,
                              points=len(dataset), data_dim=dataset.x.shape[1], lr=lr, steps=steps,
                              record_every=record_every)
-    with _bars(quiet) as bars:
-        paths = run(settings, dataset, seed, out, RichBars(bars), threads=threads)
+    with _progress(quiet) as progress:
+        paths = run(settings, dataset, seed, out, progress, threads=threads)
     _finish(paths, started, quiet)
 
 

@@ -2,12 +2,16 @@
 
 Experiments take a ``progress`` object with one method, ``task(description, total)``, returning
 something with ``advance(steps=1)``. `Silent` (the default) does nothing; `RichBars` draws one
-rich progress bar per task.
+rich progress bar per task; `LineLog` writes a line per step, for a run whose output goes to a
+file (a full reproduce run takes hours, and bars drawn for a terminal leave a log empty).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
 
 
 class Task(Protocol):
@@ -63,3 +67,46 @@ def make_bars(console: Any = None) -> Any:
     from .._progress import rich_progress
 
     return rich_progress(console=console)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class _LineTask:
+    def __init__(self, log: LineLog, description: str, total: int) -> None:
+        self._log, self._description, self._total = log, description, total
+        self._done, self._started = 0, log.clock()
+
+    def advance(self, steps: int = 1) -> None:
+        self._done += steps
+        elapsed = self._log.clock() - self._started
+        left = elapsed / self._done * (self._total - self._done) if 0 < self._done < self._total else 0.0
+        self._log.write(f"{self._description}: {self._done}/{self._total} done, {_duration(elapsed)} elapsed"
+                        + (f", about {_duration(left)} left" if self._done < self._total else ""))
+
+
+class LineLog:
+    """One timestamped line per step of every task: ``HH:MM:SS description: k/total done, elapsed,
+    about ... left``, flushed at once, so that ``tail -f`` on a redirected run shows where it is.
+
+    The time left assumes the task's remaining steps take as long as its finished ones did on
+    average (on a resumed run, steps read back from disk go by at once and make it optimistic
+    until new work has been timed)."""
+
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
+                 stamp: Callable[[], str] = lambda: time.strftime("%H:%M:%S")) -> None:
+        self._stream, self.clock, self._stamp = stream, clock, stamp
+
+    def write(self, line: str) -> None:
+        """Write ``line`` with the time of day in front, and flush."""
+        stream = self._stream if self._stream is not None else sys.stderr
+        stream.write(f"{self._stamp()} {line}\n")
+        stream.flush()
+
+    def task(self, description: str, total: int) -> Task:
+        """Announce a task of ``total`` steps; its ``advance`` writes a line per call."""
+        self.write(f"{description}: started, {total} to do")
+        return _LineTask(self, description, total)
