@@ -1,13 +1,14 @@
 """Print two `torchntk reproduce` runs' claims side by side, as a Markdown table (README's).
 
-    .venv/bin/python benchmarks/compare_reports.py QUICK_OUT FULL_OUT
+    .venv/bin/python benchmarks/compare_reports.py QUICK_OUT FULL_OUT [--paper-only]
 
 QUICK_OUT and FULL_OUT are the ``--out`` folders of a quick and a full run with the same seed
 (each holds its results.json). Claims are paired by experiment and by their position within it,
 since a statement's text names the run's widths; the script stops if the two runs do not have
 the same claims per experiment. Each cell gives the measured figure (the fitted slope, ratio or
 statistic, without its interval) and the verdict; the reports themselves have the intervals and
-criteria.
+criteria. ``--paper-only`` leaves out the rows that test Lee et al.'s n^-1/2 rate, which is not
+the paper's claim.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("quick", type=Path)
     parser.add_argument("full", type=Path)
+    parser.add_argument("--paper-only", action="store_true", help="leave out the Lee et al. rate rows")
     args = parser.parse_args()
     (quick_meta, quick), (full_meta, full) = load_claims(args.quick), load_claims(args.full)
     if quick.keys() != full.keys() or any(len(quick[k]) != len(full[k]) for k in quick):
@@ -58,6 +60,8 @@ def main() -> None:
     print("|---|---|---|")
     for key in full:
         for q, f in zip(quick[key], full[key], strict=True):
+            if args.paper_only and f["statement"].startswith(LEE):
+                continue
             statement = f["statement"].replace(LEE, "Lee et al. rate: ")
             print(f"| {statement} | {cell(q)} | {cell(f)} |")
 
