@@ -113,7 +113,7 @@ def test_study_on_a_csv_file(tmp_path):
     np.savetxt(path, np.column_stack([x, np.sin(x[:, 0])]), delimiter=",", header="a,b,c,y", comments="")
     out = tmp_path / "study"
     _run(["study", "--depth", "3", "--activation", "tanh", "--widths", "8,16,32", "--seeds", "2",
-          "--gaussian-seeds", "3", "--steps", "3", "--record-every", "1", "--points", "6", "--data", str(path),
+          "--gaussian-seeds", "4", "--steps", "3", "--record-every", "1", "--points", "6", "--data", str(path),
           "--target", "y", "--out", str(out), "--quiet"])
     payload = json.loads((out / "results.json").read_text())
     assert payload["meta"]["mode"] == "study"

@@ -15,7 +15,7 @@ from torchntk.studies.linearization import linearization_section, measure_gaps
 from torchntk.studies.runner import study
 
 SETTINGS = SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), widths=(8, 16, 32), seeds=2,
-                         gaussian_seeds=2, out_features=2, points=5, steps=6, record_every=3)
+                         gaussian_seeds=4, out_features=2, points=5, steps=6, record_every=3)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from torchntk.studies.config import NetworkSettings, SweepSettings, smoke_settin
 from torchntk.studies.data import unit_circle
 from torchntk.studies.theorems import _TRAINED, measure_sweep
 
-SETTINGS = SweepSettings(network=NetworkSettings(depth=2), widths=(8, 16, 32), seeds=2, gaussian_seeds=3,
+SETTINGS = SweepSettings(network=NetworkSettings(depth=2), widths=(8, 16, 32), seeds=2, gaussian_seeds=4,
                          out_features=2, points=4, steps=2, record_every=1)
 FIELDS = ("outputs", "variances", *_TRAINED)
 
@@ -54,12 +54,13 @@ def test_an_interrupted_sweep_continues_and_gives_the_uninterrupted_numbers(tmp_
     whole = measure_sweep(SETTINGS, data, seed=1)
     trained_total = len(SETTINGS.widths) * SETTINGS.seeds
     count_training.clear()
-    # 11 progress units per width (3 networks, 2 of them trained: 1 + 4 units each): the run
+    # 12 progress units per width (4 networks, 2 of them trained: 1 + 4 units each): the run
     # stops right after the second width's first trained network is saved.
     with pytest.raises(_Interrupt):
-        measure_sweep(SETTINGS, data, seed=1, progress=_StopAfter(limit=16), store=tmp_path)
+        measure_sweep(SETTINGS, data, seed=1, progress=_StopAfter(limit=17), store=tmp_path)
     finished = sorted(p.name for p in tmp_path.glob("*.npz"))
-    assert finished == ["width16-net0.npz", "width8-net0.npz", "width8-net1.npz", "width8-net2.npz"]
+    assert finished == ["width16-net0.npz", "width8-net0.npz", "width8-net1.npz", "width8-net2.npz",
+                        "width8-net3.npz"]
     assert not list(tmp_path.glob("*.partial*"))  # every piece on disk is whole
     assert len(count_training) == 3
     count_training.clear()

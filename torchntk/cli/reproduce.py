@@ -144,7 +144,7 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
               help="Hidden widths of the sweep (comma-separated; at least three, best >= 4 spanning >= 16x).")
 @click.option("--seeds", type=click.IntRange(min=2), default=6, show_default=True,
               help="Networks trained per width.")
-@click.option("--gaussian-seeds", type=click.IntRange(min=2), default=100, show_default=True,
+@click.option("--gaussian-seeds", type=click.IntRange(min=4), default=100, show_default=True,
               help="Networks per width drawn for the Gaussianity checks (at least --seeds).")
 @click.option("--outputs", type=click.IntRange(min=1), default=2, show_default=True, help="Output units n_L.")
 @click.option("--data", default="circle", show_default=True,
