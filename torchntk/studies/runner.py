@@ -187,10 +187,11 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
             fig3 = settings.fig3
             networks = sorted(((d, w, t) for d in fig3.depths for w in fig3.widths for t in range(fig3.trials)),
                               key=lambda n: (-n[1], -n[0], n[2]))
-            jobs_of = {f"fig3-depth{d}-width{w}-trial{t}": (train_fig3_networks, (fig3, seed, store, d, ((w, t),)))
-                       for d, w, t in networks}
-            widest = {k: v for k, v in jobs_of.items() if v[1][4][0][0] == max(fig3.widths)}
-            pool = {**widest, **pool, **{k: v for k, v in jobs_of.items() if k not in widest}}
+            jobs_of = {(d, w, t): (f"fig3-depth{d}-width{w}-trial{t}",
+                                   (train_fig3_networks, (fig3, seed, store, d, ((w, t),)))) for d, w, t in networks}
+            widest = max(fig3.widths)
+            pool = {**dict(job for (_, w, _), job in jobs_of.items() if w == widest), **pool,
+                    **dict(job for (_, w, _), job in jobs_of.items() if w != widest)}
         results = run_jobs(pool, workers, per_worker, progress)
         if split:
             with cpu_threads(per_worker):
