@@ -158,3 +158,23 @@ def test_figure_3_network_jobs_name_networks_of_the_settings(tmp_path):
     with pytest.raises(ValueError, match="must come from the settings"):
         train_fig3_networks(fig3, 0, tmp_path, max(fig3.depths) + 1, ((fig3.widths[0], 0),))
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_figure_3_widest_networks_are_submitted_first(tmp_path, monkeypatch):
+    """The width-10,000 networks (an hour each on one core) start at once, deepest first; the
+    narrow ones fill the gaps after the other experiments."""
+    from torchntk.studies import parallel
+    from torchntk.studies.config import full_settings
+
+    submitted = []
+
+    def record(pool, workers, threads, progress):
+        submitted.extend(pool)
+        raise _Interrupt
+
+    monkeypatch.setattr(parallel, "run_jobs", record)
+    with pytest.raises(_Interrupt):
+        runner.reproduce(full_settings(), 0, tmp_path, workers=2)
+    widest = [f"fig3-depth{d}-width10000-trial{t}" for d in (5, 4) for t in (0, 1)]
+    assert submitted[:4] == widest and submitted[4:7] == ["fig1", "sweep", "fig2"]
+    assert len(submitted) == 7 + 8 and all(name.startswith("fig3-") for name in submitted[7:])
