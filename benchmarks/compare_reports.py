@@ -18,8 +18,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-LEE = "Lee et al. (2019) rate, not the paper's claim: "
-NOT_THE_PAPERS = "rate, not the paper's claim"
+from torchntk.studies.rates import LEE
+
+NOT_THE_PAPERS = LEE.removeprefix("Lee et al. (2019) ")  # how every row of a rate the paper does not claim begins
 
 
 def load_claims(folder: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -63,7 +64,7 @@ def main() -> None:
         for q, f in zip(quick[key], full[key], strict=True):
             if args.paper_only and f["statement"].split(":")[0].endswith(NOT_THE_PAPERS):
                 continue
-            statement = f["statement"].replace(LEE, "Lee et al. rate: ")
+            statement = f["statement"].replace(f"{LEE}: ", "Lee et al. rate: ")
             print(f"| {statement} | {cell(q)} | {cell(f)} |")
 
 
