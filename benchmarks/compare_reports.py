@@ -18,9 +18,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from torchntk.studies.rates import LEE
-
-NOT_THE_PAPERS = LEE.removeprefix("Lee et al. (2019) ")  # how every row of a rate the paper does not claim begins
+from torchntk.studies.rates import LEE, NOT_CLAIMED
 
 
 def load_claims(folder: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -62,7 +60,7 @@ def main() -> None:
     print("|---|---|---|")
     for key in full:
         for q, f in zip(quick[key], full[key], strict=True):
-            if args.paper_only and f["statement"].split(":")[0].endswith(NOT_THE_PAPERS):
+            if args.paper_only and f["statement"].split(":")[0].endswith(NOT_CLAIMED):
                 continue
             statement = f["statement"].replace(f"{LEE}: ", "Lee et al. rate: ")
             print(f"| {statement} | {cell(q)} | {cell(f)} |")

@@ -150,13 +150,14 @@ def test_figure_3_split_by_network_across_workers_gives_the_serial_section(tmp_p
 
 
 def test_figure_3_network_jobs_name_networks_of_the_settings(tmp_path):
-    from torchntk.studies.fig3_pca import train_fig3_networks
+    from torchntk.studies.fig3_pca import train_fig3_network
 
     fig3 = smoke_settings().fig3
-    with pytest.raises(ValueError, match="must come from the settings"):
-        train_fig3_networks(fig3, 0, tmp_path, fig3.depths[0], ((fig3.widths[0], fig3.trials),))
-    with pytest.raises(ValueError, match="must come from the settings"):
-        train_fig3_networks(fig3, 0, tmp_path, max(fig3.depths) + 1, ((fig3.widths[0], 0),))
+    depth, width = fig3.depths[0], fig3.widths[0]
+    for depth, width, trial in ((depth, width, fig3.trials), (max(fig3.depths) + 1, width, 0),
+                                (depth, max(fig3.widths) + 1, 0)):
+        with pytest.raises(ValueError, match="must come from the settings"):
+            train_fig3_network(fig3, 0, tmp_path, depth, width, trial)
     assert not list(tmp_path.glob("*.npz"))
 
 

@@ -7,7 +7,7 @@ from studies_reference import gradient_descent
 
 from torchntk.studies.config import NetworkSettings, SweepSettings, derive_seed
 from torchntk.studies.data import unit_circle
-from torchntk.studies.rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT
+from torchntk.studies.rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT, NOT_CLAIMED
 from torchntk.studies.theorems import analyse_sweep, measure_sweep
 
 SETTINGS = SweepSettings(network=NetworkSettings(depth=3), widths=(8, 16, 32), seeds=2, gaussian_seeds=4,
@@ -118,7 +118,7 @@ def test_each_statement_has_a_convergence_verdict_and_a_labelled_rate_comparison
     for key in ("prop1", "theorem1", "theorem2", "lemma1"):
         claims = sections[key].claims
         paper = [c for c in claims if c.theory.startswith("→ 0")]
-        rates = [c for c in claims if c.statement.split(":")[0].endswith("rate, not the paper's claim")]
+        rates = [c for c in claims if c.statement.split(":")[0].endswith(NOT_CLAIMED)]
         assert paper and len(paper) == len(rates), key
         assert all("local slopes" in c.criterion for c in paper)
     # The outputs' excess kurtosis: Proposition 1's claim is that it vanishes; its 1/n is a rate of our
@@ -127,7 +127,7 @@ def test_each_statement_has_a_convergence_verdict_and_a_labelled_rate_comparison
     prop1 = sections["prop1"]
     kurtosis = [c for c in prop1.claims if "kurtosis" in c.statement]
     assert [c.theory for c in kurtosis] == ["→ 0 as n → ∞ (the paper: convergence, no rate)", "slope -1"]
-    assert kurtosis[1].statement.startswith("Leading-order rate, not the paper's claim")
+    assert kurtosis[1].statement.startswith("Leading-order rate, not the paper's claim:")
     groups = np.asarray(prop1.numbers["kurtosis_groups"])
     assert groups.shape == (len(SETTINGS.widths), 10 if SETTINGS.gaussian_seeds >= 20 else SETTINGS.gaussian_seeds // 2)
     assert sections["theorem1"].numbers["convergence"]["verdict"] == sections["theorem1"].claims[0].verdict

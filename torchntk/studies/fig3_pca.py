@@ -60,25 +60,21 @@ def run_fig3(settings: Fig3Settings, seed: int, out: Path, progress: ProgressLik
     return _section(settings, data, per_depth)
 
 
-def train_fig3_networks(settings: Fig3Settings, seed: int, store: str | Path, depth: int,
-                        networks: tuple[tuple[int, int], ...], progress: ProgressLike | None = None) -> int:
-    """Train (or find in ``store``) some of Figure 3's networks of one depth, keeping each in ``store``.
+def train_fig3_network(settings: Fig3Settings, seed: int, store: str | Path, depth: int, width: int, trial: int,
+                       progress: ProgressLike | None = None) -> None:
+    """Train (or find in ``store``) one of Figure 3's networks, keeping its measurements in ``store``.
 
-    ``networks``: the (width, trial) pairs to train. `torchntk reproduce` with several workers runs
-    one of these per network side by side (at the paper's width 10,000 a depth-5 network takes
-    well over an hour on one core), then `run_fig3` on the same store assembles the section from
-    the kept measurements. Each network's seed depends only on (seed, depth, width, trial), so the
-    numbers do not depend on how the networks are grouped. Returns the number of networks."""
-    unknown = [pair for pair in networks if pair[0] not in settings.widths or not 0 <= pair[1] < settings.trials]
-    if depth not in settings.depths or unknown:
-        raise ValueError(f"depth {depth} and (width, trial) pairs {unknown} must come from the settings' depths "
+    `torchntk reproduce` with several workers runs one of these per network side by side (at the
+    paper's width 10,000 a depth-5 network takes about an hour on one core), then `run_fig3` on
+    the same store assembles the section from the kept measurements. A network's seed depends only
+    on (seed, depth, width, trial), so the numbers do not depend on which worker trained it."""
+    if depth not in settings.depths or width not in settings.widths or not 0 <= trial < settings.trials:
+        raise ValueError(f"depth {depth}, width {width} and trial {trial} must come from the settings' depths "
                          f"{settings.depths}, widths {settings.widths} and {settings.trials} trials.")
     progress = progress or Silent()
     data = _data(settings, seed)
-    label = ", ".join(f"width {w:,} trial {t}" for w, t in networks)
-    task = progress.task(f"Figure 3: depth {depth}, {label}", len(networks))
-    _measure_depth(settings, seed, data, depth, _pieces(settings, seed, data, store), task, only=set(networks))
-    return len(networks)
+    task = progress.task(f"Figure 3: depth {depth}, width {width:,} trial {trial}", 1)
+    _measure_depth(settings, seed, data, depth, _pieces(settings, seed, data, store), task, only={(width, trial)})
 
 
 def _data(settings: Fig3Settings, seed: int):

@@ -262,8 +262,11 @@ def fit_convergence(widths: np.ndarray, values: np.ndarray, confidence: float = 
     return ConvergenceFit(overall, tuple(float(b) for b in local), tuple(float(s) for s in local_se), t)
 
 
-LEE = "Lee et al. (2019) rate, not the paper's claim"
-"""The label of every O(n^-1/2) comparison: the paper states convergence, not rates."""
+NOT_CLAIMED = "rate, not the paper's claim"
+"""How the label of every rate comparison ends: the paper states convergence, not rates."""
+
+LEE = f"Lee et al. (2019) {NOT_CLAIMED}"
+"""The label of every O(n^-1/2) comparison."""
 
 
 def convergence_claim(statement: str, fit: ConvergenceFit) -> Claim:

@@ -180,18 +180,18 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
             # an hour on one core): one job per network trains them side by side into the pieces, and
             # the section is assembled below. Widest and deepest first, the rest after the other
             # experiments, so that the long jobs start at once and the short ones fill the gaps.
-            from .fig3_pca import train_fig3_networks
+            from .fig3_pca import train_fig3_network
 
             del pool["fig3"]
             store = str(out / PIECES / "fig3")
             fig3 = settings.fig3
+            widest = max(fig3.widths)
             networks = sorted(((d, w, t) for d in fig3.depths for w in fig3.widths for t in range(fig3.trials)),
                               key=lambda n: (-n[1], -n[0], n[2]))
-            jobs_of = {(d, w, t): (f"fig3-depth{d}-width{w}-trial{t}",
-                                   (train_fig3_networks, (fig3, seed, store, d, ((w, t),)))) for d, w, t in networks}
-            widest = max(fig3.widths)
-            pool = {**dict(job for (_, w, _), job in jobs_of.items() if w == widest), **pool,
-                    **dict(job for (_, w, _), job in jobs_of.items() if w != widest)}
+            jobs_of = {n: (f"fig3-depth{n[0]}-width{n[1]}-trial{n[2]}", (train_fig3_network, (fig3, seed, store, *n)))
+                       for n in networks}
+            pool = {**dict(job for n, job in jobs_of.items() if n[1] == widest), **pool,
+                    **dict(job for n, job in jobs_of.items() if n[1] != widest)}
         results = run_jobs(pool, workers, per_worker, progress)
         if split:
             with cpu_threads(per_worker):

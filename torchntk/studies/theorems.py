@@ -50,6 +50,7 @@ from .rates import (
     BORNE_OUT,
     LEE,
     NOT_BORNE_OUT,
+    NOT_CLAIMED,
     SlopeFit,
     convergence_claim,
     fit_convergence,
@@ -299,7 +300,7 @@ def analyse_sweep(m: SweepMeasurements, settings: SweepSettings, data: Dataset, 
         convergence_claim("Proposition 1: the distance to a Gaussian vanishes: the outputs' excess kurtosis, "
                           "3 Var(Σ~(x,x)) / E[Σ~(x,x)]² (exact for a Gaussian given Σ~; moments over the "
                           f"initializations, in {kurt_groups.shape[1]} groups), → 0", kurt_conv),
-        slope_claim("Leading-order rate, not the paper's claim: the excess kurtosis ~ 1/n (Var Σ~ = O(1/n) by the "
+        slope_claim(f"Leading-order {NOT_CLAIMED}: the excess kurtosis ~ 1/n (Var Σ~ = O(1/n) by the "
                     "law of large numbers over the last hidden layer)", kurt_fit),
     ]
     if k >= 2:
