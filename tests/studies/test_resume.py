@@ -153,9 +153,8 @@ def test_figure_3_network_jobs_name_networks_of_the_settings(tmp_path):
     from torchntk.studies.fig3_pca import train_fig3_network
 
     fig3 = smoke_settings().fig3
-    depth, width = fig3.depths[0], fig3.widths[0]
-    for depth, width, trial in ((depth, width, fig3.trials), (max(fig3.depths) + 1, width, 0),
-                                (depth, max(fig3.widths) + 1, 0)):
+    d, w = fig3.depths[0], fig3.widths[0]
+    for depth, width, trial in ((d, w, fig3.trials), (max(fig3.depths) + 1, w, 0), (d, max(fig3.widths) + 1, 0)):
         with pytest.raises(ValueError, match="must come from the settings"):
             train_fig3_network(fig3, 0, tmp_path, depth, width, trial)
     assert not list(tmp_path.glob("*.npz"))
