@@ -1,4 +1,4 @@
-"""The exact structured empirical NTK of convolutional networks (torchntk.empirical.conv).
+"""The exact structured empirical NTK of convolutional networks (torchntk.empirical.conv_method).
 
 Every case is checked against the Jacobian contraction (torch.func, per-sample Jacobians) on small
 float64 networks: the same sums of products in another order, so they agree to round-off.
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchntk.empirical import _method, empirical_ntk
-from torchntk.empirical.conv import ConvStructuredMethod
+from torchntk.empirical.conv_method import ConvStructuredMethod
 
 F64 = torch.float64
 TOL = {"rtol": 1e-12, "atol": 1e-12}  # relative to O(1) entries: ~10^4 ulp of margin for sums of ~10^3 terms

@@ -44,7 +44,7 @@ def closed_form(spec, x, y, x_test, t, ridge, kernel):
                                             ("nngp", 0.5, 0.0)])
 def test_predictions_match_closed_form(data, kernel, t, ridge):
     x, y, x_test = data
-    settings = ModelSettings(depth=3, activation="relu", bias_std=0.3, kernel=kernel, time=t, ridge=ridge)
+    settings = ModelSettings.mlp(depth=3, activation="relu", bias_std=0.3, kernel=kernel, time=t, ridge=ridge)
     mean, std = KernelModel.fit(x, y, settings).predict(x_test)
     want_mean, want_std = closed_form(settings.spec(), x, y, x_test, t, ridge, kernel)
     # float64 throughout; the training kernel's condition number here is < 1e4, so solve and
@@ -57,7 +57,7 @@ def test_predictions_match_closed_form(data, kernel, t, ridge):
 def test_nngp_at_infinity_is_the_gp_posterior(data):
     x, y, x_test = data
     spec = tn.mlp(2, "erf", bias_std=0.5)
-    mean, std = KernelModel.fit(x, y[:, 0], ModelSettings(depth=2, activation="erf", bias_std=0.5, kernel="nngp",
+    mean, std = KernelModel.fit(x, y[:, 0], ModelSettings.mlp(depth=2, activation="erf", bias_std=0.5, kernel="nngp",
                                                           ridge=0.0)).predict(x_test)
     k, k_star = spec.nngp(x), spec.nngp(x_test, x)
     post_mean = k_star @ np.linalg.solve(k, y[:, 0])
@@ -70,7 +70,7 @@ def test_nngp_at_infinity_is_the_gp_posterior(data):
 def test_standardisation_is_undone(data):
     x, y, x_test = data
     x_raw, y_raw = 100 + 5 * x, 1000 + 20 * y
-    settings = ModelSettings(depth=3, time=3.0)
+    settings = ModelSettings.mlp(depth=3, time=3.0)
     mean, std = KernelModel.fit(x_raw, y_raw, settings, standardize_x=True, standardize_y=True).predict(
         100 + 5 * x_test)
     xs = (x_raw - x_raw.mean(0)) / x_raw.std(0)
@@ -94,7 +94,7 @@ def test_training_time_overrides_the_saved_one(data):
 
 def test_save_and_load_round_trip(tmp_path, data):
     x, y, x_test = data
-    model = KernelModel.fit(x, y, ModelSettings(kernel="nngp", time=2.5, activation="tanh"),
+    model = KernelModel.fit(x, y, ModelSettings.mlp(kernel="nngp", time=2.5, activation="tanh"),
                             feature_names=["a", "b", "c"], target_names=["u", "v"])
     model.save(tmp_path / "m")
     loaded = KernelModel.load(tmp_path / "m")
@@ -195,7 +195,7 @@ def test_save_refuses_someone_elses_directory(tmp_path, data):
 def test_settings_are_checked(data, field, value, match):
     x, y, _ = data
     with pytest.raises((ValueError, TypeError), match=match):
-        KernelModel.fit(x, y, ModelSettings(**{field: value}))
+        KernelModel.fit(x, y, ModelSettings.mlp(**{field: value}))
 
 
 def test_bad_data_is_refused(data):

@@ -56,7 +56,7 @@ def test_round_trip_is_exact_and_stores_plain_data(tmp_path, data):
                             standardize_x=True)
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert meta["settings"]["architecture"] == CNN.to_dict()
+    assert meta["settings"]["network"] == CNN.to_dict()
     assert meta["settings"]["input_shape"] == list(SHAPE)
     loaded = KernelModel.load(tmp_path / "m")
     assert loaded.settings == model.settings
@@ -64,12 +64,13 @@ def test_round_trip_is_exact_and_stores_plain_data(tmp_path, data):
         np.testing.assert_array_equal(a, b)
 
 
-def test_fully_connected_files_are_unchanged():
-    """Without an architecture the settings carry no new keys, so older files (and their
-    fingerprints) still read."""
-    out = ModelSettings(depth=2).to_json()
-    assert "architecture" not in out and "input_shape" not in out
-    assert ModelSettings.from_json(out) == ModelSettings(depth=2)
+def test_every_network_is_saved_as_its_description():
+    """One format: a fully-connected model's settings hold its description's to_dict() data, as
+    any other architecture's do, and read back to equal settings."""
+    out = ModelSettings.mlp(depth=2, activation="erf", bias_std=0.3).to_json()
+    assert out["network"] == tn.mlp(2, "erf", bias_std=0.3).to_dict() and out["input_shape"] is None
+    assert ModelSettings.from_json(out) == ModelSettings.mlp(depth=2, activation="erf", bias_std=0.3)
+    assert ModelSettings.with_spec(CNN, SHAPE).to_json()["network"] == CNN.to_dict()
 
 
 def _edit(path, change):
@@ -79,10 +80,10 @@ def _edit(path, change):
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    (lambda s: s["architecture"]["network"]["layers"].__setitem__(0, {"layer": "Evil"}), "unknown layer 'Evil'"),
-    (lambda s: s["architecture"]["network"]["layers"][0].update(padding="circular"), "fingerprint"),
-    (lambda s: s["architecture"]["network"]["layers"][0].update(code="import os"), "takes no argument"),
-    (lambda s: s.update(architecture="serial(Dense())"), "architecture must be"),
+    (lambda s: s["network"]["network"]["layers"].__setitem__(0, {"layer": "Evil"}), "unknown layer 'Evil'"),
+    (lambda s: s["network"]["network"]["layers"][0].update(padding="circular"), "fingerprint"),
+    (lambda s: s["network"]["network"]["layers"][0].update(code="import os"), "takes no argument"),
+    (lambda s: s.update(network="serial(Dense())"), "network must be"),
     (lambda s: s.update(input_shape=[2, 16]), "layer 0"),
     (lambda s: s.update(input_shape=["2", 4, 4]), "input_shape must be a list of integers"),
     (lambda s: s.update(input_shape=[0, 4, 4]), "positive integers"),
@@ -102,17 +103,17 @@ def test_deeply_nested_architecture_is_refused(tmp_path, data):
     deep = {"layer": "serial", "layers": [{"layer": "Dense"}]}
     for _ in range(100):
         deep = {"layer": "serial", "layers": [deep]}
-    _edit(tmp_path / "m" / "model.json", lambda s: s["architecture"].update(network=deep))
+    _edit(tmp_path / "m" / "model.json", lambda s: s["network"].update(network=deep))
     with pytest.raises(ValueError, match="nest"):
         KernelModel.load(tmp_path / "m")
 
 
 def test_bad_settings_and_inputs():
-    with pytest.raises(ValueError, match="give architecture"):
+    with pytest.raises(ValueError, match="Dense takes vectors"):
         ModelSettings(input_shape=(1, 2, 2)).check()
     with pytest.raises(ValueError, match="unknown layer"):
-        ModelSettings(architecture={"format": "torchntk.spec", "version": 1,
-                                    "network": {"layer": "serial", "layers": [{"layer": "Nope"}]}}).check()
+        ModelSettings(network={"format": "torchntk.spec", "version": 1,
+                               "network": {"layer": "serial", "layers": [{"layer": "Nope"}]}}).check()
     with pytest.raises(ValueError, match="filter"):  # a 3x3 "valid" filter on 2x2 inputs, named at settings time
         ModelSettings.with_spec(tn.serial(tn.Conv((3, 3)), tn.ReLU(), tn.Flatten(), tn.Dense()), (1, 2, 2))
     model = KernelModel.fit(np.ones((3, 1, 2, 2)) * np.arange(3)[:, None, None, None], np.arange(3.0),

@@ -180,7 +180,7 @@ def test_numpy_in_numpy_out_and_float32_on_request():
     (torch.tensor([[1.0, float("nan")]]), "NaN or infinite"),
     (torch.tensor([[1.0, float("inf")]]), "NaN or infinite"),
     (torch.ones(3), "shape \\(N, d\\)"),
-    (torch.ones(2, 3, 4), "shape \\(N, d\\)"),
+    (torch.ones(2, 3, 4), "Dense takes vectors"),
     (torch.ones(0, 3), "empty"),
     (np.array([["a", "b"]]), "real numbers"),
 ])
@@ -207,10 +207,10 @@ def test_bad_descriptions_raise():
         tn.mlp(2, activation=lambda x: x.sum())
     with pytest.raises(TypeError, match="must map a torch.Tensor"):
         tn.mlp(2, activation=lambda x: 3.0)
-    with pytest.raises(TypeError, match="last layer must be Dense"):
-        tn.serial(tn.Dense(), tn.ReLU())
-    with pytest.raises(TypeError, match="activation must come between"):
-        tn.serial(tn.Dense(), tn.Dense())
+    with pytest.raises(tn.ArchitectureError, match="ends with the output of a weighted layer"):
+        tn.serial(tn.Dense(), tn.ReLU()).kernels(torch.ones(2, 3))   # as a whole network; nested it may
+    with pytest.raises(tn.ArchitectureError, match="nonlinearity needs a Gaussian input"):
+        tn.serial(tn.ReLU(), tn.Dense()).kernels(torch.ones(2, 3))
     with pytest.raises(ValueError, match="diagonal=True"):
         tn.mlp(2).ntk(torch.ones(2, 3), torch.ones(2, 3), diagonal=True)
     with pytest.raises(TypeError, match="dtype must be"):

@@ -29,23 +29,23 @@ from .activations import ReLU as ReLU
 from .activations import Sign as Sign
 from .activations import Sin as Sin
 from .activations import get_activation as get_activation
-from .arch import ArchitectureError as ArchitectureError
-from .arch import AvgPool as AvgPool
-from .arch import Conv as Conv
-from .arch import FanInConcat as FanInConcat
-from .arch import FanInSum as FanInSum
-from .arch import FanOut as FanOut
-from .arch import Flatten as Flatten
-from .arch import GlobalAvgPool as GlobalAvgPool
-from .arch import LayerNorm as LayerNorm
-from .arch import MaxPool as MaxPool
-from .arch.serialize import from_dict as from_dict
-from .layers import Dense as Dense
-from .spec import Serial as Serial
-from .spec import expand_outputs as expand_outputs
-from .spec import mlp as mlp
-from .spec import parallel as parallel
-from .spec import serial as serial
+from .engine import ArchitectureError as ArchitectureError
+from .engine import AvgPool as AvgPool
+from .engine import Conv as Conv
+from .engine import Dense as Dense
+from .engine import FanInConcat as FanInConcat
+from .engine import FanInSum as FanInSum
+from .engine import FanOut as FanOut
+from .engine import Flatten as Flatten
+from .engine import GlobalAvgPool as GlobalAvgPool
+from .engine import LayerNorm as LayerNorm
+from .engine import MaxPool as MaxPool
+from .engine import Serial as Serial
+from .engine import expand_outputs as expand_outputs
+from .engine import from_dict as from_dict
+from .engine import mlp as mlp
+from .engine import parallel as parallel
+from .engine import serial as serial
 
 __version__ = "0.1.0"
 

@@ -47,8 +47,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
                       "(or pip install gpytorch).") from error
 
 from .activations import CLOSED_FORM, QUADRATURE, Activation, get_activation
-from .layers import Dense
-from .spec import Serial, mlp, serial
+from .engine.dense import Dense
+from .engine.serial import Serial, mlp, serial
 
 __all__ = ["NNGPKernel", "NTKKernel"]
 

@@ -104,7 +104,7 @@ def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, step
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0; got {lr!r}.")
     wanted = _check_record(RECORDABLE if record is None else record, ntk_outputs)
-    if getattr(model, "body", True) is None and hasattr(model, "build"):   # an ArchNetwork built lazily
+    if getattr(model, "body", True) is None and hasattr(model, "build"):   # a network built at its first forward
         model.build(tuple(np.shape(x_train)[1:]))
     first = next((p for p in model.parameters() if p.requires_grad), None)
     if first is None:

@@ -94,7 +94,7 @@ def test_theorem_1_empirical_ntk_approaches_the_limit_at_rate_one_over_sqrt_widt
 
 
 def test_the_fast_convolutional_empirical_ntk_serves_architecture_networks():
-    from torchntk.empirical.conv import conv_plan
+    from torchntk.empirical.conv_recognition import conv_plan
 
     spec = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.Conv((2, 2), stride=2, padding="circular"),
                      tn.Erf(), tn.GlobalAvgPool(), tn.Dense())

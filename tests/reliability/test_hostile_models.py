@@ -34,11 +34,16 @@ def _write(path, meta):
     (path / "model.json").write_text(json.dumps(meta))
 
 
+def _layers(meta: dict) -> list:
+    """The layers of a saved model's network description (a list inside model.json's settings)."""
+    return meta["settings"]["network"]["network"]["layers"]
+
+
 EDITS = {
-    "depth": lambda m: m["settings"].update(depth=5),
-    "activation": lambda m: m["settings"].update(activation="tanh"),
+    "depth": lambda m: _layers(m).extend([{"layer": "ReLU"}, {"layer": "Dense", "bias_std": 0.1, "weight_std": 1.0}]),
+    "activation": lambda m: _layers(m).__setitem__(1, {"layer": "Erf"}),
     "kernel": lambda m: m["settings"].update(kernel="nngp"),
-    "bias_std": lambda m: m["settings"].update(bias_std=1e6),
+    "bias_std": lambda m: _layers(m)[0].update(bias_std=1e6),
     "time": lambda m: m["settings"].update(time=3.0),
     "permuted features": lambda m: m.update(feature_names=["c", "a", "b"]),
     "renamed target": lambda m: m.update(target_names=["z"]),
@@ -146,13 +151,13 @@ def test_fit_replaces_its_own_model(cli, tmp_path, table):
     data, _ = table
     cli.ok("fit", data, "--target", "y", "-o", tmp_path / "m", "-q")
     cli.ok("fit", data, "--target", "y", "--depth", "2", "-o", tmp_path / "m", "-q")
-    assert KernelModel.load(tmp_path / "m").settings.depth == 2
+    assert KernelModel.load(tmp_path / "m").settings.spec().depth == 2
 
 
 def test_cli_reports_tampering_as_one_line(cli, tmp_path, table):
     data, _ = table
     cli.ok("fit", data, "--target", "y", "-o", tmp_path / "m", "-q")
     meta = _meta(tmp_path / "m")
-    meta["settings"]["depth"] = 7
+    _layers(meta)[0]["weight_std"] = 7.0
     _write(tmp_path / "m", meta)
     cli.error("predict", tmp_path / "m", data, match="fingerprint")

@@ -28,8 +28,8 @@ from torchntk.model_io import KernelModel, ModelSettings
     (lambda: tn.mlp(2, weight_std=1e155), ValueError, "weight_std"),
     (lambda: tn.mlp(2, weight_std=float("nan")), ValueError, "weight_std"),
     (lambda: tn.serial(tn.Dense(bias_std=torch.tensor(1e200, dtype=torch.float64))), ValueError, "bias_std"),
-    (lambda: ModelSettings(depth=10**20).check(), ValueError, "depth"),
-    (lambda: ModelSettings(bias_std=1e200).check(), ValueError, "bias_std"),
+    (lambda: ModelSettings.mlp(depth=10**20).check(), ValueError, "depth"),
+    (lambda: ModelSettings.mlp(bias_std=1e200).check(), ValueError, "bias_std"),
 ])
 def test_unrepresentable_settings_are_refused(build, error, match):
     with pytest.raises(error, match=match):
@@ -81,7 +81,7 @@ def test_the_kernel_store_path_is_guarded_too(tmp_path):
 def test_a_fit_on_overflowing_settings_does_not_blame_the_data():
     x, y = np.ones((4, 2)) + np.eye(4, 2), np.arange(4.0)
     with pytest.raises(KernelOverflowError) as info:
-        KernelModel.fit(x, y, ModelSettings(depth=2000, weight_std=2.0))
+        KernelModel.fit(x, y, ModelSettings.mlp(depth=2000, weight_std=2.0))
     assert "although the inputs are finite" in str(info.value) and "impute" not in str(info.value)
 
 

@@ -26,8 +26,8 @@ from rich.progress import Progress
 from .._finite import MAX_DEPTH
 from .._progress import rich_progress
 from ..activations import CLOSED_FORM, QUADRATURE
+from ..engine.serial import Serial, mlp
 from ..model_io import column_moments
-from ..spec import Serial, mlp
 from .data import Table, read_table, select_features
 from .paths import check_output_file
 
@@ -95,7 +95,7 @@ def read_spec(path: Path) -> Serial:
     """The network description in a JSON file written from ``spec.to_dict()``; a ValueError naming
     the file (not JSON, too large or deep, an unknown layer or argument) otherwise."""
     from .._json import read_json
-    from ..arch.serialize import from_dict
+    from ..engine.serialize import from_dict
 
     data = read_json(path)
     try:

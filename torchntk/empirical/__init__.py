@@ -19,7 +19,7 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
 - "structured": dense networks (`NTKNetwork` in either parameterisation, or nn.Sequential of
   nn.Linear and elementwise activations) from layer-wise Grams, and nn.Sequential stacks of
   convolutions, dense layers, elementwise activations, Flatten and global average pooling from
-  per-layer gradients built out of unfolded patches (`conv`); never forms the Jacobian.
+  per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import CACHE_BYTES, assemble, assemble_diagonal, default_batch_size
-from .conv import ConvStructuredMethod, conv_plan
+from .conv_method import ConvStructuredMethod
+from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
 from .ntk_vp import NTKVectorMethod

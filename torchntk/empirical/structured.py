@@ -24,7 +24,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..networks import NTKNetwork
+from ..networks.modules import Elementwise
+from ..networks.network import NTKNetwork
+from ..networks.weighted import NTKDense
 
 
 class NotStructured(ValueError):
@@ -90,19 +92,14 @@ class ElementwiseOp:
 def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
     """The chain of dense and elementwise operations of ``model``, or NotStructured saying why.
 
-    Applies to `torchntk.NTKNetwork` (either parameterisation) and to nn.Sequential of nn.Linear
-    and elementwise torch.nn activations (nested Sequentials are flattened).
+    Applies to `torchntk.NTKNetwork` of a fully-connected description (either parameterisation,
+    any nesting) and to nn.Sequential of nn.Linear and elementwise torch.nn activations (nested
+    Sequentials are flattened).
     """
     if isinstance(model, NTKNetwork):
-        if model.dense[0].fan_in is None:
-            raise NotStructured("the network's first layer is not built yet (call it once or pass in_features=).")
-        ops: list[DenseOp | ElementwiseOp] = []
-        for index, layer in enumerate(model.dense):
-            if index:
-                ops.append(ElementwiseOp(model.activations[index - 1]))
-            ops.append(DenseOp(layer.weight.detach(), layer.bias.detach(), layer.weight_scale, layer.bias_scale,
-                               layer.weight.requires_grad, layer.bias.requires_grad))
-        return ops
+        if model.body is None or (model.dense and model.dense[0].fan_in is None):
+            raise NotStructured("the network is not built yet (call it once, or pass in_features= or input_shape=).")
+        return _sequential_ops(model.body)
     if isinstance(model, nn.Sequential):
         return [op for module in model for op in _sequential_ops(module)]
     raise NotStructured(f"{type(model).__name__} is neither a torchntk NTKNetwork nor an nn.Sequential of "
@@ -116,6 +113,11 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
         bias = module.bias
         return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
                         module.weight.requires_grad, bias is not None and bias.requires_grad)]
+    if isinstance(module, NTKDense):
+        return [DenseOp(module.weight.detach(), module.bias.detach(), module.weight_scale, module.bias_scale,
+                        module.weight.requires_grad, module.bias.requires_grad)]
+    if isinstance(module, Elementwise):
+        return [ElementwiseOp(module.activation)]
     if isinstance(module, ELEMENTWISE_MODULES):
         return [ElementwiseOp(module)]
     if any(p.requires_grad for p in module.parameters()):

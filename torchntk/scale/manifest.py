@@ -1,7 +1,7 @@
 """What a kernel store holds, written down so a resumed run can prove it computes the same thing.
 
-The manifest is a small JSON-able dict: the network description (each Dense layer's scales and
-each activation's name and parameters), the kernel kind(s), the storage dtype, the tile side,
+The manifest is a small JSON-able dict: the network description (its ``spec.to_dict()``
+document, as model files and `torchntk.from_dict` use it), the kernel kind(s), the storage dtype, the tile side,
 the matrix shape, and sha256 fingerprints of the inputs x and x2 (their bytes in the compute
 dtype). A second run on the same store compares its own manifest with the stored one and
 refuses to mix anything that differs.
@@ -10,75 +10,27 @@ refuses to mix anything that differs.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..activations import QUADRATURE, Activation, PiecewiseLinear
-from ..layers import Dense
-
-FORMAT = "torchntk-kernel-store/2"
-"""Version of the on-disk layout; bumped when the layout changes incompatibly (2: completion
-markers hold each chunk's sha256)."""
+FORMAT = "torchntk-kernel-store/3"
+"""Version of the on-disk layout; bumped when the layout changes incompatibly (3: the manifest's
+"spec" is the description's ``to_dict()`` document; 2: completion markers hold each chunk's
+sha256). Stores of other layouts are refused, with their layout named."""
 
 KINDS = {"ntk": ("ntk",), "nngp": ("nngp",), "both": ("nngp", "ntk")}
 """The arrays each ``kind`` argument stores (kind="both" stores two, as spec.kernels returns)."""
 
 
-def _scalar(value: float | Tensor) -> float:
-    return float(value.detach().item()) if isinstance(value, Tensor) else float(value)
-
-
-def _callable_name(fn: Any) -> str:
-    module = getattr(fn, "__module__", None) or type(fn).__module__
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
-    return f"{module}.{name}"
-
-
-def describe_activation(act: Activation) -> dict[str, Any]:
-    """A JSON-able description of an activation, precise enough to tell two apart.
-
-    Built-in activations are described by class and parameters. A user's callable can only be
-    named (module.qualname): editing its code under the same name goes unnoticed, so a warning
-    says so.
-    """
-    cls = type(act)
-    out: dict[str, Any] = {"layer": "activation", "name": act.name, "class": f"{cls.__module__}.{cls.__qualname__}"}
-    if isinstance(act, PiecewiseLinear):
-        out["a"], out["b"] = act.a, act.b
-        return out
-    builtin = cls.__module__.startswith("torchntk.")
-    if cls is Activation:  # generic quadrature path: the callable is the activation
-        out["nodes"] = act.nodes
-        out["fn"] = _callable_name(act.fn)
-        builtin = QUADRATURE.get(act.name) is act.fn and act.derivative is None
-        if act.derivative is not None:
-            out["derivative"] = _callable_name(act.derivative)
-    if not builtin:
-        warnings.warn(f"activation {act.name!r} is user code: the kernel store records only its name "
-                      f"({out.get('fn', out['class'])}), so a resumed run cannot detect that its code "
-                      "changed. Use a new store path whenever you change it.", UserWarning, stacklevel=5)
-    return out
-
-
-def describe_spec(spec: Any) -> list[dict[str, Any]]:
-    """The network description as a list of JSON-able layer records, in order."""
-    layers = []
-    for layer in spec.layers:
-        if isinstance(layer, Dense):
-            layers.append({"layer": "dense", "bias_std": _scalar(layer.bias_std),
-                           "weight_std": _scalar(layer.weight_std)})
-        elif isinstance(layer, Activation):
-            layers.append(describe_activation(layer))
-        else:
-            from ..arch.serialize import node_of
-            try:  # architecture layers (Conv, pooling, branches): their plain-data description
-                layers.append(node_of(layer))
-            except (ValueError, AttributeError) as exc:
-                raise TypeError(f"cannot describe layer {layer!r} for a kernel store: {exc}") from None
-    return layers
+def describe_spec(spec: Any) -> dict[str, Any]:
+    """The network description as its plain data, ``spec.to_dict()``, with a user's activation
+    callable recorded by name (and a warning that edits to its code go unnoticed)."""
+    try:
+        return spec.to_dict(name_callables=True)
+    except (ValueError, AttributeError) as exc:
+        raise TypeError(f"cannot describe {spec!r} for a kernel store: {exc}") from None
 
 
 def fingerprint(x: Tensor) -> str:
@@ -127,7 +79,7 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-_FIELDS = {"format": str, "kind": str, "arrays": list, "spec": list, "dtype": str, "tile": int, "shape": list,
+_FIELDS = {"format": str, "kind": str, "arrays": list, "spec": dict, "dtype": str, "tile": int, "shape": list,
            "symmetric": bool, "x": str, "x2": (str, type(None))}
 
 

@@ -221,7 +221,7 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
 
 def spec_settings(spec, input_shape, **settings) -> ModelSettings:
     """ModelSettings for a ``spec`` parameter: a network description or its to_dict() data."""
-    from ..spec import Serial
+    from ..engine.serial import Serial
 
     if not isinstance(spec, (Serial, dict)):
         raise TypeError(f"spec must be a network description (torchntk.serial(...)) or its to_dict() data, got "

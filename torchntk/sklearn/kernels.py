@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-from ..spec import mlp
+from ..engine.serial import mlp
 
 _HYPERPARAMETERS = ("bias_std", "weight_std")
 

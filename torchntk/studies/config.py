@@ -41,7 +41,7 @@ class NetworkSettings:
 
     def spec(self):
         """The network description `mlp(depth, activation, bias_std, weight_std)` of these settings."""
-        from ..spec import mlp
+        from ..engine.serial import mlp
         return mlp(self.depth, self.activation, bias_std=self.bias_std, weight_std=self.weight_std)
 
     def describe(self) -> str:

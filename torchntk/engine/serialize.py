@@ -16,58 +16,23 @@ import inspect
 import numbers
 from typing import Any
 
+from .. import activations
 from ..activations import QUADRATURE, Activation
+from .base import FORMAT, VERSION, Layer
+from .branches import FanInConcat, FanInSum, FanOut
+from .dense import Dense
+from .pointwise import LayerNorm
+from .serial import Serial, parallel, serial
+from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, MaxPool
 
-FORMAT = "torchntk.spec"
-VERSION = 1
 MAX_DEPTH = 64
 """Deepest nesting of serial/parallel accepted when reading (a bound, so hostile documents fail
 with a clear error instead of exhausting the stack)."""
 
-
-def activation_to_dict(act: Activation) -> dict[str, Any]:
-    """The plain-data form of an activation (see the module docstring)."""
-    if hasattr(act, "config"):
-        return {"layer": type(act).__name__, **act.config()}
-    if type(act) is Activation:
-        if act.name in QUADRATURE and act.fn is QUADRATURE[act.name] and act.derivative is None:
-            return {"layer": "Activation", "name": act.name, "nodes": act.nodes}
-        raise ValueError(f"activation {act.name!r} is a user callable and cannot be saved as data; use a built-in "
-                         f"activation or a named one ({', '.join(sorted(QUADRATURE))}).")
-    params = [p for p in inspect.signature(type(act).__init__).parameters if p != "self"]
-    if not params:
-        return {"layer": type(act).__name__}
-    from ..activations import LeakyReLU, PiecewiseLinear
-    if isinstance(act, LeakyReLU):
-        return {"layer": "LeakyReLU", "slope": act.slope}
-    if type(act) is PiecewiseLinear:
-        return {"layer": "PiecewiseLinear", "a": act.a, "b": act.b}
-    raise ValueError(f"activation {act!r} cannot be saved as data (it has no config()).")
-
-
-def node_of(layer) -> dict[str, Any]:
-    """One layer's plain-data node (a nested serial gives its node, not a whole document)."""
-    return layer.node() if hasattr(layer, "node") else layer.to_dict()
-
-
-def to_dict(spec) -> dict[str, Any]:
-    """The versioned plain-data document of a description."""
-    return {"format": FORMAT, "version": VERSION, "network": spec.node()}
-
-
-def _registry() -> dict[str, Any]:
-    import torchntk as tn
-
-    from . import branches, pointwise, spatial
-    names = {"Dense": tn.Dense, "Conv": spatial.Conv, "AvgPool": spatial.AvgPool, "MaxPool": spatial.MaxPool,
-             "GlobalAvgPool": spatial.GlobalAvgPool, "Flatten": spatial.Flatten, "LayerNorm": pointwise.LayerNorm,
-             "FanOut": branches.FanOut, "FanInSum": branches.FanInSum, "FanInConcat": branches.FanInConcat}
-    import torchntk.activations as acts
-    for name in dir(acts):
-        obj = getattr(acts, name)
-        if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation:
-            names.setdefault(name, obj)
-    return names
+_LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
+    Dense, Conv, AvgPool, MaxPool, GlobalAvgPool, Flatten, LayerNorm, FanOut, FanInSum, FanInConcat)}
+_ACTIVATIONS: dict[str, type] = {name: obj for name, obj in vars(activations).items()
+                                 if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation}
 
 
 def from_dict(data: Any):
@@ -80,15 +45,13 @@ def from_dict(data: Any):
         raise ValueError(f"unsupported description version {data.get('version')!r}; this torchntk reads {VERSION}.")
     if set(data) != {"format", "version", "network"}:
         raise ValueError(f"unexpected keys in the description: {sorted(set(data) - {'format', 'version', 'network'})}.")
-    from ..spec import Serial
     spec = _layer(data["network"], "network", 0)
     if not isinstance(spec, Serial):
         raise ValueError("the description's top level must be a serial(...) of layers.")
     return spec
 
 
-def _layer(node: Any, where: str, depth: int):
-    from ..spec import parallel, serial
+def _layer(node: Any, where: str, depth: int) -> Layer | Activation:
     if depth > MAX_DEPTH:
         raise ValueError(f"{where}: the description nests deeper than {MAX_DEPTH} levels.")
     if not isinstance(node, dict) or not isinstance(node.get("layer"), str):
@@ -101,24 +64,26 @@ def _layer(node: Any, where: str, depth: int):
         parts = [_layer(item, f"{where}.{key}[{i}]", depth + 1) for i, item in enumerate(args[key])]
         return serial(*parts) if kind == "serial" else parallel(*parts)
     if kind == "Activation":
+        if "fn" in args:
+            raise ValueError(f"{where}: activation {args.get('name')!r} is user code ({args['fn']!r}); a description "
+                             "holding it is recorded by name only and cannot be rebuilt from data.")
         if set(args) - {"name", "nodes"} or args.get("name") not in QUADRATURE:
             raise ValueError(f"{where}: an Activation entry needs a 'name' among {sorted(QUADRATURE)} (and optional "
                              "'nodes').")
         _check_values(args, where)
         return Activation(QUADRATURE[args["name"]], name=args["name"], nodes=args.get("nodes"))
-    registry = _registry()
-    if kind not in registry:
-        raise ValueError(f"{where}: unknown layer {kind!r}; known: {sorted(registry) + ['parallel', 'serial']}.")
+    cls = _LAYERS.get(kind) or _ACTIVATIONS.get(kind)
+    if cls is None:
+        known = sorted([*_LAYERS, *_ACTIVATIONS, "Activation", "parallel", "serial"])
+        raise ValueError(f"{where}: unknown layer {kind!r}; known: {known}.")
     _check_values(args, where)
-    cls = registry[kind]
-    params = inspect.signature(cls.__init__).parameters
-    unknown = set(args) - set(params)
+    params = {name for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = set(args) - params
     if unknown:
         raise ValueError(f"{where}: {kind} takes no argument(s) {sorted(unknown)}.")
-    positional = [p.name for p in params.values() if p.kind == p.POSITIONAL_OR_KEYWORD and p.name != "self"]
-    call_args = [_untuple(args.pop(name)) for name in positional if name in args]
-    try:
-        return cls(*call_args, **{k: _untuple(v) for k, v in args.items()})
+    try:   # every argument by its name: a document's keys are names, never positions
+        return cls(**{k: _untuple(v) for k, v in args.items()})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: cannot build {kind} from {node}: {exc}") from None
 

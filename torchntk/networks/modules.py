@@ -1,15 +1,9 @@
-"""Finite modules of architecture layers, in the NTK parameterisation.
+"""The parameter-free modules of finite networks: nonlinearities, pooling, readouts, LayerNorm
+and branching (the weighted ones are in weighted.py).
 
-    NTKConv:  a~ = (weight_std / sqrt(C_in |F|)) W * pad(a) + bias_std b,   W, b iid N(0, 1)
-
-(``parameterization="standard"``: W ~ N(0, weight_std^2 / (C_in |F|)), b ~ N(0, bias_std^2), a
-plain convolution). Padding uses the amounts of windows.py, so each position of a finite network
-is the position the kernels speak of. Weighted modules draw from their own generator
-(seed, index), on the CPU in float64, then cast and move: the same seed gives the same network
-on any device and dtype, and as the dense layers of torchntk.networks do.
-
-Branching modules pass tuples: FanOut returns n references to its input, Parallel maps branch
-i to element i, FanInSum / FanInConcat merge them.
+Padding uses the amounts of torchntk.engine.windows, so each position of a finite network is the
+position the kernels speak of. Branching modules pass tuples: FanOut returns n references to its
+input, Parallel maps branch i to element i, FanInSum / FanInConcat merge them.
 """
 
 from __future__ import annotations
@@ -21,16 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..networks import layer_generator
-from .windows import pad_amounts
+from ..engine.windows import pad_amounts
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def pad_input(x: Tensor, window: Sequence[int], stride: Sequence[int], padding: str, value: float = 0.0) -> Tensor:
-    """x (N, C, *positions) padded as windows.pad_amounts says (zeros, ``value``, or wrapped)."""
+    """x (N, C, *positions) padded as `torchntk.engine.windows.pad_amounts` says (zeros, ``value``, or wrapped)."""
     amounts: list[int] = []
     for size, k, s in reversed(list(zip(x.shape[2:], window, stride, strict=True))):
         amounts += pad_amounts(size, k, s, padding)
@@ -39,48 +32,6 @@ def pad_input(x: Tensor, window: Sequence[int], stride: Sequence[int], padding: 
     if padding == "circular":
         return F.pad(x, amounts, mode="circular")
     return F.pad(x, amounts, mode="constant", value=value)
-
-
-class NTKConv(nn.Module):
-    """A convolution layer in the NTK parameterisation (see the module docstring).
-
-    Attributes:
-        weight: (C_out, C_in, *filter_shape), iid N(0, 1) under "ntk".
-        bias: (C_out,), iid N(0, 1) under "ntk".
-        weight_scale: weight_std / sqrt(C_in |F|) ("ntk") or 1 ("standard").
-        bias_scale: bias_std ("ntk") or 1 ("standard").
-        stride: tuple of ints; padding: "valid", "same" or "circular".
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,
-                 stride: tuple[int, ...], padding: str, weight_std: float, bias_std: float,
-                 parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
-        super().__init__()
-        self.filter_shape, self.stride, self.padding = tuple(filter_shape), tuple(stride), padding
-        self.weight_std, self.bias_std, self.parameterization = float(weight_std), float(bias_std), parameterization
-        self.index = index
-        fan_in = in_channels * math.prod(filter_shape)
-        generator = layer_generator(seed, index)
-        weight = torch.randn(out_channels, in_channels, *filter_shape, generator=generator, dtype=torch.float64)
-        bias = torch.randn(out_channels, generator=generator, dtype=torch.float64)
-        if parameterization == "standard":
-            weight, bias = weight * (self.weight_std / math.sqrt(fan_in)), bias * self.bias_std
-            self.weight_scale, self.bias_scale = 1.0, 1.0
-        else:
-            self.weight_scale, self.bias_scale = self.weight_std / math.sqrt(fan_in), self.bias_std
-        self.weight = nn.Parameter(weight.to(dtype=dtype, device=device))
-        self.bias = nn.Parameter(bias.to(dtype=dtype, device=device))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = pad_input(x, self.filter_shape, self.stride, self.padding)
-        return _CONV[len(self.filter_shape)](x, self.weight * self.weight_scale, self.bias * self.bias_scale,
-                                              stride=self.stride)
-
-    def extra_repr(self) -> str:
-        out_c, in_c = self.weight.shape[:2]
-        return (f"{in_c}, {out_c}, filter_shape={self.filter_shape}, stride={self.stride}, padding={self.padding!r}, "
-                f"weight_std={self.weight_std:g}, bias_std={self.bias_std:g}, "
-                f"parameterization={self.parameterization!r}")
 
 
 class Elementwise(nn.Module):
@@ -185,10 +136,3 @@ class FanInConcat(nn.Module):
 
     def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
         return torch.cat(xs, dim=1)
-
-
-class Identity(nn.Module):
-    """The input unchanged (a shortcut branch)."""
-
-    def forward(self, x):
-        return x

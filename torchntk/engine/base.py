@@ -1,14 +1,15 @@
-"""The layer protocol of architectures, and the build context of finite networks.
+"""The layer protocol of the kernel engine, and the build context of finite networks.
 
-Every layer of a description answers four questions:
+Every layer of a description (a fully-connected stack is the case with no spatial axes)
+answers four questions:
 
 - ``signal(sig, where)``: its output's `Signal` for an input signal (and checks it);
 - ``need(full_out)``: whether its input must be in the full layout, given whether its output
   must be (composite layers take and give a tuple per branch);
-- ``kernel(state, full_out)``: the kernel map on an `ArchState` tile;
-- ``build(sig, channels, ctx)``: the finite `nn.Module` in the NTK parameterisation.
+- ``kernel(state, full_out)``: the kernel map on a `KernelState` tile;
+- ``build(sig, channels, ctx)``: the finite `nn.Module` in the chosen parameterisation.
 
-plus ``to_dict()`` (plain JSON data) and a ``repr`` that reads as the code that builds it.
+plus ``to_dict()`` (its plain-JSON node) and a ``repr`` that reads as the code that builds it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from .._finite import check_scale
 from .signal import Signal, fail
-from .state import ArchState
+from .state import KernelState
+
+FORMAT = "torchntk.spec"
+"""The format tag of a description document, ``{"format": FORMAT, "version": VERSION, "network": node}``."""
+VERSION = 1
+"""The version of the description document that `Serial.to_dict` writes and `torchntk.from_dict` reads."""
+
+Scale = float | Tensor
+"""A weight_std or bias_std: a number, or a scalar tensor (with requires_grad to differentiate kernels in it)."""
 
 
 class Layer:
-    """Base class of architecture layers (see the module docstring)."""
+    """Base class of the engine's layers (see the module docstring)."""
 
     weighted = False   # holds parameters (Dense, Conv)
 
@@ -59,7 +69,7 @@ class Layer:
         """
         return full_out
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         """The layer's kernel map on one tile: the NNGP and NTK of its output from its input's.
 
         Args:
@@ -80,7 +90,8 @@ class Layer:
 
         Args:
             sig: the input's signal (as `signal` checked it).
-            channels: the input's channel count (a tuple of counts between FanOut and FanIn).
+            channels: the input's channel count (a tuple of counts between FanOut and FanIn;
+                None for vectors whose size is taken from the first batch).
             ctx: the build context; weighted layers take their width and generator index from
                 ``ctx.next_layer()``.
 
@@ -94,18 +105,26 @@ class Layer:
         """The layer as plain JSON data, ``{"layer": name, **arguments}``, that `from_dict` reads back."""
         raise NotImplementedError
 
+    def node(self) -> dict[str, Any]:
+        """This layer as one node of a description document (its `to_dict`; a serial's node
+        leaves out the document's version header, for nesting)."""
+        return self.to_dict()
+
     def weighted_layers(self) -> list[Layer]:
         """The layers that hold parameters (Dense, Conv), depth-first in build order: the order
         in which a finite network numbers them and draws their generators."""
         return [self] if self.weighted else []
 
+    def sublayers(self) -> tuple[Layer, ...]:
+        """The layers this one is made of (a serial's steps, a parallel's branches); none for a plain layer."""
+        return ()
+
 
 @dataclass
 class BuildContext:
     """What building a finite network needs. Weighted layers are numbered depth-first; each
-    draws its parameters from its own generator (seed, index); the one at ``output_index``
-    gets ``out_features`` outputs, the others the hidden widths in order (one int for all, or
-    one per hidden weighted layer)."""
+    draws its parameters from its own generator (seed, index); the last one gets
+    ``out_features`` outputs, hidden weighted layer i gets ``widths[i]``."""
 
     widths: list[int]
     out_features: int
@@ -120,11 +139,7 @@ class BuildContext:
         """(output width, generator index) of the next weighted layer."""
         index = self.index
         self.index += 1
-        if index == self.output_index:
-            return self.out_features, index
-        if len(self.widths) == 1:
-            return self.widths[0], index
-        return self.widths[index if index < self.output_index else index - 1], index
+        return (self.out_features if index == self.output_index else self.widths[index]), index
 
 
 def check_int_tuple(value: Any, name: str, dims: int | None, where: str, minimum: int = 1) -> tuple[int, ...]:
@@ -140,3 +155,40 @@ def check_int_tuple(value: Any, name: str, dims: int | None, where: str, minimum
     if dims is not None and len(value) != dims:
         raise fail(where, f"{name} has {len(value)} entries but the input has {dims} spatial axes.")
     return value
+
+
+def check_scales(bias_std: Any, weight_std: Any) -> None:
+    """Raise TypeError / ValueError unless both scales are finite, non-negative real scalars
+    (numbers, or one-element floating tensors) with a finite square in float64."""
+    for name, value in (("bias_std", bias_std), ("weight_std", weight_std)):
+        if isinstance(value, Tensor):
+            if value.numel() != 1 or not value.is_floating_point():
+                raise TypeError(f"{name} must be a real scalar, got a tensor of shape {tuple(value.shape)} "
+                                f"and dtype {value.dtype}.")
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}.")
+        check_scale(name, value)  # finite, >= 0, finite square (torchntk/_finite.py)
+
+
+def check_layer_scales(layer: Any, where: str) -> None:
+    """`check_scales` of a weighted layer, as an `ArchitectureError` prefixed with ``where``."""
+    try:
+        check_scales(layer.bias_std, layer.weight_std)
+    except (TypeError, ValueError) as exc:
+        raise fail(where, str(exc)) from None
+
+
+def square(scale: Scale) -> Scale:
+    """scale^2: a float for numbers, a tensor (in the graph) for tensors."""
+    return scale * scale if isinstance(scale, Tensor) else float(scale) ** 2
+
+
+def number(scale: Scale) -> float:
+    """A scale as a plain float (the value of a scalar tensor), for finite modules and JSON."""
+    return float(scale.item()) if isinstance(scale, Tensor) else float(scale)
+
+
+def show(scale: Scale) -> str:
+    """A scale as a repr shows it: ``0.1``, or a tensor's value."""
+    return f"{number(scale):g}"

@@ -15,16 +15,18 @@ Flatten never computes covariances between positions; pooling needs them below i
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..layers import Dense
-from . import layout, modules, ops
-from .base import BuildContext, Layer, check_int_tuple
-from .signal import Signal, fail
-from .state import ArchState
+from ..networks import modules
+from ..networks.weighted import NTKConv
+from . import layout, maps
+from .base import BuildContext, Layer, check_int_tuple, check_layer_scales, number, square
+from .signal import ArchitectureError, Signal, fail
+from .state import KernelState
 from .windows import PADDINGS, out_size, window_sum
 
 
@@ -78,7 +80,7 @@ class _Windowed(Layer):
         window = spread(self._window)
         return window, spread(window if self._stride is None else self._stride)
 
-    def _map(self, state: ArchState, full: bool, diagonal_shift: bool):
+    def _map(self, state: KernelState, full: bool, diagonal_shift: bool):
         window, stride = self._resolve(state.spatial)
         shape = state.nngp.shape[state.prefix:]
         sizes = tuple(shape[::2]) if state.full else tuple(shape)
@@ -127,24 +129,24 @@ class Conv(_Windowed):
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
-        _check_scales(self, where)
+        check_layer_scales(self, where)
         if self._stride is None:
             raise fail(where, "stride must be an int or a tuple of ints, got None.")
         shape, _ = self._output_shape(sig, where)
         return sig.after_weights(shape)
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:
             state = state.to_diagonal()
         f = self._map(state, state.full, diagonal_shift=True)
         window, _ = self._resolve(state.spatial)
-        return ops.affine(state, _square(self.weight_std) / math.prod(window), _square(self.bias_std), f)
+        return maps.affine(state, square(self.weight_std) / math.prod(window), square(self.bias_std), f)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         window, stride = self._resolve(sig.spatial)
         width, index = ctx.next_layer()
-        return modules.NTKConv(channels, width, window, stride=stride, padding=self.padding,
-                               weight_std=float(self.weight_std), bias_std=float(self.bias_std),
+        return NTKConv(channels, width, window, stride=stride, padding=self.padding,
+                               weight_std=number(self.weight_std), bias_std=number(self.bias_std),
                                parameterization=ctx.parameterization, seed=ctx.seed, index=index,
                                dtype=ctx.dtype, device=ctx.device), width
 
@@ -186,7 +188,7 @@ class AvgPool(_Pool):
     def need(self, full_out):
         return True
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         window, _ = self._resolve(state.spatial)
         pooled = self._map(state, True, diagonal_shift=False)
         scale = 1.0 / math.prod(window) ** 2
@@ -194,7 +196,7 @@ class AvgPool(_Pool):
         def f(t, prefix):
             out = pooled(t, prefix)
             return out.mul_(scale) if not torch.is_grad_enabled() else out * scale
-        state = ops.linear(state, f)
+        state = maps.linear(state, f)
         return state if full_out else state.to_diagonal()
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
@@ -212,9 +214,8 @@ class MaxPool(_Pool):
         shape, _ = self._output_shape(sig, where)
         return Signal(shape, sig.channels, False, False, False)
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         """Always raises `ArchitectureError`: MaxPool has no closed-form kernel (see the class docstring)."""
-        from .signal import ArchitectureError  # Serial.analyse refuses it first; this guards direct use
         raise ArchitectureError(f"{self!r}: {self.why_not}")
 
     analytic = False
@@ -243,9 +244,9 @@ class GlobalAvgPool(Layer):
     def need(self, full_out):
         return True
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         spatial = state.spatial
-        return ops.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix))
+        return maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix))
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         return modules.GlobalAvgPool(), channels
@@ -270,34 +271,12 @@ class Flatten(Layer):
     def need(self, full_out):
         return False
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
-        from dataclasses import replace
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         state = state.to_diagonal()
         return replace(state, flat=state.spatial > 0)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         return modules.Flatten(), channels * math.prod(sig.shape)
-
-
-def dense_kernel(layer: Dense, state: ArchState) -> ArchState:
-    """A Dense layer on a vector state, or on a flattened one (mean over positions first)."""
-    spatial, full = state.spatial, state.full
-
-    def f(t, prefix):
-        return layout.mean_positions(t, spatial, full, prefix)
-    return ops.affine(state, _square(layer.weight_std), _square(layer.bias_std), f, spatial=0, full=False,
-                      flat=False)
-
-
-def _square(scale):
-    return scale * scale if not isinstance(scale, (int, float)) else float(scale) ** 2
-
-
-def _check_scales(layer, where: str) -> None:
-    try:
-        Dense(layer.bias_std, layer.weight_std).check()
-    except (TypeError, ValueError) as exc:
-        raise fail(where, str(exc)) from None
 
 
 def _show(value) -> str:

@@ -1,24 +1,27 @@
-"""Layers that act at each position: Dense (on vectors), nonlinearities, LayerNorm.
+"""Layers that act at each position: nonlinearities and LayerNorm.
 
-Dense and the nonlinearities are torchntk's own `Dense` and `Activation` objects; `as_layer`
-wraps them into the architecture protocol, so one object serves the fully-connected fast path
-and every architecture.
+A nonlinearity of a description is one of torchntk's `Activation` objects (or a name or a
+callable that `get_activation` turns into one); `as_layer` wraps it into a `Nonlinearity`, the
+layer protocol around its two Gaussian expectations.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from torch import nn
 
-from ..activations import Activation, PiecewiseLinear
-from ..layers import Dense
-from ..networks import NTKDense
-from . import modules, ops
+from ..activations import QUADRATURE, Activation, LeakyReLU, PiecewiseLinear, get_activation
+from ..networks import modules
+from . import maps
 from .base import BuildContext, Layer
 from .signal import Signal, fail, law_checks
-from .spatial import _check_scales, dense_kernel
-from .state import ArchState
+from .state import KernelState
 
 _ODD = {"erf", "sin", "tanh", "identity", "softsign", "atan", "asinh"}
 
@@ -35,39 +38,7 @@ def is_odd(act: Activation) -> bool:
     return bool(getattr(act, "odd", False)) or act.name in _ODD
 
 
-class DenseLayer(Layer):
-    """`Dense` in an architecture: on vectors, or after Flatten (fan-in C * positions)."""
-
-    weighted = True
-
-    def __init__(self, dense: Dense) -> None:
-        self.dense = dense
-
-    def __repr__(self) -> str:
-        return repr(self.dense)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": "Dense", "bias_std": _num(self.dense.bias_std), "weight_std": _num(self.dense.weight_std)}
-
-    def signal(self, sig: Signal, where: str) -> Signal:
-        _check_scales(self.dense, where)
-        if sig.spatial and not sig.flat:
-            raise fail(where, f"Dense takes vectors, but its input is {sig.describe()}; put Flatten() or "
-                              "GlobalAvgPool() before it.")
-        return sig.after_weights(())
-
-    def kernel(self, state: ArchState, full_out) -> ArchState:
-        return dense_kernel(self.dense, state)
-
-    def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, int]:
-        width, index = ctx.next_layer()
-        module = NTKDense(channels, width, weight_std=_num(self.dense.weight_std), bias_std=_num(self.dense.bias_std),
-                          parameterization=ctx.parameterization, seed=ctx.seed, index=index, dtype=ctx.dtype,
-                          device=ctx.device)
-        return module, width
-
-
-class ActivationLayer(Layer):
+class Nonlinearity(Layer):
     """A nonlinearity at every position: K' = E[s(u) s(v)], Theta' = Theta E[s'(u) s'(v)]."""
 
     def __init__(self, activation: Activation) -> None:
@@ -77,7 +48,6 @@ class ActivationLayer(Layer):
         return repr(self.activation)
 
     def to_dict(self) -> dict[str, Any]:
-        from .serialize import activation_to_dict
         return activation_to_dict(self.activation)
 
     def signal(self, sig: Signal, where: str) -> Signal:
@@ -93,12 +63,12 @@ class ActivationLayer(Layer):
         odd = is_odd(self.activation)
         return Signal(sig.shape, sig.channels, False, odd and sig.centred, False, sig.flat)
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:
             state = state.to_diagonal()
         if is_linear(self.activation):
-            return state if self.activation.a == 1 else ops.linear(state, lambda t, prefix: t * self.activation.a ** 2)
-        return ops.nonlinearity(state, self.activation)
+            return state if self.activation.a == 1 else maps.linear(state, lambda t, prefix: t * self.activation.a ** 2)
+        return maps.nonlinearity(state, self.activation)
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
         return modules.Elementwise(self.activation), channels
@@ -128,31 +98,74 @@ class LayerNorm(Layer):
                               "right after a Dense or Conv layer.")
         return sig
 
-    def kernel(self, state: ArchState, full_out) -> ArchState:
+    def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:
             state = state.to_diagonal()
-        return ops.normalise(state)
+        return maps.normalise(state)
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
         return modules.LayerNorm(), channels
 
 
 def as_layer(layer: Any, where: str = "") -> Layer:
-    """The architecture layer for a description entry (Dense, an activation, or a Layer)."""
-    from ..activations import get_activation
-
+    """The engine layer for a description entry: a `Layer` as it is, an activation (object,
+    name or callable) as a `Nonlinearity`."""
     if isinstance(layer, Layer):
         return layer
-    if isinstance(layer, Dense):
-        return DenseLayer(layer)
     try:
         act = get_activation(layer)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}{layer!r} is not a layer: expected Dense, Conv, a pooling or branching layer, or an "
                         f"activation ({exc})") from None
     act.check()
-    return ActivationLayer(act)
+    return Nonlinearity(act)
 
 
-def _num(scale):
-    return float(scale.item()) if hasattr(scale, "item") else scale
+_NAME_CALLABLES: ContextVar[bool] = ContextVar("name_callables", default=False)
+
+
+@contextmanager
+def naming_callables() -> Iterator[None]:
+    """Within this context a user's activation callable is written as a node that names its code,
+    ``{"layer": "Activation", "name": ..., "nodes": ..., "fn": "module.qualname"}`` (a record
+    that tells descriptions apart, as kernel stores need; `from_dict` cannot rebuild it), with
+    a warning that edits to that code under the same name go unnoticed."""
+    token = _NAME_CALLABLES.set(True)
+    try:
+        yield
+    finally:
+        _NAME_CALLABLES.reset(token)
+
+
+def _qualname(fn: Any) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
+def activation_to_dict(act: Activation) -> dict[str, Any]:
+    """The plain-data node of an activation: ``{"layer": class name, **config}``, or for the
+    quadrature ones ``{"layer": "Activation", "name": ..., "nodes": ...}``. A user's own callable
+    cannot be saved as data: ValueError (but see `naming_callables`)."""
+    if hasattr(act, "config"):
+        return {"layer": type(act).__name__, **act.config()}
+    if type(act) is Activation:
+        if act.name in QUADRATURE and act.fn is QUADRATURE[act.name] and act.derivative is None:
+            return {"layer": "Activation", "name": act.name, "nodes": act.nodes}
+        if _NAME_CALLABLES.get():
+            node = {"layer": "Activation", "name": act.name, "nodes": act.nodes, "fn": _qualname(act.fn)}
+            if act.derivative is not None:
+                node["derivative"] = _qualname(act.derivative)
+            warnings.warn(f"activation {act.name!r} is user code: the record names only its code ({node['fn']}), "
+                          "so a later run cannot detect that the code changed. Use a new store path whenever you "
+                          "change it.", UserWarning, stacklevel=6)
+            return node
+        raise ValueError(f"activation {act.name!r} is a user callable and cannot be saved as data; use a built-in "
+                         f"activation or a named one ({', '.join(sorted(QUADRATURE))}).")
+    if isinstance(act, LeakyReLU):
+        return {"layer": "LeakyReLU", "slope": act.slope}
+    if type(act) is PiecewiseLinear:
+        return {"layer": "PiecewiseLinear", "a": act.a, "b": act.b}
+    if not [p for p in inspect.signature(type(act).__init__).parameters if p != "self"]:
+        return {"layer": type(act).__name__}
+    raise ValueError(f"activation {act!r} cannot be saved as data (it has no config()).")

@@ -23,10 +23,11 @@ from typing import Any
 
 from torch import nn
 
-from . import modules
+from ..networks import modules
 from .base import BuildContext, Layer
+from .pointwise import as_layer
 from .signal import Signal, fail, law_checks
-from .state import ArchState
+from .state import KernelState
 
 
 def _tuple_in(value, where: str, what: str) -> tuple:
@@ -57,7 +58,7 @@ class FanOut(Layer):
     def need(self, full_out):
         return any(full_out) if isinstance(full_out, tuple) else full_out
 
-    def kernel(self, state: ArchState, full_out):
+    def kernel(self, state: KernelState, full_out):
         # Each branch owns its state: layers overwrite kernels in place.
         return tuple(state if i == 0 else state.copy() for i in range(self.n))
 
@@ -69,18 +70,19 @@ class Parallel(Layer):
     """Branch i applied to element i of the incoming branches."""
 
     def __init__(self, branches: Sequence[Any]) -> None:
-        from .pointwise import as_layer
         self.branches = tuple(as_layer(b) for b in branches)
 
     def __repr__(self) -> str:
         return "parallel(" + ", ".join(map(repr, self.branches)) + ")"
 
     def to_dict(self) -> dict[str, Any]:
-        from .serialize import node_of
-        return {"layer": "parallel", "branches": [node_of(b) for b in self.branches]}
+        return {"layer": "parallel", "branches": [b.node() for b in self.branches]}
 
     def weighted_layers(self) -> list[Layer]:
         return [w for b in self.branches for w in b.weighted_layers()]
+
+    def sublayers(self) -> tuple[Layer, ...]:
+        return self.branches
 
     def signal(self, sig, where: str):
         sig = _tuple_in(sig, where, "parallel")
@@ -128,7 +130,7 @@ class _FanIn(Layer):
             states = tuple(s.to_diagonal() for s in states)
         return self._combine(states)
 
-    def _sum(self, states, scale: float = 1.0) -> ArchState:
+    def _sum(self, states, scale: float = 1.0) -> KernelState:
         def total(get):
             parts = [get(s) for s in states]
             if parts[0] is None:
@@ -164,7 +166,7 @@ class FanInSum(_FanIn):
         return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
                       all(s.fresh for s in sig), first.flat, all(s.raw for s in sig))
 
-    def _combine(self, states) -> ArchState:
+    def _combine(self, states) -> KernelState:
         return self._sum(states)
 
     def build(self, sig, channels, ctx: BuildContext):
@@ -184,7 +186,7 @@ class FanInConcat(_FanIn):
         return Signal(first.shape, None, all(s.gaussian for s in sig), all(s.centred for s in sig),
                       all(s.fresh for s in sig), first.flat)
 
-    def _combine(self, states) -> ArchState:
+    def _combine(self, states) -> KernelState:
         return self._sum(states, 1.0 / len(states))
 
     def build(self, sig, channels, ctx: BuildContext):

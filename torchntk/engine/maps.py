@@ -1,4 +1,4 @@
-"""The kernel maps of the layers, on `ArchState`s (one tile at a time).
+"""The kernel maps of the layers, on `KernelState`s (one tile at a time).
 
     affine (Dense, Conv):   Sigma' = w^2 L(K) + b^2,       Theta' = w^2 L(Theta) + Sigma'
     linear (pooling):       Sigma' = L(K),                 Theta' = L(Theta)
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..numerics import safe_reciprocal, safe_sqrt
-from .state import ArchState
+from .state import KernelState
 
 Map = Callable[[Tensor, int], Tensor]
 """A linear map on kernel tensors: f(t, prefix) -> t' (acts on the dims after the prefix)."""
@@ -36,7 +36,7 @@ def _scaled(t: Tensor, w2, b2) -> Tensor:
     return w2 * t + b2
 
 
-def affine(state: ArchState, w2, b2, f: Map, **changes) -> ArchState:
+def affine(state: KernelState, w2, b2, f: Map, **changes) -> KernelState:
     """A layer with fresh weights and bias: Sigma' = w2 f(K) + b2, Theta' = w2 f(Theta) + Sigma'."""
     nngp = _scaled(f(state.nngp, state.prefix), w2, b2)
     ntk = state.ntk
@@ -52,7 +52,7 @@ def affine(state: ArchState, w2, b2, f: Map, **changes) -> ArchState:
     return state.with_selves(nngp, ntk, selves, **changes)
 
 
-def linear(state: ArchState, f: Map, **changes) -> ArchState:
+def linear(state: KernelState, f: Map, **changes) -> KernelState:
     """A parameter-free linear layer (pooling): the same map on every kernel."""
     ntk = state.ntk
     if ntk is not None and ntk.dim() > 0:
@@ -63,7 +63,7 @@ def linear(state: ArchState, f: Map, **changes) -> ArchState:
     return state.with_selves(f(state.nngp, state.prefix), ntk, selves, **changes)
 
 
-def nonlinearity(state: ArchState, act: Activation) -> ArchState:
+def nonlinearity(state: KernelState, act: Activation) -> KernelState:
     """Sigma' = E[s(u) s(v)] and Theta' = Theta E[s'(u) s'(v)] at every pair of positions."""
     need_ntk = state.ntk is not None
     v1, v2 = state.variance_pair()
@@ -77,15 +77,15 @@ def nonlinearity(state: ArchState, act: Activation) -> ArchState:
     return state.with_selves(ess, ntk, selves)
 
 
-def _self_expectation(s: ArchState, act: Activation) -> Tensor:
+def _self_expectation(s: KernelState, act: Activation) -> Tensor:
     w1, w2 = s.variance_pair()
     return act.expectations(w1, w2, s.nngp, derivative=False, overwrite=True)[0]
 
 
-def normalise(state: ArchState) -> ArchState:
+def normalise(state: KernelState) -> KernelState:
     """Divide every kernel by sqrt(v1 v2); after Flatten, v is the mean variance over positions
     (the normalisation runs over all C * H * W features of an input)."""
-    def scale(s: ArchState) -> Tensor:
+    def scale(s: KernelState) -> Tensor:
         v1, v2 = s.variance_pair()
         if s.flat and s.spatial:
             dims1 = tuple(range(s.prefix, v1.dim()))
@@ -102,10 +102,10 @@ def normalise(state: ArchState) -> ArchState:
     return state.with_selves(state.nngp * factor, ntk, selves)
 
 
-def readout(state: ArchState, mean: Callable[[Tensor, int], Tensor]) -> ArchState:
+def readout(state: KernelState, mean: Callable[[Tensor, int], Tensor]) -> KernelState:
     """From spatial kernels to vector kernels by a mean over positions (Flatten + Dense, GAP)."""
     return linear(state, mean, spatial=0, full=False, flat=False)
 
 
-def _replace_nngp(s: ArchState, nngp: Tensor) -> ArchState:
+def _replace_nngp(s: KernelState, nngp: Tensor) -> KernelState:
     return replace(s, nngp=nngp)

@@ -1,19 +1,10 @@
 """Empirical NTK of a convolutional network from per-layer factors: the Jacobian is never formed.
 
-Applies to nn.Sequential stacks of convolutions (nn.Conv1d / nn.Conv2d, or any module with the
-NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten,
-global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)) and max pooling
-(nn.MaxPool1d / nn.MaxPool2d without padding or dilation).
-
-A convolution z[c, p] = w_s sum_{i, d} W[c, i, d] a_pad[i, stride p + d] + b_s b[c] has, for
-output k and back-propagated vector delta_k = d f_k / d z (C_out, P positions),
-
-    d f_k / d W[c, (i, d)] = w_s sum_p delta_k[c, p] U[(i, d), p],    d f_k / d b[c] = b_s sum_p delta_k[c, p]
-
-with U the unfolded patches of the padded input (C_in |F|, P). So each layer's per-example
-gradients are one batched matrix product delta (k C_out, P) @ U^T (P, C_in |F|) (no vmap, no
-k-fold forward), and its share of the kernel is a Gram of those gradients. The deltas of all k
-outputs come from one backward pass over a batch of B k vectors (transposed convolutions).
+The model is read as a chain of operations by `conv_recognition.conv_plan`. With the gradients of
+a convolution in `conv_ops` (d f_k / d W = w_s delta_k U^T, U the unfolded patches), each layer's
+per-example gradients are one batched matrix product delta (k C_out, P) @ U^T (P, C_in |F|) (no
+vmap, no k-fold forward), and its share of the kernel is a Gram of those gradients. The deltas of
+all k outputs come from one backward pass over a batch of B k vectors (transposed convolutions).
 
 Above the highest convolution the deltas keep a factored form, delta_k[b, c, p] = R[k, c] g[b, c, p]
 (R from the dense read-out and global pooling, g the product of the activations' slopes): then
@@ -22,244 +13,18 @@ the per-example gradient is R[k, c] H[b, c, (i, d)] with H = g @ U^T, independen
     Theta_kk'(x, x') += sum_c R[k, c] R[k', c] (w_s^2 H(x)[c] . H(x')[c] + b_s^2 u(x)[c] u(x')[c]),  u = sum_p g,
 
 which costs a k-th of the general case. Dense layers are handled as in `structured`.
-
-Conv protocol (torchntk's NTK-parameterised convolutions; plain nn.Conv has scales 1): attributes
-``weight`` (C_out, C_in, *filter), ``bias`` (C_out,) or None, floats ``weight_scale`` and
-``bias_scale``, tuple ``stride`` and str ``padding`` in {"valid", "same", "circular"}; forward
-= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured
-
-PAD_MODES = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
-
-
-@dataclass(frozen=True)
-class ConvOp:
-    """A convolution in 1 or 2 spatial dimensions (see the module doc); ``module`` computes the value."""
-
-    module: nn.Module
-    weight: Tensor
-    bias: Tensor | None
-    c: float
-    s: float
-    stride: tuple[int, ...]
-    pads: tuple[int, ...]  # F.pad order: last axis first, (left, right) per axis
-    pad_mode: str
-    train_weight: bool
-    train_bias: bool
-
-    @property
-    def trainable(self) -> bool:
-        """Whether the weight or the bias counts in the kernel (requires_grad)."""
-        return self.train_weight or self.train_bias
-
-    @property
-    def dims(self) -> int:
-        """The number of spatial axes (1 or 2), from the weight (C_out, C_in, *filter)."""
-        return self.weight.dim() - 2
-
-    def forward(self, a: Tensor) -> Tensor:
-        """The layer's output z (B, C_out, *S_out) for its input a (B, C_in, *S_in), by the module itself."""
-        return self.module(a)
-
-    def padded(self, a: Tensor) -> Tensor:
-        """a (B, C_in, *S_in) padded as the layer pads it (``pads``, ``pad_mode``)."""
-        if not any(self.pads):
-            return a
-        return F.pad(a, self.pads, mode=self.pad_mode)
-
-    def patches(self, a: Tensor) -> Tensor:
-        """U: (B, C_in |F|, P) unfolded patches of the padded input (channel-major, as W.reshape)."""
-        x = self.padded(a)
-        filt = tuple(self.weight.shape[2:])
-        if self.dims == 1:
-            return F.unfold(x.unsqueeze(2), (1, filt[0]), stride=(1, self.stride[0]))
-        return F.unfold(x, filt, stride=self.stride)
-
-    def pullback(self, delta: Tensor, in_shape: tuple[int, ...]) -> Tensor:
-        """delta (M, C_out, *S_out) -> (M, C_in, *S_in): the vector at the layer's input."""
-        m = delta.shape[0]
-        widths = [self.pads[2 * (self.dims - 1 - i)] + self.pads[2 * (self.dims - 1 - i) + 1] for i in range(self.dims)]
-        padded_shape = [m, in_shape[0]] + [n + w for n, w in zip(in_shape[1:], widths, strict=True)]
-        grad_input = torch.nn.grad.conv1d_input if self.dims == 1 else torch.nn.grad.conv2d_input
-        out = grad_input(padded_shape, self.weight, delta, stride=self.stride)
-        if self.c != 1.0:
-            out = out.mul_(self.c)
-        if not any(self.pads):
-            return out
-        if self.pad_mode == "constant":
-            index = [slice(None), slice(None)]
-            for i in range(self.dims):
-                left, right = self.pads[2 * (self.dims - 1 - i)], self.pads[2 * (self.dims - 1 - i) + 1]
-                index.append(slice(left, out.shape[2 + i] - right))
-            return out[tuple(index)]
-        with torch.enable_grad():  # wrap-around or reflected padding: its adjoint by autograd
-            leaf = torch.zeros((m, *in_shape), dtype=out.dtype, device=out.device, requires_grad=True)
-            (grad,) = torch.autograd.grad(F.pad(leaf, self.pads, mode=self.pad_mode), leaf, out)
-        return grad
-
-
-@dataclass(frozen=True)
-class FlattenOp:
-    """nn.Flatten() of (C, *S) into C |S| features."""
-
-
-@dataclass(frozen=True)
-class PoolOp:
-    """Global average pooling: (C, *S) -> (C, 1, ...), the mean over the |S| positions."""
-
-    module: nn.Module
-
-
-@dataclass(frozen=True)
-class MaxPoolOp:
-    """nn.MaxPool1d / nn.MaxPool2d (no padding or dilation): delta flows back to each window's
-    maximum, at the positions the forward pass recorded."""
-
-    module: nn.Module
-    dims: int
-
-    def forward_with_indices(self, a: Tensor) -> tuple[Tensor, Tensor]:
-        """(pooled a (B, C, *S_out), indices (B, C, *S_out) of each window's maximum in the
-        flattened input positions), as torch's max pooling with ``return_indices=True``."""
-        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
-        m = self.module
-        return pool(a, m.kernel_size, m.stride, return_indices=True, ceil_mode=m.ceil_mode)
-
-    def pullback(self, delta: Tensor, indices: Tensor, in_shape: tuple[int, ...]) -> Tensor:
-        """delta (B k, C, *S_out) -> (B k, C, *S_in), indices (B, C, *S_out) of the chunk."""
-        repeat = delta.shape[0] // indices.shape[0]
-        flat_in, flat_out = math.prod(in_shape[1:]), math.prod(indices.shape[2:])
-        idx = indices.repeat_interleave(repeat, dim=0).reshape(delta.shape[0], in_shape[0], flat_out)
-        out = torch.zeros((delta.shape[0], in_shape[0], flat_in), dtype=delta.dtype, device=delta.device)
-        out.scatter_add_(2, idx, delta.reshape(delta.shape[0], in_shape[0], flat_out))
-        return out.view(delta.shape[0], *in_shape)
-
-
-Op = ConvOp | DenseOp | ElementwiseOp | FlattenOp | PoolOp | MaxPoolOp
-
-
-def conv_plan(model: nn.Module) -> list[Op]:
-    """The chain of operations of ``model``, or NotStructured saying why (see the module doc)."""
-    from ..arch.network import ArchNetwork
-
-    if isinstance(model, ArchNetwork) and isinstance(model.body, nn.Sequential):
-        model = model.body   # a network of an architecture description without branches
-    if not isinstance(model, nn.Sequential):
-        raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
-                            "elementwise activations, Flatten and global average pooling.")
-    ops = _ops(model)
-    if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp, MaxPoolOp)) for op in ops):
-        raise NotStructured("it holds no convolution, pooling or Flatten.")
-    return ops
-
-
-class _MeanKeepDims(nn.Module):
-    """Global average pooling that keeps singleton positions, as nn.AdaptiveAvgPool*(1) does."""
-
-    def forward(self, a: Tensor) -> Tensor:
-        return a.mean(dim=tuple(range(2, a.dim())), keepdim=True)
-
-
-def _ops(module: nn.Module) -> list[Op]:
-    from ..arch import modules as arch
-
-    if isinstance(module, nn.Sequential):
-        return [op for child in module for op in _ops(child)]
-    if isinstance(module, arch.Elementwise):
-        return [ElementwiseOp(module.activation)]
-    if isinstance(module, arch.Flatten):
-        return [FlattenOp()]
-    if isinstance(module, arch.GlobalAvgPool):   # (N, C, *S) -> (N, C): a pool then a flatten
-        return [PoolOp(_MeanKeepDims()), FlattenOp()]
-    if isinstance(module, arch.Identity):
-        return []
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return [_torch_conv(module)]
-    if _is_protocol_conv(module):
-        return [_protocol_conv(module)]
-    if isinstance(module, nn.Linear):
-        bias = module.bias
-        return [DenseOp(module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
-                        module.weight.requires_grad, bias is not None and bias.requires_grad)]
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, Tensor) and weight.dim() == 2 and hasattr(module, "weight_scale"):  # NTKDense
-        bias = getattr(module, "bias", None)
-        return [DenseOp(weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
-                        float(module.bias_scale), weight.requires_grad, bias is not None and bias.requires_grad)]
-    if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module)]
-    if isinstance(module, nn.Flatten):
-        if module.start_dim != 1 or module.end_dim != -1:
-            raise NotStructured("it contains nn.Flatten with start_dim/end_dim other than 1 and -1.")
-        return [FlattenOp()]
-    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
-        dilation = module.dilation if isinstance(module.dilation, tuple) else (module.dilation,)
-        padding = module.padding if isinstance(module.padding, tuple) else (module.padding,)
-        if any(d != 1 for d in dilation) or any(p != 0 for p in padding) or module.return_indices:
-            raise NotStructured("it contains max pooling with padding, dilation or return_indices.")
-        return [MaxPoolOp(module, 1 if isinstance(module, nn.MaxPool1d) else 2)]
-    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-        size = module.output_size
-        if all(s == 1 for s in ((size,) if isinstance(size, int) else tuple(size))):
-            return [PoolOp(module)]
-        raise NotStructured("it contains adaptive average pooling to a size other than 1.")
-    if any(p.requires_grad for p in module.parameters()):
-        raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not a "
-                            "known convolution or dense layer.")
-    raise NotStructured(f"it contains {type(module).__name__}, which is not a convolution, dense layer, known "
-                        "elementwise activation, Flatten or global average pooling.")
-
-
-def _torch_conv(module: nn.Conv1d | nn.Conv2d) -> ConvOp:
-    if module.groups != 1 or any(d != 1 for d in module.dilation):
-        raise NotStructured(f"it contains {type(module).__name__} with groups or dilation other than 1.")
-    filt = module.kernel_size
-    if module.padding == "valid":
-        per_axis = [(0, 0)] * len(filt)
-    elif module.padding == "same":
-        per_axis = [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
-    else:
-        per_axis = [(p, p) for p in module.padding]
-    pads = tuple(v for pair in reversed(per_axis) for v in pair)
-    bias = module.bias
-    return ConvOp(module, module.weight.detach(), None if bias is None else bias.detach(), 1.0, 1.0,
-                  tuple(module.stride), pads, PAD_MODES[module.padding_mode], module.weight.requires_grad,
-                  bias is not None and bias.requires_grad)
-
-
-def _is_protocol_conv(module: nn.Module) -> bool:
-    weight = getattr(module, "weight", None)
-    return (isinstance(weight, Tensor) and weight.dim() in (3, 4) and hasattr(module, "weight_scale")
-            and hasattr(module, "bias_scale") and isinstance(getattr(module, "padding", None), str)
-            and hasattr(module, "stride"))
-
-
-def _protocol_conv(module: nn.Module) -> ConvOp:
-    weight, bias = module.weight, getattr(module, "bias", None)
-    filt = tuple(weight.shape[2:])
-    stride = module.stride
-    stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),) * len(filt)
-    padding = module.padding.lower()
-    if padding not in ("valid", "same", "circular"):
-        raise NotStructured(f"it contains a convolution with padding {module.padding!r} (not valid/same/circular).")
-    per_axis = [(0, 0)] * len(filt) if padding == "valid" else [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
-    pads = tuple(v for pair in reversed(per_axis) for v in pair)
-    return ConvOp(module, weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
-                  float(module.bias_scale), stride, pads, "circular" if padding == "circular" else "constant",
-                  weight.requires_grad, bias is not None and bias.requires_grad)
-
+from .conv_ops import ConvOp, FlattenOp, MaxPoolOp, Op, PoolOp
+from .structured import DenseOp, ElementwiseOp, NotStructured
 
 # -- the back-propagated vectors, in three forms ------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The kernel state that flows through an architecture, tile by tile.
+"""The kernel state that flows through the layers of a description, tile by tile.
 
 For a tile of input pairs it holds the layer's NNGP and NTK and, because nonlinearities and
 normalisation need each Gaussian's own variance, the self-pair kernels K(x_i, x_i) of the
@@ -22,14 +22,17 @@ from . import layout
 
 
 @dataclass(frozen=True)
-class ArchState:
+class KernelState:
     """Kernels of one layer's outputs on a tile.
 
     nngp: (n1, n2, *S) for a block (prefix 2), or (n, *S) for self-pairs (prefix 1).
     ntk: the same shape; a 0-dim zero before any parameter (the input); None if not wanted.
     self1, self2: the rows' and columns' self-pairs (n1, *S), (n2, *S); None when the state is
         itself self-pairs (prefix 1) or a block of x against itself (``same``).
-    spatial: number of spatial axes d (0: vectors); full: layout of S; flat: after Flatten.
+    spatial: number of spatial axes d (0: vectors, S = ()); full: layout of S; flat: after Flatten.
+
+    A fully-connected network is the case d = 0: nngp is (n1, n2) and the self-pairs are the
+    variances (n1,), (n2,).
     """
 
     nngp: Tensor
@@ -71,27 +74,27 @@ class ArchState:
         return (layout.rows(v1, self.spatial, self.full, self.prefix),
                 layout.cols(v2, self.spatial, self.full, self.prefix))
 
-    def self_states(self) -> tuple[ArchState, ArchState] | None:
+    def self_states(self) -> tuple[KernelState, KernelState] | None:
         """The rows' and columns' self-pairs as prefix-1 states (None unless they are carried)."""
         if self.prefix == 1 or self.same:
             return None
-        return (ArchState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat),
-                ArchState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat))
+        return (KernelState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat),
+                KernelState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat))
 
-    def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, **changes) -> ArchState:
+    def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, **changes) -> KernelState:
         """A new state with these kernels; ``selves`` the new self-pair states (or None)."""
         s1 = s2 = None
         if selves is not None:
             s1, s2 = selves[0].nngp, selves[1].nngp
         return replace(self, nngp=nngp, ntk=ntk, self1=s1, self2=s2, **changes)
 
-    def copy(self) -> ArchState:
+    def copy(self) -> KernelState:
         """A state with clones of every tensor, for a consumer that may overwrite them in place."""
         def c(t):
             return None if t is None else t.clone()
         return replace(self, nngp=c(self.nngp), ntk=c(self.ntk), self1=c(self.self1), self2=c(self.self2))
 
-    def to_diagonal(self) -> ArchState:
+    def to_diagonal(self) -> KernelState:
         """The same kernels in the diagonal layout (positions paired with themselves)."""
         if not self.full:
             return self
@@ -134,7 +137,7 @@ def _gram(a: Tensor, b: Tensor, full: bool, diagonal: bool) -> Tensor:
     return g.permute(order).contiguous()
 
 
-def input_state(x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full: bool, diagonal: bool = False) -> ArchState:
+def input_state(x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full: bool, diagonal: bool = False) -> KernelState:
     """The state of the network input on a tile: nngp = (1/C) x1 . x2 per pair of positions.
 
     x1 (n1, C, *positions) or (n1, d) for vectors; x2 likewise, or None for x1 against itself
@@ -151,16 +154,16 @@ def input_state(x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full: bool, di
     if vector:
         s1 = s1.reshape(-1)
     if diagonal:
-        return ArchState(s1, ntk, None, None, 1, False, spatial, full)
+        return KernelState(s1, ntk, None, None, 1, False, spatial, full)
     if x2 is None:
         block = _gram(a, a, full, diagonal=False)
         if vector:
             block = block.reshape(block.shape[0], block.shape[1])
         torch.diagonal(block, dim1=0, dim2=1).copy_(s1.movedim(0, -1))
-        return ArchState(block, ntk, None, None, 2, True, spatial, full)
+        return KernelState(block, ntk, None, None, 2, True, spatial, full)
     b = x2[:, :, None] if vector else x2
     block = _gram(a, b, full, diagonal=False)
     s2 = _gram(b, b, full, diagonal=True)
     if vector:
         block, s2 = block.reshape(block.shape[0], block.shape[1]), s2.reshape(-1)
-    return ArchState(block, ntk, s1, s2, 2, False, spatial, full)
+    return KernelState(block, ntk, s1, s2, 2, False, spatial, full)

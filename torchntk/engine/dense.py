@@ -1,0 +1,69 @@
+"""The dense layer of the NTK parameterisation, on vectors or on flattened positions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..networks.weighted import NTKDense
+from . import layout, maps
+from .base import BuildContext, Layer, Scale, check_layer_scales, check_scales, number, show, square
+from .signal import Signal, fail
+from .state import KernelState
+
+
+class Dense(Layer):
+    """a~(l+1) = (weight_std / sqrt(n_l)) W a(l) + bias_std * b, with W, b iid N(0, 1).
+
+    On kernels (docs/conventions.md, Proposition 1 and Theorem 1):
+
+        Sigma' = weight_std^2 * K + bias_std^2          (K the covariance of a(l))
+        Theta' = weight_std^2 * Theta_K + Sigma'        (Theta_K the NTK of a(l))
+
+    After Flatten the fan-in is C * prod(positions), so K is the mean over positions of K(p, p).
+    Its width is its number of outputs, set by ``spec.network(width=...)``.
+
+    Args:
+        bias_std: beta, the scale of the bias (the paper's experiments use 0.1).
+        weight_std: sigma_w (the paper's is 1). Either may be a scalar tensor with
+            requires_grad=True to differentiate kernels in it.
+    """
+
+    weighted = True
+
+    def __init__(self, bias_std: Scale = 0.1, weight_std: Scale = 1.0) -> None:
+        self.bias_std = bias_std
+        self.weight_std = weight_std
+
+    def __repr__(self) -> str:
+        return f"Dense(bias_std={show(self.bias_std)}, weight_std={show(self.weight_std)})"
+
+    def check(self) -> None:
+        """Raise unless both scales are finite, non-negative real scalars."""
+        check_scales(self.bias_std, self.weight_std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": "Dense", "bias_std": number(self.bias_std), "weight_std": number(self.weight_std)}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        check_layer_scales(self, where)
+        if sig.spatial and not sig.flat:
+            raise fail(where, f"Dense takes vectors, but its input is {sig.describe()}; put Flatten() or "
+                              "GlobalAvgPool() before it.")
+        return sig.after_weights(())
+
+    def kernel(self, state: KernelState, full_out) -> KernelState:
+        spatial, full = state.spatial, state.full
+
+        def mean_positions(t, prefix):
+            return layout.mean_positions(t, spatial, full, prefix)
+        return maps.affine(state, square(self.weight_std), square(self.bias_std), mean_positions, spatial=0,
+                           full=False, flat=False)
+
+    def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, int]:
+        width, index = ctx.next_layer()
+        module = NTKDense(channels, width, weight_std=number(self.weight_std), bias_std=number(self.bias_std),
+                          parameterization=ctx.parameterization, seed=ctx.seed, index=index, dtype=ctx.dtype,
+                          device=ctx.device)
+        return module, width

@@ -1,0 +1,115 @@
+"""The tile walk: a description's kernels on (N1, N2) inputs, one block of pairs at a time.
+
+The recursion is independent across pairs of inputs, so an (N1, N2) kernel is a grid of blocks,
+each run through all layers while it is small enough to stay near cache: for fully-connected
+networks that keeps the cost close to its floor (one GEMM plus one arc-cosine pass per hidden
+layer). A pair carries a spatial kernel when the inputs have positions, K(x, x')(p, q) for all
+pairs of positions (full layout) or K(x, x')(p, p) (diagonal layout), so the block side shrinks
+with the per-pair size to keep a block's working set near `TILE_BYTES`. For x1 against itself
+only blocks on and above the diagonal are computed and mirrored, so the result is exactly
+symmetric and costs about half.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from . import layout
+from .branches import run_serial
+from .state import input_state
+
+DEFAULT_TILE = 512
+"""Largest block side: 512 x 512 float64 blocks (2 MiB each) keep a layer's working set near
+cache while Python overhead per block stays small; benchmarks/bench_kernels.py --tile measures
+the choice."""
+
+TILE_BYTES = 2 * 2**20
+"""Target size of one kernel tensor of a block: a layer holds a few of them at once."""
+
+
+def pair_elements(shape: Sequence[int], full: bool) -> int:
+    """Entries per input pair of a kernel over positions ``shape``."""
+    size = math.prod(shape) if shape else 1
+    return size * size if full else size
+
+
+def default_tile(shape: Sequence[int], full: bool, itemsize: int) -> int:
+    """The block side b (1 <= b <= `DEFAULT_TILE`) for which one (b, b, *S) kernel tensor of
+    inputs over positions ``shape`` (full or diagonal layout, ``itemsize`` bytes an entry) is
+    about `TILE_BYTES`."""
+    per_pair = pair_elements(shape, full) * itemsize
+    return max(1, min(DEFAULT_TILE, int(math.sqrt(TILE_BYTES / per_pair))))
+
+
+def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full_in: bool,
+             out_shape: tuple[int, ...], diagonal: bool = False, tile: int | None = None,
+             ) -> tuple[Tensor, Tensor | None]:
+    """(nngp, ntk or None) of the layers on inputs (N, C, *positions) or (N, d).
+
+    ``full_in``: whether the input state must carry covariances between positions (decided by
+    the layers' `need`); ``out_shape``: the output's positions (() after a readout), for which
+    the result holds each position with itself. Returns (N1, N2, *out_shape) tensors, or
+    (N1, *out_shape) with ``diagonal``.
+    """
+    positions = tuple(x1.shape[2:])
+    if tile is None:
+        tile = default_tile(positions, full_in, x1.element_size())
+    n1 = x1.shape[0]
+    if diagonal:
+        rows_at_once = max(1, tile * tile)
+        parts = [_run(layers, input_state(x1[i:i + rows_at_once], None, need_ntk=need_ntk, full=full_in,
+                                          diagonal=True), need_ntk) for i in range(0, n1, rows_at_once)]
+        if len(parts) == 1:
+            return parts[0]
+        nngp = torch.cat([p[0] for p in parts])
+        return nngp, (torch.cat([p[1] for p in parts]) if need_ntk else None)
+    symmetric = x2 is None
+    cols = x1 if symmetric else x2
+    n2 = cols.shape[0]
+    nngp = torch.empty(n1, n2, *out_shape, dtype=x1.dtype, device=x1.device)
+    ntk = torch.empty_like(nngp) if need_ntk else None
+    spatial = len(out_shape)
+
+    def mirror(block: Tensor) -> Tensor:
+        return layout.swap_pairs(block, spatial, False)
+
+    for rows, cols_, same in tile_pairs(n1, n2, tile, symmetric):
+        state = input_state(x1[rows], None if same else cols[cols_], need_ntk=need_ntk, full=full_in)
+        for out, block in zip((nngp, ntk), _run(layers, state, need_ntk), strict=True):
+            if out is not None:
+                store_tile(out, rows, cols_, block, same, symmetric, mirror)
+    return nngp, ntk
+
+
+def tile_pairs(n1: int, n2: int, tile: int, symmetric: bool) -> Iterator[tuple[slice, slice, bool]]:
+    """The tiles (rows, cols, on_diagonal) of an (n1, n2) kernel; of a symmetric one (x2 None)
+    only those on and above the diagonal, the rest being their mirrors."""
+    for i in range(0, n1, tile):
+        for j in range(i if symmetric else 0, n2, tile):
+            yield slice(i, min(i + tile, n1)), slice(j, min(j + tile, n2)), symmetric and i == j
+
+
+def store_tile(out: Tensor, rows: slice, cols: slice, block: Tensor, same: bool, symmetric: bool,
+               mirror: Callable[[Tensor], Tensor]) -> None:
+    """Write ``block`` at out[rows, cols] and, for a symmetric kernel, its mirror at out[cols, rows].
+
+    ``mirror`` swaps a block's two points (`layout.swap_pairs`). A tile on the diagonal is
+    averaged with its mirror: rounding can differ between (a, b) and (b, a) inside one block,
+    and the kernel must be exactly symmetric."""
+    if same:
+        block = (block + mirror(block)) / 2
+    out[rows, cols] = block
+    if symmetric and not same:
+        out[cols, rows] = mirror(block)
+
+
+def _run(layers, state, need_ntk):
+    out = run_serial(layers, state, False)
+    ntk = out.ntk if need_ntk else None
+    if ntk is not None and ntk.dim() == 0:   # no weighted layer: the NTK is zero
+        ntk = torch.zeros_like(out.nngp)
+    return out.nngp, ntk

@@ -1,0 +1,199 @@
+"""A fitted model's files (see the package doc): ``model.json`` and ``arrays.npz``, written whole by
+`save_model` and read back by `read_model` without pickle, every field validated and the sha256
+content fingerprint that ties the two files together verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._json import read_json
+from .._npyfile import NpzArchive
+from .settings import ModelSettings, migrate_settings
+
+FORMAT = "torchntk.kernel-model"
+VERSION = 3
+"""3: the settings hold the network as its description's ``to_dict()`` data, whatever the network.
+2 (read, and migrated in memory): a fully-connected network as depth / activation / scale fields.
+Since 2, model.json records a sha256 content fingerprint of itself and the arrays (verified at load)."""
+_JSON, _ARRAYS = "model.json", "arrays.npz"
+ARRAY_NAMES = ("x_train", "y_train", "x_mean", "x_scale", "y_mean", "y_scale", "eigenvalues", "eigenvectors",
+               "nngp_train")
+"""The arrays of arrays.npz, in the order the fingerprint takes them."""
+
+_META_KEYS = frozenset({"format", "version", "written_by", "settings", "feature_names", "target_names", "n_train",
+                        "sha256"})
+
+
+def content_fingerprint(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over model.json's content without its "sha256" field (canonical JSON: sorted keys,
+    no spaces) and over each array's name, dtype, shape and bytes, in a fixed order."""
+    digest = hashlib.sha256()
+    canonical = {k: v for k, v in meta.items() if k != "sha256"}
+    digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+    for name in ARRAY_NAMES:
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def check_save_target(directory: str | Path) -> Path:
+    """``directory`` as a Path if a model may be saved there: absent, empty, or holding a torchntk
+    model (replaced). Anything else is refused with a ValueError, so that saving never mixes
+    into or overwrites another program's files (a foreign model.json included)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file; a model is saved as a directory (give a new folder name).")
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / _JSON).is_file():
+            raise ValueError(f"{directory} is a non-empty directory that is not a torchntk model; "
+                             "choose a new or empty folder.")
+        try:
+            meta = read_json(directory / _JSON)
+        except (ValueError, OSError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{directory} holds a {_JSON} that is not a torchntk model (another program's file?); "
+                             "it is never overwritten: choose a new or empty folder.")
+    return directory
+
+
+def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str, np.ndarray],
+               feature_names: Sequence[str], target_names: Sequence[str]) -> Path:
+    """Write a model's ``model.json`` and ``arrays.npz`` (the arrays of `ARRAY_NAMES`) into
+    ``directory``, created if needed, and return it; `check_save_target` decides whether it may."""
+    directory = check_save_target(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    from .. import __version__
+
+    arrays = {name: np.asarray(arrays[name]) for name in ARRAY_NAMES}
+    meta = {"format": FORMAT, "version": VERSION, "written_by": f"torchntk {__version__}",
+            "settings": settings.to_json(), "feature_names": list(feature_names),
+            "target_names": list(target_names), "n_train": int(arrays["x_train"].shape[0])}
+    meta["sha256"] = content_fingerprint(meta, arrays)
+    # Each file is written whole to a temporary name and renamed: a failed save never leaves
+    # half a file, and the fingerprint ties the two together.
+    _replace(directory / _ARRAYS, lambda handle: np.savez(handle, **arrays))
+    text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+    _replace(directory / _JSON, lambda handle: handle.write(text.encode("utf-8")))
+    return directory
+
+
+def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarray], list[str], list[str]]:
+    """(settings, arrays, feature names, target names) of the model written by `save_model` in
+    ``directory`` (or at its model.json), each validated and the fingerprint verified; a
+    ValueError says why it is not one."""
+    directory = Path(directory)
+    if directory.is_file() and directory.name == _JSON:
+        directory = directory.parent
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a torchntk model directory (a folder written by "
+                         "`torchntk fit -o DIR` or KernelModel.save).")
+    meta = _read_meta(directory)
+    where = directory / _JSON
+    if set(meta) != _META_KEYS:
+        raise ValueError(f"{where} has keys {sorted(meta)}; a torchntk model has {sorted(_META_KEYS)}. "
+                         "The file was edited or not written by torchntk.")
+    raw = meta["settings"]
+    if meta["version"] < VERSION:
+        raw = migrate_settings(raw, meta["version"], lambda why: ValueError(
+            f"{where} is a version-{meta['version']} model file but {why}; refit the model with `torchntk fit`."))
+    try:
+        settings = ModelSettings.from_json(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    names = {key: meta[key] for key in ("feature_names", "target_names")}
+    for key, value in names.items():
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{where}: {key} must be a non-empty list of strings.")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{where}: {key} holds a name twice.")
+    if not isinstance(meta["written_by"], str) or not isinstance(meta["sha256"], str):
+        raise ValueError(f"{where}: written_by and sha256 must be strings.")
+    n_train = meta["n_train"]
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
+        raise ValueError(f"{where}: n_train must be a positive integer, got {n_train!r}.")
+    arrays = _read_arrays(directory, len(names["feature_names"]), len(names["target_names"]))
+    if arrays["x_train"].shape[0] != n_train:
+        raise ValueError(f"{where} says n_train = {n_train} but {_ARRAYS} holds {arrays['x_train'].shape[0]} "
+                         "training rows; the model's files are inconsistent (refit it).")
+    expected = content_fingerprint(meta, arrays)
+    if meta["sha256"] != expected:
+        raise ValueError(f"{directory}: the model's content fingerprint does not match its files (model.json "
+                         "or arrays.npz was changed after saving, or they come from two different models); "
+                         "refit the model with `torchntk fit` or KernelModel.fit.")
+    return settings, arrays, names["feature_names"], names["target_names"]
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / _JSON
+    if not path.is_file():
+        raise ValueError(f"{directory} is not a torchntk model: it has no {_JSON}.")
+    try:
+        meta = read_json(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc} It is not a torchntk model file.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a torchntk model file (format tag {FORMAT!r} missing).")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: invalid format version {version!r}.")
+    if version > VERSION:
+        raise ValueError(f"{path} has format version {version}, newer than this torchntk reads ({VERSION}); "
+                         "upgrade torchntk.")
+    if version < 2:
+        raise ValueError(f"{path} has format version {version}, written by an older torchntk without a content "
+                         "fingerprint; refit the model with this version (`torchntk fit`).")
+    return meta
+
+
+def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
+    path = directory / _ARRAYS
+    if not path.is_file():
+        raise ValueError(f"{directory} is an incomplete torchntk model: {_ARRAYS} is missing.")
+    try:
+        with NpzArchive(path) as archive:
+            unknown = sorted(set(archive.files) - set(ARRAY_NAMES))
+            missing = [name for name in ARRAY_NAMES if name not in archive.files]
+            if missing or unknown:
+                what = f"lacks array(s) {missing}" if missing else f"holds unknown array(s) {unknown}"
+                raise ValueError(f"{what}; it was not written by torchntk")
+            arrays = {name: archive[name] for name in ARRAY_NAMES}
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ValueError(f"{path}: {exc} (arrays that cannot be read without pickle: it was not written by "
+                             "torchntk).") from None
+        raise ValueError(f"{path}: {exc}.") from None
+    n = arrays["eigenvalues"].shape[0] if arrays["eigenvalues"].ndim == 1 else -1
+    expected = {"x_train": (n, d), "y_train": (n, k), "x_mean": (d,), "x_scale": (d,), "y_mean": (k,),
+                "y_scale": (k,), "eigenvalues": (n,), "eigenvectors": (n, n), "nngp_train": (n, n)}
+    for name, shape in expected.items():
+        a = arrays[name]
+        if a.dtype != np.float64 or a.shape != shape:
+            raise ValueError(f"{path}: array {name!r} has shape {a.shape} and dtype {a.dtype}; expected {shape} "
+                             "float64. The model files are inconsistent.")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{path}: array {name!r} holds NaN or infinite values; the model is damaged (refit it).")
+    for name in ("x_scale", "y_scale"):
+        if not (arrays[name] > 0).all():
+            raise ValueError(f"{path}: array {name!r} holds a scale <= 0; scales are standard deviations (> 0). "
+                             "The model is damaged (refit it).")
+    return arrays
+
+
+def _replace(path: Path, write: Callable[[Any], Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

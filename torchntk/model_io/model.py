@@ -1,0 +1,196 @@
+"""The fitted model (`KernelModel`): fit to data and predict as an infinitely wide network trained
+by gradient flow (see the package doc); its files are written and read by `files`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..engine.serial import Serial
+from .files import ARRAY_NAMES, read_model, save_model
+from .settings import ModelSettings
+
+KernelFn = Callable[..., dict]
+"""``fn(spec, x1, x2, kinds=("nngp", "ntk")) -> {kind: (N1, N2) tensor}``; x2 None for x1 against itself."""
+
+
+def direct_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, *,
+                   kinds: Sequence[str] = ("nngp", "ntk")) -> dict[str, torch.Tensor]:
+    """The kernels in one call of `Serial.kernels` (the default `KernelFn`)."""
+    if "ntk" in kinds:
+        nngp, ntk = spec.kernels(x1, x2)
+        return {"nngp": nngp, "ntk": ntk}
+    return {"nngp": spec.nngp(x1, x2)}
+
+
+class KernelModel:
+    """An infinite-width network's predictor fitted to (x, y); see the package docstring (torchntk.model_io).
+
+    Build it with `fit` or `load`. Attributes (numpy float64): x_train (N, d) and y_train
+    (N, k) as given; x_mean, x_scale (d,) and y_mean, y_scale (k,), the standardisation applied
+    before the kernel (zeros and ones when off); eigenvalues (N,) and eigenvectors (N, N) of
+    K(X, X) + ridge * I (K the NTK, or the NNGP kernel for kernel="nngp"), nngp_train (N, N).
+    """
+
+    def __init__(self, settings: ModelSettings, arrays: dict[str, np.ndarray], feature_names: Sequence[str],
+                 target_names: Sequence[str]) -> None:
+        self.settings = settings.check()
+        for name in ARRAY_NAMES:
+            setattr(self, name, arrays[name])
+        self.feature_names = tuple(feature_names)
+        self.target_names = tuple(target_names)
+        from ..dynamics import GradientFlow
+
+        self.flow = GradientFlow.from_eigh(self.eigenvalues, self.eigenvectors, self._scaled_y(),
+                                           nngp_train=self.nngp_train, ridge=settings.ridge)
+
+    # -- fitting and predicting ---------------------------------------------------------
+
+    @classmethod
+    def fit(cls, x: Any, y: Any, settings: ModelSettings, *, standardize_x: bool = False,
+            standardize_y: bool = False, feature_names: Sequence[str] | None = None,
+            target_names: Sequence[str] | None = None, kernels: KernelFn = direct_kernels) -> KernelModel:
+        """Fit to inputs x (N, d) and targets y (N,) or (N, k).
+
+        standardize_x / standardize_y centre each column and divide it by its standard
+        deviation (constant columns by 1) before the kernel sees it; predictions are returned
+        in the original units. ``kernels`` computes the kernel matrices (e.g. in blocks with a
+        progress bar); by default one call of `Serial.kernels`. With an architecture, x may also
+        be (N, C, *positions): it is stored flattened and its per-example shape becomes the
+        settings' input_shape (which it must match if one is set).
+        """
+        settings = settings.check()
+        x, settings = _flatten_batch(x, settings)
+        x, y = _as_matrix(x, "x"), _as_matrix(y, "y", column=True)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; give one target row per input row.")
+        x_mean, x_scale = column_moments(x, standardize_x, feature_names)
+        y_mean, y_scale = column_moments(y, standardize_y, target_names)
+        xs = settings.kernel_inputs(torch.from_numpy((x - x_mean) / x_scale))
+        k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",))
+        nngp = k["nngp"]
+        train = k["ntk"] if settings.kernel == "ntk" else nngp
+        from ..dynamics import GradientFlow
+
+        flow = GradientFlow(train, torch.from_numpy((y - y_mean) / y_scale), nngp_train=nngp, ridge=settings.ridge)
+        # The saved model needs the eigendecomposition anyway; take it first so that the check below
+        # reuses it (predicting t = inf first would add a Cholesky factorisation).
+        eigenvalues, eigenvectors = flow.eigenvalues, flow.eigenvectors
+        flow.predict(settings.time, cov=None)  # O(N^2): a singular t = inf limit fails here, not at predict time
+        arrays = {"x_train": x, "y_train": y, "x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean,
+                  "y_scale": y_scale, "eigenvalues": eigenvalues.cpu().numpy(),
+                  "eigenvectors": eigenvectors.cpu().numpy(), "nngp_train": nngp.cpu().numpy()}
+        names_x = feature_names if feature_names is not None else [str(i) for i in range(x.shape[1])]
+        names_y = target_names if target_names is not None else [str(i) for i in range(y.shape[1])]
+        return cls(settings, arrays, names_x, names_y)
+
+    def predict(self, x: Any, *, time: float | None = None,
+                kernels: KernelFn = direct_kernels) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std), each of shape (M, k), at inputs x (M, d), in the targets' units.
+
+        mean_t(x) = T_t(x) y and std_t(x) = sqrt(cov_t(x, x)) of `torchntk.GradientFlow` at the
+        model's time (or ``time``); the std is that of the network's output over random
+        initialisations, the same for each output up to the target's scale. With an input shape,
+        x may also be (M, *input_shape).
+        """
+        x, _ = _flatten_batch(x, self.settings)
+        x = _as_matrix(x, "x")
+        if x.shape[1] != self.x_train.shape[1]:
+            raise ValueError(f"x has {x.shape[1]} feature(s) but the model was fitted on {self.x_train.shape[1]}.")
+        t = self.settings.time if time is None else time
+        spec = self.settings.spec()
+        xs = self.settings.kernel_inputs(torch.from_numpy((x - self.x_mean) / self.x_scale))
+        xt = self.settings.kernel_inputs(torch.from_numpy((self.x_train - self.x_mean) / self.x_scale))
+        k = kernels(spec, xs, xt, kinds=("nngp", "ntk") if self.settings.kernel == "ntk" else ("nngp",))
+        cross_nngp = k["nngp"]
+        cross = k["ntk"] if self.settings.kernel == "ntk" else cross_nngp
+        prior = spec.nngp(xs, diagonal=True)
+        pred = self.flow.predict(t, ntk_test_train=cross, nngp_test_train=cross_nngp, nngp_test=prior, cov="diag",
+                                 train_cov=False)
+        mean = pred.mean[0].cpu().numpy() * self.y_scale + self.y_mean
+        std = np.sqrt(pred.var[0].cpu().numpy())[:, None] * self.y_scale
+        return mean, std
+
+    def _scaled_y(self) -> np.ndarray:
+        return (self.y_train - self.y_mean) / self.y_scale
+
+    # -- plain-data storage -------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.json`` and ``arrays.npz`` into ``directory`` (created if needed).
+
+        Refuses a non-empty directory that is not already a torchntk model, so that saving
+        never mixes into (or overwrites) someone else's files.
+        """
+        arrays = {name: getattr(self, name) for name in ARRAY_NAMES}
+        return save_model(directory, self.settings, arrays, self.feature_names, self.target_names)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> KernelModel:
+        """Read a model written by `save`, without pickle; a ValueError says why if it is not one.
+
+        Every field of model.json is checked for type and range, the arrays for shape, dtype and
+        finiteness, and the sha256 content fingerprint recorded at save time over both is
+        verified, so a hand-edited setting, permuted names or arrays from another model are
+        refused. (The fingerprint detects changes; it does not authenticate the writer.)
+        """
+        return cls(*read_model(directory))
+
+
+def _flatten_batch(x: Any, settings: ModelSettings) -> tuple[Any, ModelSettings]:
+    """(N, C, *positions) inputs of an architecture as (N, d) rows, and the settings with that
+    per-example shape as input_shape; anything else unchanged (checked later)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if np.ndim(x) <= 2 or settings.spec().starts_with_dense():
+        return x, settings
+    x = np.asarray(x)
+    shape = tuple(int(n) for n in x.shape[1:])
+    if settings.input_shape is not None and shape != settings.input_shape:
+        raise ValueError(f"x has per-example shape {shape} but the model's input_shape is {settings.input_shape}.")
+    if settings.input_shape is None:
+        settings = replace(settings, input_shape=shape).check()
+    return x.reshape(x.shape[0], -1), settings
+
+
+def _as_matrix(a: Any, name: str, column: bool = False) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+    if column and arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D array (one row per data point); got shape {arr.shape}.")
+    arr = np.array(arr, dtype=np.float64)  # a private copy: later edits of the caller's array cannot leak in
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has NaN or infinite entries; remove or impute them first.")
+    return arr
+
+
+def column_moments(a: np.ndarray, on: bool = True,
+                   names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of each column of ``a`` (N, d) for standardising: (x - mean) / scale, the
+    scale being the standard deviation (1 for constant columns); zeros and ones when ``on`` is
+    False. A column whose mean or standard deviation overflows float64 is refused (ValueError)
+    rather than silently zeroed."""
+    if not on:
+        return np.zeros(a.shape[1]), np.ones(a.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, scale = a.mean(axis=0), a.std(axis=0)
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+    if bad.size:
+        col = int(bad[0])
+        name = names[col] if names is not None else str(col)
+        biggest = float(np.abs(a[:, col]).max())
+        raise ValueError(f"column {name!r} cannot be standardised: its mean or standard deviation overflows "
+                         f"float64 (values up to {biggest:.3g}); rescale it first (e.g. divide it by "
+                         f"1e{int(np.log10(biggest)) - 10}).")
+    return mean, np.where(scale > 0, scale, 1.0)

@@ -1,0 +1,261 @@
+"""The finite network of any description, in the NTK parameterisation (docs/conventions.md).
+
+>>> import torch
+>>> from torchntk import mlp
+>>> net = mlp(depth=4, activation="relu", bias_std=0.1).network(width=1024, out_features=1, seed=0)
+>>> x = torch.randn(6, 3)
+>>> net(x).shape                             # (N, 1)
+torch.Size([6, 1])
+>>> y, hidden = net(x, return_hidden=True)   # hidden["preactivations"], hidden["activations"]
+>>> len(hidden["preactivations"]), hidden["activations"][0].shape
+(3, torch.Size([6, 1024]))
+
+For a fully-connected description, layer l = 1 .. L maps a(l-1) (N, n_{l-1}) to
+
+    a~(l) = (weight_std / sqrt(n_{l-1})) a(l-1) W(l)^T + bias_std * b(l),   W, b iid N(0, 1)
+
+with a(l) = sigma(a~(l)) between layers and f(x) = a~(L). This is the paper's parameterisation:
+as the widths grow the outputs at initialisation tend to a GP of covariance Sigma(L)
+(Proposition 1) and the NTK to Theta(L) (x) Id (Theorem 1), the kernels that the same description
+computes. Convolutions, pooling, branches and LayerNorm are built from the same layer objects
+whose kernels the description computes (torchntk.networks.weighted and .modules).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._inputs import check_dtype
+from ..engine.base import BuildContext
+from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
+from .modules import Elementwise
+from .weighted import PARAMETERIZATIONS, NTKConv, NTKDense
+
+
+class NTKNetwork(nn.Module):
+    """The finite network of a description (build with ``spec.network`` or `build_network`).
+
+    The modules are built for the per-example input shape, (d,) for vectors or (C, *positions):
+    given as ``input_shape``, or taken from the first batch. A description whose first layer is
+    Dense is built at once, its first layer drawn at the first forward (the same weights
+    either way, and an optimiser made before then holds them); any other is built at its first
+    forward (make optimisers after it, or give ``input_shape``).
+
+    Attributes:
+        body: nn.Sequential of the layers' modules (None until built).
+        spec: the description it was built from.
+        seed: the seed its layers' generators derive from.
+        parameterization: "ntk" or "standard".
+        input_shape: the per-example shape it was built for (None until known).
+    """
+
+    def __init__(self, spec: Any, hidden: Sequence[int], out_features: int, seed: int, *,
+                 parameterization: str, dtype: torch.dtype, device: torch.device | str | None,
+                 input_shape: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.spec, self.seed, self.parameterization = spec, seed, parameterization
+        self._hidden, self._out_features = list(hidden), out_features
+        self._dtype, self._device = dtype, device
+        self.body: nn.Module | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        if input_shape is not None:
+            self.build(tuple(input_shape))
+        elif spec.starts_with_dense():
+            self._build(input_signal((1,)), None)   # the size 1 is a stand-in: the first layer draws lazily
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Draw every layer's parameters for inputs of per-example shape ``input_shape`` (a
+        no-op once they are drawn)."""
+        input_shape = tuple(input_shape)
+        if self.body is None:
+            self._build(input_signal(input_shape), input_shape[0])
+        elif self.input_shape is None:   # built before its input size was known: a dense first layer
+            if len(input_shape) != 1:
+                raise ValueError(f"this network takes vectors (N, n0) (its first layer is Dense); got inputs of "
+                                 f"per-example shape {input_shape}.")
+            self.weighted[0].materialize(input_shape[0])
+        self.input_shape = input_shape
+
+    def _build(self, sig: Signal, channels: int | None) -> None:
+        self.spec.analyse_signal(sig, kernels=False)
+        with shapes_only():
+            signals = self.spec.layer_signals(sig)
+        ctx = BuildContext(self._hidden, self._out_features, self.spec.depth - 1, self.seed, self.parameterization,
+                           self._dtype, self._device)
+        self.body, _ = self.spec.build_modules(signals, channels, ctx)
+
+    # -- views ------------------------------------------------------------------------
+
+    @property
+    def weighted(self) -> tuple[nn.Module, ...]:
+        """The weighted modules (`NTKDense`, `NTKConv`), depth-first: the generator order."""
+        return () if self.body is None else tuple(m for m in self.body.modules() if isinstance(m, (NTKDense, NTKConv)))
+
+    @property
+    def dense(self) -> tuple[NTKDense, ...]:
+        """The `NTKDense` layers, in order (all weighted layers of a fully-connected network)."""
+        return tuple(m for m in self.weighted if isinstance(m, NTKDense))
+
+    @property
+    def activations(self) -> tuple:
+        """The nonlinearities (Activation objects), in the order the forward applies them."""
+        return () if self.body is None else tuple(m.activation for m in self.body.modules()
+                                                  if isinstance(m, Elementwise))
+
+    @property
+    def widths(self) -> tuple[int | None, ...]:
+        """(n_0, n_1, .., n_L): the input's features or channels (None until known) and each
+        weighted layer's outputs (units or channels)."""
+        first = self.weighted[0] if self.weighted else None
+        n0 = first.fan_in if isinstance(first, NTKDense) else (self.input_shape[0] if self.input_shape else None)
+        return (n0, *self._hidden, self._out_features)
+
+    @property
+    def depth(self) -> int:
+        """L, the number of weighted layers (L = 1: a random affine map)."""
+        return self.spec.depth
+
+    @property
+    def out_features(self) -> int:
+        """n_L, the number of outputs (the last weighted layer's width)."""
+        return self._out_features
+
+    # -- forward ------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
+        """f(x): (N, out_features) after a readout, (N, out_features, *positions) otherwise.
+
+        With ``return_hidden=True`` also a dict with "preactivations", the output of every
+        weighted layer but the last, and "activations", the output of every nonlinearity, in
+        the order the forward computes them: [a~(1), ..., a~(L-1)] and [a(1), ..., a(L-1)], each
+        (N, n_l), for a fully-connected network.
+        """
+        self._check_input(x)
+        if self.body is None or self.input_shape is None:
+            self.build(tuple(x.shape[1:]))
+        if not return_hidden:
+            return self.body(x)
+        pre: list[Tensor] = []
+        post: list[Tensor] = []
+        hidden = self.weighted[:-1]
+        hooks = [m.register_forward_hook(lambda _m, _a, out: pre.append(out)) for m in hidden]
+        hooks += [m.register_forward_hook(lambda _m, _a, out: post.append(out))
+                  for m in self.body.modules() if isinstance(m, Elementwise)]
+        try:
+            y = self.body(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return y, {"preactivations": pre, "activations": post}
+
+    def _check_input(self, x: Any) -> None:
+        vectors = self.input_shape is None and self.body is not None or (
+            self.input_shape is not None and len(self.input_shape) == 1)
+        layout = "(N, n0)" if vectors else "(N, d) or (N, C, *positions)"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"the network takes a torch.Tensor of shape {layout}; got {type(x).__name__} "
+                            "(convert with torch.as_tensor(x, dtype=...)).")
+        if (vectors and x.dim() != 2) or x.dim() < 2:
+            hint = "x.reshape(1, -1)" if vectors else "x.unsqueeze(0)"
+            raise ValueError(f"the network takes inputs of shape {layout}; got shape {tuple(x.shape)} "
+                             f"(for one input use {hint}).")
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            if vectors:
+                raise ValueError(f"the network takes {self.input_shape[0]} input features, got {x.shape[1]}.")
+            raise ValueError(f"the network was built for inputs of shape (N, {', '.join(map(str, self.input_shape))}); "
+                             f"got {tuple(x.shape)}.")
+        first = self.weighted[0] if self.weighted else None
+        if first is None:
+            return
+        if x.dtype != first.weight.dtype:
+            raise TypeError(f"input dtype {x.dtype} differs from the network's {first.weight.dtype}; "
+                            f"use x.to({first.weight.dtype}) or build the network with dtype={x.dtype}.")
+        if x.device != first.weight.device:
+            raise ValueError(f"input is on {x.device} but the network is on {first.weight.device}; "
+                             f"use x.to('{first.weight.device}').")
+
+    def extra_repr(self) -> str:
+        return f"widths={self.widths}, seed={self.seed}, parameterization={self.parameterization!r}"
+
+
+def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: int = 1, seed: int = 0, *,
+                  parameterization: str = "ntk", dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None, in_features: int | None = None,
+                  input_shape: Sequence[int] | None = None) -> NTKNetwork:
+    """The finite network of a description: ``spec.network(width=1024, out_features=1, seed=0)``.
+
+    Args:
+        spec: the description (a `torchntk.Serial`; its scales and activations are used as they are).
+        width: the hidden width, one int for all hidden weighted layers or a list of depth - 1
+            ints (depth-first). Ignored (any int, or []) for depth 1, a random affine map.
+        out_features: n_L, the number of outputs (the last weighted layer's width).
+        seed: a non-negative integer; the same seed gives the same parameters on any device/dtype.
+        parameterization: "ntk" (the paper's, the default) or "standard" (see torchntk.networks.weighted).
+        dtype: torch.float32 (default) or torch.float64.
+        device: where the parameters live (default: torch's default device).
+        in_features: n0 for vector inputs, the same as ``input_shape=(n0,)``.
+        input_shape: the per-example input shape (d,) or (C, *positions): builds the network at
+            once. If None it is taken from the first batch (the same weights either way).
+
+    Returns:
+        An `NTKNetwork`, mapping (N, *input_shape) to (N, out_features) after a readout.
+    """
+    depth = _check_spec(spec)
+    hidden = _hidden_widths(width, depth)
+    out_features = _positive_int(out_features, "out_features")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
+    check_dtype(dtype)
+    if in_features is not None:
+        if input_shape is not None:
+            raise ValueError("give in_features (vectors) or input_shape, not both.")
+        input_shape = (in_features,)
+    if input_shape is not None:
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape:
+            raise TypeError(f"input_shape must be a tuple of positive integers, (d,) or (C, *positions); "
+                            f"got {input_shape!r}.")
+        name = "in_features" if in_features is not None else "input_shape"
+        input_shape = tuple(_positive_int(n, name) for n in input_shape)
+        spec.analyse(input_shape, kernels=False)
+    return NTKNetwork(spec, hidden, out_features, int(seed), parameterization=parameterization, dtype=dtype,
+                      device=device, input_shape=input_shape)
+
+
+def _check_spec(spec: Any) -> int:
+    """The depth of a description that can be a finite network; TypeError / ArchitectureError otherwise."""
+    protocol = ("weighted_layers", "layer_signals", "build_modules", "output_index", "starts_with_dense")
+    if not all(hasattr(spec, name) for name in protocol):
+        raise TypeError(f"spec must be a torchntk network description (e.g. tn.mlp(...) or tn.serial(...)), got "
+                        f"{type(spec).__name__}.")
+    depth = len(spec.weighted_layers())
+    if depth == 0 or spec.output_index() != depth - 1:
+        raise ArchitectureError("the network has no Dense or Conv layer outside a parallel branch after its last "
+                                "branch merge; end it with Dense() (or a Conv) so that out_features can be set.")
+    return depth
+
+
+def _hidden_widths(width: Any, depth: int) -> list[int]:
+    if isinstance(width, numbers.Integral) and not isinstance(width, bool):
+        return [_positive_int(width, "width")] * (depth - 1)
+    if isinstance(width, (str, bytes)) or not isinstance(width, Sequence):
+        raise TypeError(f"width must be an int or a list of {depth - 1} ints (one per hidden weighted layer), got "
+                        f"{width!r}.")
+    if len(width) != depth - 1:
+        raise ValueError(f"width lists one size per hidden weighted layer: this depth-{depth} network has "
+                         f"{depth - 1} hidden weighted layer(s), but got {len(width)} entries {list(width)}.")
+    return [_positive_int(w, "width") for w in width]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}.")
+    return int(value)

@@ -1,0 +1,159 @@
+"""The weighted layers of finite networks, in the NTK parameterisation (docs/conventions.md).
+
+    NTKDense:  a~ = (weight_std / sqrt(n_in)) a W^T + bias_std b,            W, b iid N(0, 1)
+    NTKConv:   a~ = (weight_std / sqrt(C_in |F|)) W * pad(a) + bias_std b,   W, b iid N(0, 1)
+
+``parameterization="standard"`` draws W ~ N(0, weight_std^2 / fan_in), b ~ N(0, bias_std^2) and
+applies a plain affine map: the same function at initialisation from the same seed, but
+gradients (and so the NTK and the training dynamics) scale differently.
+
+Reproducibility: the weighted layer with index i (depth-first) draws (W, b) from its own
+generator, seeded from (seed, i), on the CPU in float64, then casts and moves. The same seed
+gives the same network on any device and in any dtype, and a dense first layer is the same
+whether its input size is given up front or taken from the first batch it sees.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter, is_lazy
+
+from .modules import CONV, pad_input
+
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+def layer_generator(seed: int, index: int) -> torch.Generator:
+    """A CPU generator for layer ``index`` of the network with ``seed``.
+
+    The pair is mixed by numpy's SeedSequence, so nearby seeds and layers give unrelated streams.
+    """
+    words = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    state = (int(words[0]) << 31) ^ int(words[1])  # < 2^63: a valid manual_seed
+    return torch.Generator(device="cpu").manual_seed(state)
+
+
+class NTKDense(LazyModuleMixin, nn.Module):
+    """One dense layer, a~ = (weight_std / sqrt(n_in)) a W^T + bias_std * b (NTK parameterisation).
+
+    Attributes:
+        weight: Parameter of shape (n_out, n_in), iid N(0, 1) ("ntk"); left uninitialised until
+            the first forward when ``in_features`` is None.
+        bias: Parameter of shape (n_out,), iid N(0, 1) ("ntk").
+        weight_std: sigma_w (a float).
+        bias_std: beta (a float).
+        fan_in: n_in (None until known).
+        parameterization: "ntk" or "standard" (W ~ N(0, weight_std^2 / n_in), b ~ N(0, bias_std^2),
+            forward a W^T + b).
+    """
+
+    def __init__(self, in_features: int | None, out_features: int, *, weight_std: float, bias_std: float,
+                 parameterization: str, seed: int, index: int, dtype: torch.dtype,
+                 device: torch.device | str | None) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.weight_std = float(weight_std)
+        self.bias_std = float(bias_std)
+        self.parameterization = parameterization
+        self.seed, self.index = seed, index
+        self.weight = UninitializedParameter(device=device, dtype=dtype)
+        self.bias = UninitializedParameter(device=device, dtype=dtype)
+        if in_features is not None:
+            self.materialize(in_features)
+            # Built eagerly: drop the lazy-initialisation hooks as a first forward would.
+            self._initialize_hook.remove()
+            self._load_hook.remove()
+
+    @property
+    def fan_in(self) -> int | None:
+        """n_in, the input size (None until the weight is drawn)."""
+        return None if is_lazy(self.weight) else self.weight.shape[1]
+
+    @property
+    def weight_scale(self) -> float:
+        """c in a~ = c a W^T + ...: weight_std / sqrt(n_in) ("ntk") or 1 ("standard")."""
+        if self.parameterization == "standard":
+            return 1.0
+        return self.weight_std / math.sqrt(self.fan_in)
+
+    @property
+    def bias_scale(self) -> float:
+        """The factor on b in the forward: bias_std ("ntk") or 1 ("standard")."""
+        return 1.0 if self.parameterization == "standard" else self.bias_std
+
+    def materialize(self, in_features: int) -> None:
+        """Draw W and b for input size ``in_features`` (a no-op when already drawn)."""
+        if not self.has_uninitialized_params():
+            if in_features != self.fan_in:
+                raise ValueError(f"dense layer {self.index + 1} takes {self.fan_in} input features, got {in_features}.")
+            return
+        generator = layer_generator(self.seed, self.index)
+        weight = torch.randn(self.out_features, in_features, generator=generator, dtype=torch.float64)
+        bias = torch.randn(self.out_features, generator=generator, dtype=torch.float64)
+        if self.parameterization == "standard":
+            weight = weight * (self.weight_std / math.sqrt(in_features))
+            bias = bias * self.bias_std
+        # In-place materialisation keeps the Parameter objects, so an optimiser made before the
+        # first forward still holds them.
+        for param, value in ((self.weight, weight), (self.bias, bias)):
+            param.materialize(value.shape)
+            with torch.no_grad():
+                param.copy_(value)
+
+    def initialize_parameters(self, a: Tensor) -> None:
+        """The lazy hook: draw the weight for the first input's feature size."""
+        self.materialize(a.shape[-1])
+
+    def forward(self, a: Tensor) -> Tensor:
+        return torch.addmm(self.bias, a, self.weight.t(), beta=self.bias_scale, alpha=self.weight_scale)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.fan_in}, out_features={self.out_features}, weight_std={self.weight_std:g}, "
+                f"bias_std={self.bias_std:g}, parameterization={self.parameterization!r}")
+
+
+class NTKConv(nn.Module):
+    """A convolution layer in the NTK parameterisation (see the module docstring).
+
+    Attributes:
+        weight: (C_out, C_in, *filter_shape), iid N(0, 1) under "ntk".
+        bias: (C_out,), iid N(0, 1) under "ntk".
+        weight_scale: weight_std / sqrt(C_in |F|) ("ntk") or 1 ("standard").
+        bias_scale: bias_std ("ntk") or 1 ("standard").
+        stride: tuple of ints; padding: "valid", "same" or "circular".
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,
+                 stride: tuple[int, ...], padding: str, weight_std: float, bias_std: float,
+                 parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
+        super().__init__()
+        self.filter_shape, self.stride, self.padding = tuple(filter_shape), tuple(stride), padding
+        self.weight_std, self.bias_std, self.parameterization = float(weight_std), float(bias_std), parameterization
+        self.index = index
+        fan_in = in_channels * math.prod(filter_shape)
+        generator = layer_generator(seed, index)
+        weight = torch.randn(out_channels, in_channels, *filter_shape, generator=generator, dtype=torch.float64)
+        bias = torch.randn(out_channels, generator=generator, dtype=torch.float64)
+        if parameterization == "standard":
+            weight, bias = weight * (self.weight_std / math.sqrt(fan_in)), bias * self.bias_std
+            self.weight_scale, self.bias_scale = 1.0, 1.0
+        else:
+            self.weight_scale, self.bias_scale = self.weight_std / math.sqrt(fan_in), self.bias_std
+        self.weight = nn.Parameter(weight.to(dtype=dtype, device=device))
+        self.bias = nn.Parameter(bias.to(dtype=dtype, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_input(x, self.filter_shape, self.stride, self.padding)
+        return CONV[len(self.filter_shape)](x, self.weight * self.weight_scale, self.bias * self.bias_scale,
+                                              stride=self.stride)
+
+    def extra_repr(self) -> str:
+        out_c, in_c = self.weight.shape[:2]
+        return (f"{in_c}, {out_c}, filter_shape={self.filter_shape}, stride={self.stride}, padding={self.padding!r}, "
+                f"weight_std={self.weight_std:g}, bias_std={self.bias_std:g}, "
+                f"parameterization={self.parameterization!r}")
