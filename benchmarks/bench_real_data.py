@@ -175,7 +175,7 @@ RIDGES = (1e-6, 1e-3, 1e-1)
 FC_DEPTHS = (2, 3, 5)
 
 
-def cnn(readout) -> tn.spec.Serial:
+def cnn(readout) -> tn.Serial:
     return tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.Conv((3, 3), padding="same"), tn.ReLU(),
                      readout, tn.Dense())
 

@@ -2,14 +2,14 @@
 
 "Public" is decided by names alone:
 
-- a module is public when no component of its dotted path starts with "_" (torchntk.arch.base
+- a module is public when no component of its dotted path starts with "_" (torchntk.engine.base
   is public, torchntk._inputs is not);
 - in a public module, every function or class *defined there* (``obj.__module__`` is the
   module) whose name does not start with "_";
 - in such a class, every function, property, classmethod or staticmethod defined in its own
   body whose name does not start with "_". A method counts as documented when Python finds a
   docstring for it on a base class (``inspect.getdoc``), so a protocol method is documented
-  once, on the class that defines the protocol (e.g. `torchntk.arch.base.Layer`).
+  once, on the class that defines the protocol (e.g. `torchntk.engine.base.Layer`).
 
 A class needs a docstring of its own: the text that dataclasses and NamedTuple generate from
 the fields ("Name(a, b)") does not say what the class is for, and neither does a base class's.
@@ -165,7 +165,7 @@ def test_the_check_sees_what_it_must(monkeypatch):
     # The walk must reach the subpackages, and the rules must catch each kind of omission, or the
     # tests above would pass vacuously.
     names = {m.__name__ for m in public_modules()}
-    assert {"torchntk.arch.base", "torchntk.empirical.blocks", "torchntk.dynamics.limit"} <= names
+    assert {"torchntk.engine.base", "torchntk.empirical.blocks", "torchntk.dynamics.limit"} <= names
     assert "torchntk._inputs" not in names
 
     # A real module (in sys.modules) so that inspect.getdoc finds base classes as it does in the package.

@@ -58,6 +58,9 @@ def test_spec_gives_the_same_kernel_as_depth_and_activation():
     by_args = NTKKernel(depth=4, activation="silu", bias_std=0.2, weight_std=0.9).double()
     torch.testing.assert_close(by_spec(x).to_dense(), by_args(x).to_dense(), rtol=1e-12, atol=0)
     assert by_spec.bias_std.item() == pytest.approx(0.2) and by_spec.weight_std.item() == pytest.approx(0.9)
+    block = tn.serial(tn.Dense(bias_std=0.2, weight_std=0.9), "silu")
+    nested = NTKKernel(spec=tn.serial(tn.serial(block, block), block, tn.Dense(bias_std=0.2, weight_std=0.9)))
+    torch.testing.assert_close(nested.double()(x).to_dense(), by_args(x).to_dense(), rtol=1e-12, atol=0)
 
 
 def test_scales_follow_the_raw_parameter_pattern():
@@ -154,6 +157,7 @@ def test_kernels_with_priors_pickle():
     ({"spec": tn.mlp(2), "depth": 3}, ValueError, "either spec"),
     ({"spec": tn.serial(tn.Dense(bias_std=0.1), "relu", tn.Dense(bias_std=0.2))}, ValueError, "different bias_std"),
     ({"spec": "mlp"}, TypeError, "network description"),
+    ({"spec": tn.serial(tn.Conv(2), tn.ReLU(), tn.Flatten(), tn.Dense())}, TypeError, "fully-connected"),
     ({"bias_std": -1.0}, ValueError, "outside its constraint"),
     ({"weight_std": "big"}, TypeError, "positive number"),
     ({"depth": 0}, ValueError, "depth must be >= 1"),

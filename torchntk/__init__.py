@@ -47,7 +47,7 @@ from .engine import mlp as mlp
 from .engine import parallel as parallel
 from .engine import serial as serial
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import _vml
 

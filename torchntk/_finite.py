@@ -85,8 +85,8 @@ def check_finite_kernels(nngp: Tensor | None, ntk: Tensor | None, context: Any,
 
     Args:
         nngp, ntk: the computed kernels (any shape), or None for a kernel not computed.
-        context: what was computed: a network description (anything with ``layers`` whose
-            dense layers carry ``weight_std`` / ``bias_std``; the message then estimates the
+        context: what was computed: a network description (anything with ``weighted_layers()``
+            whose layers carry ``weight_std`` / ``bias_std``; the message then estimates the
             growth weight_std^(2 depth)), or a string.
         inputs: the (finite) input tensors, used to estimate the first layer's scale x.x' / n0.
     """
@@ -125,14 +125,14 @@ def _causes(context: Any, inputs: Sequence[Tensor], log_limit: float) -> str:
             log_input = 2 * math.log10(biggest)  # x.x'/n0 <= max|x|^2
             factors.append((log_input, f"the largest input entry is {biggest:.3g}, so x.x'/n0 reaches up to "
                                        f"1e{log_input:.0f}"))
-    layers = getattr(context, "layers", None)
+    layers = context.weighted_layers() if hasattr(context, "weighted_layers") else None
     if layers is not None:
         weights = [w for w in (_value(getattr(layer, "weight_std", None)) for layer in layers) if w is not None]
         biases = [b for b in (_value(getattr(layer, "bias_std", None)) for layer in layers) if b is not None]
         if weights and all(w > 0 for w in weights):
             log_growth = sum(2 * math.log10(w) for w in weights)
             factors.append((log_growth, f"the kernel's scale grows like weight_std^(2 depth), here the product of "
-                                        f"weight_std^2 over {len(weights)} dense layers is 1e{log_growth:.0f}"))
+                                        f"weight_std^2 over {len(weights)} weighted layers is 1e{log_growth:.0f}"))
         if biases and max(biases) > 0:
             log_bias = 2 * math.log10(max(biases))
             factors.append((log_bias, f"bias_std^2 is 1e{log_bias:.0f}"))

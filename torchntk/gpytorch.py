@@ -225,10 +225,10 @@ def _architecture(depth, activation, bias_std, weight_std, spec) -> tuple[list, 
                             f"torchntk.serial, got {type(spec).__name__}.")
         if depth is not None or activation != "relu":
             raise ValueError("give either spec= or depth=/activation=, not both: the spec fixes the architecture.")
-        built = spec
+        built = serial(*_chain(spec))
         initial = {}
         for name in _SCALES:
-            values = {float(getattr(layer, name)) for layer in spec.dense_layers}
+            values = {float(getattr(layer, name)) for layer in built.weighted_layers()}
             if len(values) > 1:
                 raise ValueError(f"the spec's dense layers have different {name} values {sorted(values)}; these "
                                  f"kernels learn one {name} shared by all layers: build the spec with one value.")
@@ -240,6 +240,22 @@ def _architecture(depth, activation, bias_std, weight_std, spec) -> tuple[list, 
             initial[name] = float(value)
     layers = [Dense if isinstance(layer, Dense) else layer for layer in built.layers]
     return layers, initial
+
+
+def _chain(spec: Serial) -> list:
+    """The layers of a fully-connected description in order, nested serials flattened; a
+    TypeError for anything else (these kernels take (N, d) vectors)."""
+    out: list = []
+    for layer in spec.layers:
+        if isinstance(layer, Serial):
+            out += _chain(layer)
+        elif isinstance(layer, (Dense, Activation)):
+            out.append(layer)
+        else:
+            raise TypeError(f"these kernels take fully-connected descriptions (Dense layers and activations, in any "
+                            f"nesting) of (N, d) inputs; {layer!r} is not one. Use torchntk's own kernels "
+                            f"(spec.kernels) for other architectures.")
+    return out
 
 
 def _portable(layer: Any) -> Any:

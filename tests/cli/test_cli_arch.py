@@ -54,7 +54,7 @@ def test_fit_and_predict_with_an_architecture(files):
     assert result.exit_code == 0, result.output
     model = KernelModel.load(tmp / "model")
     assert model.settings.input_shape == (1, 4, 4)
-    assert tn.from_dict(model.settings.architecture).to_dict() == CNN.to_dict()
+    assert model.settings.network == CNN.to_dict()
     result = run("predict", tmp / "model", tmp / "images.npy", "-o", tmp / "pred.csv", "-q")
     assert result.exit_code == 0, result.output
     mean = np.loadtxt(tmp / "pred.csv", delimiter=",", skiprows=1)[:, 0]

@@ -44,7 +44,7 @@ def test_fit_then_predict_gives_the_models_predictions(tmp_path, tables):
     assert result.exit_code == 0, result.output
     header, values = read_predictions(tmp_path / "pred.csv")
     assert header == ["mean", "std"]
-    want_mean, want_std = KernelModel.fit(x[:15], y[:15], ModelSettings(depth=3, kernel="ntk"), standardize_x=True,
+    want_mean, want_std = KernelModel.fit(x[:15], y[:15], ModelSettings.mlp(depth=3, kernel="ntk"), standardize_x=True,
                                           standardize_y=True).predict(x[15:])
     # The CSV keeps 12 significant digits.
     np.testing.assert_allclose(values[:, 0], want_mean[:, 0], rtol=1e-10)
@@ -70,7 +70,7 @@ def test_nngp_kernel_finite_time_and_predict_time_override(tmp_path, tables):
     x, y = tables
     run("fit", tmp_path / "train.csv", "--target", "price", "--kernel", "nngp", "--time", 2, "--activation", "erf",
         "--no-standardize", "-o", tmp_path / "model")
-    model = KernelModel.fit(x[:15], y[:15], ModelSettings(kernel="nngp", time=2.0, activation="erf"))
+    model = KernelModel.fit(x[:15], y[:15], ModelSettings.mlp(kernel="nngp", time=2.0, activation="erf"))
     for extra, t in (((), 2.0), (("--time", "0.5"), 0.5)):
         result = run("predict", tmp_path / "model", tmp_path / "test.csv", *extra)
         assert result.exit_code == 0, result.output

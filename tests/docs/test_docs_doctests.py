@@ -22,8 +22,8 @@ MODULES = [
     "torchntk.sklearn.estimators",
     "torchntk.sklearn.kernels",
     "torchntk.model_io",
-    "torchntk.networks",
-    "torchntk.spec",
+    "torchntk.networks.network",
+    "torchntk.engine.serial",
     "torchntk.gpytorch",
 ]
 

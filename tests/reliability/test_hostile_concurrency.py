@@ -84,7 +84,7 @@ def _read_only(monkeypatch):
     the store's lock fails as it does on a read-only filesystem."""
     def refuse(root):
         raise OSError(errno.EROFS, "Read-only file system", str(root))
-    monkeypatch.setattr(store_module, "_directory_lock", refuse)
+    monkeypatch.setattr(store_module, "directory_lock", refuse)
 
 
 def test_a_complete_read_only_store_opens_without_a_lock(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from studies_reference import gradient_descent, jacobian_ntk
 
-from torchntk.spec import mlp
+from torchntk import mlp
 from torchntk.studies.config import Fig1Settings, Fig2Settings, Fig3Settings, derive_seed
 from torchntk.studies.data import circle_points, digits, gaussian
 from torchntk.studies.fig1_ntk import run_fig1

@@ -10,7 +10,7 @@ import torchntk.training
 from torchntk.studies import runner
 from torchntk.studies.config import NetworkSettings, SweepSettings, smoke_settings
 from torchntk.studies.data import unit_circle
-from torchntk.studies.theorems import _TRAINED, measure_sweep
+from torchntk.studies.width_sweep import _TRAINED, measure_sweep
 
 SETTINGS = SweepSettings(network=NetworkSettings(depth=2), widths=(8, 16, 32), seeds=2, gaussian_seeds=4,
                          out_features=2, points=4, steps=2, record_every=1)

@@ -8,7 +8,8 @@ from studies_reference import gradient_descent
 from torchntk.studies.config import NetworkSettings, SweepSettings, derive_seed
 from torchntk.studies.data import unit_circle
 from torchntk.studies.rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT, NOT_CLAIMED
-from torchntk.studies.theorems import analyse_sweep, measure_sweep
+from torchntk.studies.theorems import analyse_sweep
+from torchntk.studies.width_sweep import measure_sweep
 
 SETTINGS = SweepSettings(network=NetworkSettings(depth=3), widths=(8, 16, 32), seeds=2, gaussian_seeds=4,
                          out_features=2, points=5, steps=4, record_every=2)

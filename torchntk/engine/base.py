@@ -6,7 +6,8 @@ answers four questions:
 - ``signal(sig, where)``: its output's `Signal` for an input signal (and checks it);
 - ``need(full_out)``: whether its input must be in the full layout, given whether its output
   must be (composite layers take and give a tuple per branch);
-- ``kernel(state, full_out)``: the kernel map on a `KernelState` tile;
+- ``kernel(state, full_out)``: the kernel map on a `KernelState` tile (``compile(full_out)``:
+  the same map with its layouts decided, once per call);
 - ``build(sig, channels, ctx)``: the finite `nn.Module` in the chosen parameterisation.
 
 plus ``to_dict()`` (its plain-JSON node) and a ``repr`` that reads as the code that builds it.
@@ -15,7 +16,9 @@ plus ``to_dict()`` (its plain-JSON node) and a ``repr`` that reads as the code t
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -84,6 +87,13 @@ class Layer:
             layer's `signal` says).
         """
         raise NotImplementedError
+
+    def compile(self, full_out) -> Callable[[Any], Any]:
+        """The layer's kernel map with every layout decision taken: ``compile(full_out)(state)``
+        is ``kernel(state, full_out)``. A call of the kernels compiles its description once and
+        applies the result to every tile, so composite layers (serial, parallel) work out what
+        each of their layers needs (`need`) once per call, not once per tile."""
+        return partial(self.kernel, full_out=full_out)
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
         """The finite layer in the chosen parameterisation.

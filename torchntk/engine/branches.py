@@ -98,9 +98,16 @@ class Parallel(Layer):
         return tuple(b.need(f) for b, f in zip(self.branches, full_out, strict=True))
 
     def kernel(self, states, full_out):
+        return self.compile(full_out)(states)
+
+    def compile(self, full_out):
         if not isinstance(full_out, tuple):
             full_out = (full_out,) * len(self.branches)
-        return tuple(b.kernel(s, f) for b, s, f in zip(self.branches, states, full_out, strict=True))
+        steps = tuple(b.compile(f) for b, f in zip(self.branches, full_out, strict=True))
+
+        def run(states):
+            return tuple(step(s) for step, s in zip(steps, states, strict=True))
+        return run
 
     def build(self, sig, channels, ctx: BuildContext):
         built = [b.build(s, c, ctx) for b, s, c in zip(self.branches, sig, channels, strict=True)]
@@ -193,15 +200,19 @@ class FanInConcat(_FanIn):
         return modules.FanInConcat(), sum(channels)
 
 
-def run_serial(layers: Sequence[Layer], state, full_out):
-    """Apply ``layers`` in order, each told whether its output must be in the full layout."""
+def compile_serial(layers: Sequence[Layer], full_out):
+    """The kernel map of ``layers`` applied in order, each compiled for whether its output must be
+    in the full layout (walking back from ``full_out`` through each layer's `Layer.need`)."""
     needs = [full_out]
     for layer in reversed(layers[1:]):
         needs.append(layer.need(needs[-1]))
-    needs.reverse()
-    for layer, need in zip(layers, needs, strict=True):
-        state = layer.kernel(state, need)
-    return state
+    steps = tuple(layer.compile(need) for layer, need in zip(layers, reversed(needs), strict=True))
+
+    def run(state):
+        for step in steps:
+            state = step(state)
+        return state
+    return run
 
 
 def serial_need(layers: Sequence[Layer], full_out):

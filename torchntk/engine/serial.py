@@ -79,7 +79,10 @@ class Serial(Layer):
         return _branches.serial_need(self._arch, full_out)
 
     def kernel(self, state, full_out):
-        return _branches.run_serial(self._arch, state, full_out)
+        return self.compile(full_out)(state)
+
+    def compile(self, full_out):
+        return _branches.compile_serial(self._arch, full_out)
 
     def layer_signals(self, sig) -> list:
         """The input signal of each layer (after checking them all)."""
@@ -214,8 +217,8 @@ class Serial(Layer):
         differentiable = any(_is_traced(t) for t in inputs) or (
             torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
         with torch.set_grad_enabled(differentiable):
-            nngp, ntk = evaluate(self._arch, t1, t2, need_ntk=need_ntk, full_in=full_in, out_shape=out.shape,
-                                 diagonal=diagonal, tile=tile)
+            nngp, ntk = evaluate(self.compile(False), t1, t2, need_ntk=need_ntk, full_in=full_in,
+                                 out_shape=out.shape, diagonal=diagonal, tile=tile)
         check_finite_kernels(nngp, ntk, self, inputs=(t1, t2))  # never a silent NaN (torchntk/_finite.py)
         results = []
         for k in (nngp, ntk):

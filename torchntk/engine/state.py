@@ -25,14 +25,20 @@ from . import layout
 class KernelState:
     """Kernels of one layer's outputs on a tile.
 
-    nngp: (n1, n2, *S) for a block (prefix 2), or (n, *S) for self-pairs (prefix 1).
-    ntk: the same shape; a 0-dim zero before any parameter (the input); None if not wanted.
-    self1, self2: the rows' and columns' self-pairs (n1, *S), (n2, *S); None when the state is
-        itself self-pairs (prefix 1) or a block of x against itself (``same``).
-    spatial: number of spatial axes d (0: vectors, S = ()); full: layout of S; flat: after Flatten.
-
     A fully-connected network is the case d = 0: nngp is (n1, n2) and the self-pairs are the
     variances (n1,), (n2,).
+
+    Attributes:
+        nngp: (n1, n2, *S) for a block (prefix 2), or (n, *S) for self-pairs (prefix 1).
+        ntk: the same shape; a 0-dim zero before any parameter (the input); None if not wanted.
+        self1: the rows' self-pairs (n1, *S); None when the state is itself self-pairs (prefix 1)
+            or a block of x against itself (``same``).
+        self2: the columns' self-pairs (n2, *S), likewise.
+        prefix: 2 for a block of pairs, 1 for self-pairs.
+        same: the block pairs x with itself (its self-pairs are read off its diagonal).
+        spatial: the number of spatial axes d (0: vectors, S = ()).
+        full: whether S holds every pair of positions (else each position with itself).
+        flat: after Flatten (positions are features).
     """
 
     nngp: Tensor
@@ -81,12 +87,15 @@ class KernelState:
         return (KernelState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat),
                 KernelState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat))
 
-    def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, **changes) -> KernelState:
-        """A new state with these kernels; ``selves`` the new self-pair states (or None)."""
+    def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, *, spatial: int | None = None,
+                    full: bool | None = None, flat: bool | None = None) -> KernelState:
+        """A new state with these kernels; ``selves`` the new self-pair states (or None), and
+        the layout fields given (the others kept). Built directly: it runs once per layer and tile."""
         s1 = s2 = None
         if selves is not None:
             s1, s2 = selves[0].nngp, selves[1].nngp
-        return replace(self, nngp=nngp, ntk=ntk, self1=s1, self2=s2, **changes)
+        return KernelState(nngp, ntk, s1, s2, self.prefix, self.same, self.spatial if spatial is None else spatial,
+                           self.full if full is None else full, self.flat if flat is None else flat)
 
     def copy(self) -> KernelState:
         """A state with clones of every tensor, for a consumer that may overwrite them in place."""
@@ -140,30 +149,35 @@ def _gram(a: Tensor, b: Tensor, full: bool, diagonal: bool) -> Tensor:
 def input_state(x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full: bool, diagonal: bool = False) -> KernelState:
     """The state of the network input on a tile: nngp = (1/C) x1 . x2 per pair of positions.
 
-    x1 (n1, C, *positions) or (n1, d) for vectors; x2 likewise, or None for x1 against itself
+    x1 (n1, C, *positions) or (n1, d) for vectors (one position with d channels); x2 likewise,
+    or None for x1 against itself
     (then the self-pairs on the block's diagonal are set to exactly the rows' own Gram, so that
-    correlations there are exactly 1). ``diagonal``: self-pairs only (prefix 1).
+    correlations there are exactly 1). ``diagonal``: self-pairs only (prefix 1). ``full`` asks
+    for covariances between positions (ignored for vectors).
     """
-    vector = x1.dim() == 2
-    a = x1[:, :, None] if vector else x1      # a vector is one position with d channels
-    spatial = 0 if vector else x1.dim() - 2
-    full = full and spatial > 0
     ntk = torch.zeros((), dtype=x1.dtype, device=x1.device) if need_ntk else None
-
-    s1 = _gram(a, a, full, diagonal=True)
-    if vector:
-        s1 = s1.reshape(-1)
+    if x1.dim() == 2:     # vectors: a fully-connected input, no positions
+        return _vector_input(x1, x2, ntk, diagonal)
+    spatial = x1.dim() - 2
+    s1 = _gram(x1, x1, full, diagonal=True)
     if diagonal:
         return KernelState(s1, ntk, None, None, 1, False, spatial, full)
     if x2 is None:
-        block = _gram(a, a, full, diagonal=False)
-        if vector:
-            block = block.reshape(block.shape[0], block.shape[1])
+        block = _gram(x1, x1, full, diagonal=False)
         torch.diagonal(block, dim1=0, dim2=1).copy_(s1.movedim(0, -1))
         return KernelState(block, ntk, None, None, 2, True, spatial, full)
-    b = x2[:, :, None] if vector else x2
-    block = _gram(a, b, full, diagonal=False)
-    s2 = _gram(b, b, full, diagonal=True)
-    if vector:
-        block, s2 = block.reshape(block.shape[0], block.shape[1]), s2.reshape(-1)
-    return KernelState(block, ntk, s1, s2, 2, False, spatial, full)
+    return KernelState(_gram(x1, x2, full, diagonal=False), ntk, s1, _gram(x2, x2, full, diagonal=True), 2, False,
+                       spatial, full)
+
+
+def _vector_input(x1: Tensor, x2: Tensor | None, ntk: Tensor | None, diagonal: bool) -> KernelState:
+    """`input_state` of (n, d) inputs: nngp = x1 . x2 / d, one GEMM (self-pairs: row norms / d)."""
+    d = x1.shape[1]
+    s1 = (x1 * x1).sum(dim=1) / d
+    if diagonal:
+        return KernelState(s1, ntk, None, None, 1, False, 0, False)
+    if x2 is None:
+        block = (x1 @ x1.T) / d
+        block.diagonal().copy_(s1)
+        return KernelState(block, ntk, None, None, 2, True, 0, False)
+    return KernelState((x1 @ x2.T) / d, ntk, s1, (x2 * x2).sum(dim=1) / d, 2, False, 0, False)

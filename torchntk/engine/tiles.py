@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from . import layout
-from .branches import run_serial
-from .state import input_state
+from .state import KernelState, input_state
 
 DEFAULT_TILE = 512
 """Largest block side: 512 x 512 float64 blocks (2 MiB each) keep a layer's working set near
@@ -45,10 +44,11 @@ def default_tile(shape: Sequence[int], full: bool, itemsize: int) -> int:
     return max(1, min(DEFAULT_TILE, int(math.sqrt(TILE_BYTES / per_pair))))
 
 
-def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool, full_in: bool,
-             out_shape: tuple[int, ...], diagonal: bool = False, tile: int | None = None,
+def evaluate(network: Callable[[KernelState], KernelState], x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
+             full_in: bool, out_shape: tuple[int, ...], diagonal: bool = False, tile: int | None = None,
              ) -> tuple[Tensor, Tensor | None]:
-    """(nngp, ntk or None) of the layers on inputs (N, C, *positions) or (N, d).
+    """(nngp, ntk or None) of a compiled description (`Layer.compile`, output in the diagonal
+    layout) on inputs (N, C, *positions) or (N, d).
 
     ``full_in``: whether the input state must carry covariances between positions (decided by
     the layers' `need`); ``out_shape``: the output's positions (() after a readout), for which
@@ -61,7 +61,7 @@ def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
     n1 = x1.shape[0]
     if diagonal:
         rows_at_once = max(1, tile * tile)
-        parts = [_run(layers, input_state(x1[i:i + rows_at_once], None, need_ntk=need_ntk, full=full_in,
+        parts = [_run(network, input_state(x1[i:i + rows_at_once], None, need_ntk=need_ntk, full=full_in,
                                           diagonal=True), need_ntk) for i in range(0, n1, rows_at_once)]
         if len(parts) == 1:
             return parts[0]
@@ -79,7 +79,7 @@ def evaluate(layers: Sequence, x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
 
     for rows, cols_, same in tile_pairs(n1, n2, tile, symmetric):
         state = input_state(x1[rows], None if same else cols[cols_], need_ntk=need_ntk, full=full_in)
-        for out, block in zip((nngp, ntk), _run(layers, state, need_ntk), strict=True):
+        for out, block in zip((nngp, ntk), _run(network, state, need_ntk), strict=True):
             if out is not None:
                 store_tile(out, rows, cols_, block, same, symmetric, mirror)
     return nngp, ntk
@@ -107,8 +107,8 @@ def store_tile(out: Tensor, rows: slice, cols: slice, block: Tensor, same: bool,
         out[cols, rows] = mirror(block)
 
 
-def _run(layers, state, need_ntk):
-    out = run_serial(layers, state, False)
+def _run(network, state, need_ntk):
+    out = network(state)
     ntk = out.ntk if need_ntk else None
     if ntk is not None and ntk.dim() == 0:   # no weighted layer: the NTK is zero
         ntk = torch.zeros_like(out.nngp)

@@ -20,10 +20,10 @@ written last:
    renamed into place (os.replace) and its directory fsync'ed.
 
 Integrity. Every chunk is read only after its checksum matched the marker's (once per process
-and file version, see `verified_digest`), so a tile deleted, truncated or overwritten after it
-was recorded is reported, never read. A resumed run checks that every marked tile's files exist
-with the right size (``verify=True``: also their checksums) and recomputes the ones that fail;
-``torchntk store verify`` checks a whole store.
+and file version, see `files.verified_digest`), so a tile deleted, truncated or overwritten
+after it was recorded is reported, never read. A resumed run checks that every marked tile's
+files exist with the right size (``verify=True``: also their checksums) and recomputes the ones
+that fail; ``torchntk store verify`` checks a whole store.
 
 Concurrency. A run holds an exclusive lock (flock on the store directory itself, so locking
 creates no file) from before the store is created or its temporary files are cleaned until it
@@ -37,16 +37,16 @@ are removed when a run resumes, under the lock.
 
 Distributed runs assume a shared filesystem: the workers write chunks into the same directory
 (step 1) and the driver writes the markers (step 2) once a worker reports its tile written.
+
+The file primitives these steps use (fsync, atomic writes, the lock, checksums, memory maps)
+are in `torchntk.scale.files`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import mmap
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,38 +54,12 @@ from typing import Any
 import numpy as np
 
 from .._json import read_json
+from .files import TEMPORARY, atomic_write, directory_lock, fsync, map_file, verified_digest
 from .manifest import FORMAT, check_same, validate_manifest
 from .tiles import TileGrid
 
 DONE = "done"
 _CHUNK_KEYS = {"name": "default", "separator": "/"}
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or directory's data and metadata to disk."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (IsADirectoryError, PermissionError):  # directories cannot be opened on some systems
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # fsync of a directory is unsupported on some filesystems (and Windows)
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that, at every instant, the file is either absent (or its
-    old content) or complete: temporary file, fsync, os.replace, fsync of the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -119,58 +93,6 @@ def grid_of(manifest: dict[str, Any]) -> TileGrid:
 
 DIGEST = 32
 """Bytes of one sha256 checksum in a completion marker."""
-
-_verified_lock = threading.Lock()
-_verified: dict[tuple[str, int, int, int], bytes] = {}
-
-
-def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.digest()
-
-
-def verified_digest(path: Path) -> bytes:
-    """sha256 of the file at ``path``, cached per file version (device, inode, size, mtime), so
-    that streaming a store many times (conjugate gradients) hashes each tile once."""
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _verified_lock:
-        cached = _verified.get(key)
-    if cached is None:
-        cached = _file_digest(path)
-        with _verified_lock:
-            _verified[key] = cached
-    return cached
-
-
-@contextlib.contextmanager
-def _directory_lock(root: Path) -> Iterator[bool]:
-    """Hold an exclusive flock on the directory ``root``; yields True when locked, False where
-    locks are unavailable (no fcntl, or a filesystem that refuses them: the user keeps runs
-    apart). A lock held by another process raises RuntimeError."""
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform
-        yield False
-        return
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another process is computing into the kernel store {str(root)!r}; "
-                               "wait for it to finish (or stop it) before running again.") from None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 class KernelStore:
@@ -223,7 +145,7 @@ class KernelStore:
                 raise ValueError(f"cannot create the kernel store {str(root)!r}: {exc.strerror or exc}.") from None
         held = contextlib.ExitStack()
         try:
-            held.enter_context(_directory_lock(root))
+            held.enter_context(directory_lock(root))
             store = cls._create_or_resume(root, manifest)
         except OSError as exc:
             held.close()
@@ -249,8 +171,8 @@ class KernelStore:
             check_same(stored, manifest, str(root))
         else:
             zarr.create_group(store=str(root), attributes={"torchntk": manifest}, zarr_format=3)
-            _fsync(root / "zarr.json")
-            _fsync(root)
+            fsync(root / "zarr.json")
+            fsync(root)
         store = cls(root, manifest)
         store._ensure_arrays()
         store.remove_leftovers()
@@ -293,9 +215,11 @@ class KernelStore:
             if not (self.path / name / "zarr.json").is_file():
                 raise ValueError(f"array {name!r} of store {str(self.path)!r} is missing: the store is damaged; "
                                  "delete it.")
-            self._check_array(name, *wanted)
+            shape, chunks, dtype, _ = wanted
+            self._check_array(name, shape, chunks, dtype)
 
     def _wanted_arrays(self) -> dict[str, tuple]:
+        """{array name: (shape, chunks, dtype, fill value)} that the manifest implies, markers included."""
         grid = self.grid
         wanted = {name: ((grid.n1, grid.n2), (grid.tile, grid.tile), self.manifest["dtype"], float("nan"))
                   for name in self.manifest["arrays"]}
@@ -303,7 +227,8 @@ class KernelStore:
         wanted[DONE] = ((grid.rows, grid.cols, width), (1, 1, width), "uint8", 0)
         return wanted
 
-    def _check_array(self, name: str, shape: tuple, chunks: tuple, dtype: str, _fill: Any) -> None:
+    def _check_array(self, name: str, shape: tuple, chunks: tuple, dtype: str) -> None:
+        """Raise ValueError unless array ``name`` has this metadata and torchntk's raw codec."""
         import zarr
 
         try:
@@ -332,7 +257,7 @@ class KernelStore:
 
         for name, (shape, chunks, dtype, fill) in self._wanted_arrays().items():
             if (self.path / name / "zarr.json").is_file():
-                self._check_array(name, shape, chunks, dtype, fill)
+                self._check_array(name, shape, chunks, dtype)
                 continue
             if name != DONE and self.done():
                 raise ValueError(f"array {name!r} of store {str(self.path)!r} is missing although tiles are "
@@ -340,8 +265,8 @@ class KernelStore:
             zarr.create_array(store=str(self.path / name), shape=shape, chunks=chunks, dtype=dtype,
                               fill_value=fill, compressors=None, chunk_key_encoding=_CHUNK_KEYS,
                               zarr_format=3, overwrite=True)
-            _fsync(self.path / name / "zarr.json")
-            _fsync(self.path / name)
+            fsync(self.path / name / "zarr.json")
+            fsync(self.path / name)
 
     def remove_leftovers(self) -> None:
         """Delete temporary files of writes that were interrupted (zarr's ``*.partial`` files and
@@ -350,14 +275,14 @@ class KernelStore:
         for name in (*self.manifest["arrays"], DONE):
             chunks = self.path / name / "c"
             if chunks.is_dir():
-                for pattern in ("**/*.partial", "**/.*.tmp"):
+                for pattern in ("**/*.partial", f"**/{TEMPORARY}"):
                     for leftover in chunks.glob(pattern):
                         leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the store's exclusive lock (as a run does; see `locked`)."""
-        with _directory_lock(self.path):
+        with directory_lock(self.path):
             yield
 
     # -- completion markers -------------------------------------------------------------
@@ -387,13 +312,13 @@ class KernelStore:
         """Record tile (i, j) as complete with the checksums `write_tile` returned."""
         if len(digests) != DIGEST * len(self.manifest["arrays"]):
             raise ValueError(f"a completion marker holds {DIGEST} bytes per array, got {len(digests)}.")
-        _atomic_write(self.marker(i, j), digests)
+        atomic_write(self.marker(i, j), digests)
         self._done.add((i, j))
 
     def unmark(self, i: int, j: int) -> None:
         """Forget that tile (i, j) is complete, so the next run recomputes it."""
         self.marker(i, j).unlink(missing_ok=True)
-        _fsync(self.marker(i, j).parent)
+        fsync(self.marker(i, j).parent)
         self._done.discard((i, j))
 
     def recorded_digest(self, name: str, i: int, j: int) -> bytes:
@@ -493,8 +418,8 @@ class KernelStore:
         for name, block in blocks.items():
             self.array(name)[r0:r1, c0:c1] = block
             chunk = self.chunk(name, i, j)
-            _fsync(chunk)
-            _fsync(chunk.parent)
+            fsync(chunk)
+            fsync(chunk.parent)
         return b"".join(verified_digest(self.chunk(name, i, j)) for name in self.manifest["arrays"])
 
     def raw_chunks(self, name: str) -> bool:
@@ -513,14 +438,7 @@ class KernelStore:
         Requires `raw_chunks`; the tile's size and checksum are verified first (`verify_tile`)."""
         grid = self.grid
         self.verify_tile(name, i, j)
-        chunk = self.chunk(name, i, j)
-        with open(chunk, "rb") as handle:
-            # A private (copy-on-write) map is writable as far as numpy and torch know, though
-            # nothing writes to it; reading never copies.
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
-            mapped.madvise(mmap.MADV_WILLNEED)
-        tile = np.frombuffer(mapped, dtype=self.manifest["dtype"]).reshape(grid.tile, grid.tile)
+        tile = map_file(self.chunk(name, i, j), self.manifest["dtype"], (grid.tile, grid.tile))
         (r0, r1), (c0, c1) = grid.row_range(i), grid.col_range(j)
         return tile[:r1 - r0, :c1 - c0]
 
@@ -543,5 +461,6 @@ class KernelStore:
 
 
 def _bounds(part: slice, extent: tuple[int, int]) -> tuple[int, int]:
+    """(start, stop) of the slice ``part`` within a tile spanning ``extent``, never reversed."""
     start, stop, _ = part.indices(extent[1] - extent[0])
     return start, max(start, stop)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 INNER_TILE = 1024
-"""Block side used inside one stored tile (the block of torchntk.tiling). With one thread per
+"""Block side used inside one stored tile (the block of torchntk.engine.tiles). With one thread per
 tile (see `tile_workers`), 1024 measured fastest of 256..2048 for a float32 depth-4 ReLU NTK
 (benchmarks/bench_scale.py): fewer, larger elementwise passes than 256."""
 

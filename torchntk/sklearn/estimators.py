@@ -14,7 +14,7 @@ Gaussian-process posterior with covariance Sigma(L) (no observation noise unless
 Features are used as given: standardise them in a Pipeline (StandardScaler) as for any kernel
 method, since the kernels see x.x' / n0.
 
-Any architecture (convolutions, pooling, branches, LayerNorm: torchntk.arch) is given as ``spec``,
+Any architecture (convolutions, pooling, branches, LayerNorm) is given as ``spec``,
 a network description or its ``spec.to_dict()`` data (a dict keeps ``get_params`` / ``clone``
 plain), which replaces depth, activation, bias_std and weight_std. X stays 2-D, as scikit-learn
 wants; ``input_shape`` (C, *positions) reshapes each row into an image before the kernel:
@@ -67,9 +67,8 @@ class _InfiniteNetworkEstimator(BaseEstimator):
             if self.input_shape is not None:
                 raise ValueError("input_shape reshapes X for an architecture given as spec=; set spec too, or leave "
                                  "input_shape None.")
-            return ModelSettings(depth=self.depth, activation=self.activation, bias_std=self.bias_std,
-                                 weight_std=self.weight_std, kernel=self.kernel, time=self.time,
-                                 ridge=self.ridge).check()
+            return ModelSettings.mlp(self.depth, self.activation, self.bias_std, self.weight_std, kernel=self.kernel,
+                                     time=self.time, ridge=self.ridge)
         return spec_settings(self.spec, self.input_shape, kernel=self.kernel, time=self.time, ridge=self.ridge)
 
     def _mean_std(self, X) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,9 @@ or more), and ``reproduce(quick_settings(), seed=0, out="report/")`` is what `to
 runs (a few minutes); docs/guides/studies.md shows both.
 
 Modules: `data` (built-in data sets), `rates` (log-log slopes with uncertainty), `measures`
-(the theorems' distances), `theorems` (the width sweep), `fig1_ntk`, `fig2_regression`,
-`fig3_pca` (the paper's Section 6), `plots`, `report`, `runner`.
+(the theorems' distances), `width_sweep` (the width sweep's networks measured), `theorems` and
+`proposition1` (the appendix's statements judged on it), `fig1_ntk`, `fig2_regression`, `fig3_pca`
+(the paper's Section 6), `plots`, `report`, `runner`.
 """
 
 from .config import Fig1Settings as Fig1Settings

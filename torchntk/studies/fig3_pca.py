@@ -92,7 +92,7 @@ def _measure_depth(settings: Fig3Settings, seed: int, data, depth: int, pieces: 
     pairs to measure (default: all); the others are left out of the returned runs."""
     from ..dynamics import principal_components
     from ..empirical import empirical_ntk
-    from ..spec import mlp
+    from ..engine.serial import mlp
     from ..training import train
 
     x64 = torch.as_tensor(data.x, dtype=torch.float64)

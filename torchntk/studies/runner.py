@@ -103,7 +103,8 @@ def _run_experiment(name: str, settings: ReproduceSettings, seed: int, out: Path
     from .fig1_ntk import run_fig1
     from .fig2_regression import run_fig2
     from .fig3_pca import run_fig3
-    from .theorems import analyse_sweep, measure_sweep
+    from .theorems import analyse_sweep
+    from .width_sweep import measure_sweep
 
     if name == "fig1":
         return [run_fig1(settings.fig1, seed, out, progress, store=out / PIECES / "fig1")]
@@ -223,7 +224,8 @@ def study(settings: SweepSettings, data: Dataset, seed: int, out: str | Path,
     """The appendix's measurements (Proposition 1, Theorems 1 and 2, Lemma 1) for any network
     description, widths, seeds, data set, learning rate and steps; same report format.
     ``threads``: torch CPU threads (None: torch's default)."""
-    from .theorems import analyse_sweep, measure_sweep
+    from .theorems import analyse_sweep
+    from .width_sweep import measure_sweep
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
