@@ -7,11 +7,13 @@ most memory and time for:
 - Flatten on (500, 1, 28, 28): needs each position with itself only.
 neural-tangents (a venv of its own, --nt-python) runs jit-compiled, timed after a first call,
 on the same inputs transposed to its channels-last layout; values are compared on every entry.
+With --baseline DIR (a checkout of an earlier torchntk) the same call also runs there, in
+alternating subprocesses (benchmarks/baseline.py), and the table gives this checkout over it.
 Then peak memory (ru_maxrss) of a GlobalAvgPool kernel at N = 1000 on 8x8 inputs, in a
 subprocess of its own so that nothing else counts.
 
     .venv/bin/python benchmarks/bench_arch.py
-    .venv/bin/python benchmarks/bench_arch.py --repeats 5 --nt-python /path/to/nt-venv/bin/python
+    .venv/bin/python benchmarks/bench_arch.py --baseline ../release --nt-python /path/to/nt-venv/bin/python
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
+from baseline import compare_checkouts
 
 import torchntk as tn
 
@@ -67,22 +68,17 @@ print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
+CNN_CODE = ("tn.serial(*[layer for _ in range(3) for layer in (tn.Conv((3, 3), padding='same', bias_std=0.1), "
+            "tn.ReLU())], tn.GlobalAvgPool() if {gap} else tn.Flatten(), tn.Dense(bias_std=0.1))")
+"""`cnn` as an expression, for the subprocesses of benchmarks/baseline.py."""
+
+
 def cnn(readout: str):
     layers = []
     for _ in range(3):
         layers += [tn.Conv((3, 3), padding="same", bias_std=0.1), tn.ReLU()]
     return tn.serial(*layers, tn.GlobalAvgPool() if readout == "GlobalAvgPool" else tn.Flatten(),
                      tn.Dense(bias_std=0.1))
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run_neural_tangents(python: str, x: np.ndarray, readout: str, repeats: int):
@@ -102,18 +98,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-n", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating subprocesses per checkout")
+    parser.add_argument("--baseline", default=None, help="root of an earlier torchntk checkout to compare with")
     parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"),
                         help="python of a venv with neural-tangents 0.6.5; '' to skip")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; median of {args.repeats}, float64")
-    print("| case | torchntk (s) | neural-tangents (s) | NT / torchntk | max rel. diff (NNGP, NTK) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| case | torchntk (s) | baseline (s) | torchntk / baseline | neural-tangents (s) | NT / torchntk "
+          "| max rel. diff (NNGP, NTK) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    here = os.path.dirname(os.path.abspath(__file__))
+    checkouts = {"torchntk": os.path.dirname(here), **({"baseline": args.baseline} if args.baseline else {})}
     for shape, readout in CASES.values():
         x = np.random.default_rng(0).standard_normal(shape)
         spec = cnn(readout)
         xt = torch.from_numpy(x)
-        ours = median_time(lambda spec=spec, xt=xt: spec.kernels(xt), args.repeats)
+        results = compare_checkouts(CNN_CODE.format(gap=readout == "GlobalAvgPool"), x, {"dtype": "float64"},
+                                    checkouts, repeats=args.repeats, rounds=args.rounds)
+        ours = results["torchntk"][0]
+        if "baseline" in results:
+            if not np.allclose(results["torchntk"][1], results["baseline"][1], rtol=1e-12, atol=0):
+                raise SystemExit(f"{readout}: the checkouts' kernels differ")
+            base = f"{results['baseline'][0]:.2f} | {ours / results['baseline'][0]:.3f}"
+        else:
+            base = "n/a | n/a"
         nt = run_neural_tangents(args.nt_python, x, readout, args.repeats) \
             if args.nt_python and os.path.exists(args.nt_python) else None
         if nt is None:
@@ -123,14 +132,13 @@ def main() -> None:
             diff = (np.abs(nt[1] - k.numpy()).max() / np.abs(k.numpy()).max(),
                     np.abs(nt[2] - t.numpy()).max() / np.abs(t.numpy()).max())
             cols = f"{nt[0]:.2f} | {nt[0] / ours:.2f}x | {diff[0]:.1e}, {diff[1]:.1e}"
-        print(f"| {readout} {shape} | {ours:.2f} | {cols} |", flush=True)
-    here = os.path.dirname(os.path.abspath(__file__))
+        print(f"| {readout} {shape} | {ours:.2f} | {base} | {cols} |", flush=True)
     proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(args.memory_n), here], capture_output=True,
                           text=True, check=True)
     before, peak = map(float, proc.stdout.split())
     print(f"\npeak resident memory, GlobalAvgPool CNN kernel on ({args.memory_n}, 1, 8, 8): {peak:.0f} MiB "
           f"({before:.0f} MiB after imports; the two (N, N) float64 outputs are "
-          f"{2 * args.memory_n ** 2 * 8 / 2**20:.0f} MiB)")
+          f"{2 * args.memory_n ** 2 * 8 / 2**20:.0f} MiB); load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ last release and neural-tangents, in float64, float32 and with diagonal=True.
 The floor, measured in the same run on the same inputs: one x x^T product plus one arccos and
 one sqrt pass over an N x N matrix per hidden layer (into preallocated outputs), which any
 implementation of the recursion must do (diagonal=True: the same per entry of the diagonal).
-With --baseline DIR (a checkout of an earlier torchntk, e.g. ``git worktree add DIR v0.1.0``)
+With --baseline DIR (a checkout of an earlier torchntk, e.g. ``git worktree add DIR 5726a8e`` for 0.1.0)
 the same call runs in both checkouts, in alternating subprocesses (benchmarks/baseline.py), and
 the table gives this checkout over the baseline. neural-tangents (JAX) runs beside them when its
 venv is present (docs/benchmarks.md says how to make it); its results are checked against ours.

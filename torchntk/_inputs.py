@@ -68,11 +68,6 @@ def _finite_on(t: Tensor, name: str, dtype: torch.dtype, device: torch.device | 
     return t
 
 
-def as_pair(x1: Any, x2: Any | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
-    """Checked (N, d) inputs (x1, x2) and whether the caller gave numpy (and so wants numpy back)."""
-    return _pair(x1, x2, dtype, as_features)
-
-
 def to_output(t: Tensor, numpy_out: bool) -> Any:
     return t.detach().cpu().numpy() if numpy_out else t
 
