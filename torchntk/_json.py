@@ -12,8 +12,10 @@ from typing import Any
 MAX_BYTES = 64 * 2**20
 """Largest JSON document read (64 MiB: room for a million feature names)."""
 
-MAX_NESTING = 32
-"""Deepest nesting of objects and lists accepted (torchntk's own files nest at most 5 deep)."""
+MAX_NESTING = 64
+"""Deepest nesting of objects and lists accepted. A description adds two per serial / parallel
+level (an object and its list) to the few of the file around it, so its deepest, 24 levels
+(torchntk.engine.base.MAX_NESTING), nests about 56 deep in a store manifest or a model file."""
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

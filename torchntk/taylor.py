@@ -36,6 +36,11 @@ from torch.func import functional_call, jvp
 __all__ = ["TaylorExpansion", "linearize", "taylor_expand"]
 
 
+MAX_DEGREE = 8
+"""Highest expansion order: its forward already costs about 256 forwards of the model, and each
+order past it doubles that."""
+
+
 class TaylorExpansion(nn.Module):
     """g_d(x; theta), the degree-d Taylor expansion of a module in its trainable parameters.
 
@@ -51,8 +56,10 @@ class TaylorExpansion(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        if isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or degree < 1:
-            raise ValueError(f"degree must be an integer >= 1 (1: linearisation), got {degree!r}.")
+        if isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or not 1 <= degree <= MAX_DEGREE:
+            raise ValueError(f"degree must be an integer from 1 (linearisation) to {MAX_DEGREE}: a forward of the "
+                             f"degree-d expansion costs about 2^d forwards of the model ({2 ** MAX_DEGREE} at "
+                             f"{MAX_DEGREE}); got {degree!r}.")
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
             raise ValueError("the model has parameters that are not built yet (lazy layers): call it once on an "
                              "input (or build it with in_features=) before expanding it.")

@@ -55,6 +55,11 @@ Convergence is geometric in the order, kinks at 0 included; cost grows as nodes^
 """
 
 
+MAX_NODES = 512
+"""Largest fixed quadrature order: a million evaluations per kernel entry, far past the accuracy
+the adaptive order reaches (see the table above)."""
+
+
 class Activation:
     """Elementwise nonlinearity layer, e.g. ``Activation(torch.tanh)``.
 
@@ -133,6 +138,7 @@ class Activation:
                 raise TypeError(f"activation {self.name!r} is not differentiable by autograd "
                                 f"({type(exc).__name__}: {exc}); pass derivative=... explicitly.") from exc
         if self.nodes is not None and (isinstance(self.nodes, bool) or not isinstance(self.nodes, int)
-                                       or self.nodes < 2):
-            raise ValueError(f"nodes must be an integer >= 2, or None to choose the order from the variances; "
-                             f"got {self.nodes!r}.")
+                                       or not 2 <= self.nodes <= MAX_NODES):
+            raise ValueError(f"nodes must be an integer from 2 to {MAX_NODES} (each kernel entry costs about "
+                             f"4 nodes^2 evaluations; the adaptive order, nodes=None, uses at most 64 and reaches "
+                             f"1e-12), or None to choose the order from the variances; got {self.nodes!r}.")

@@ -16,7 +16,7 @@ plus ``to_dict()`` (its plain-JSON node) and a ``repr`` that reads as the code t
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,6 +32,12 @@ FORMAT = "torchntk.spec"
 """The format tag of a description document, ``{"format": FORMAT, "version": VERSION, "network": node}``."""
 VERSION = 1
 """The version of the description document that `Serial.to_dict` writes and `torchntk.from_dict` reads."""
+
+MAX_NESTING = 24
+"""Deepest nesting of serial / parallel in a description, checked when one is built and when one
+is read from data: deep enough for any real block structure, and shallow enough that every file
+holding a description (store manifests, model files, --spec files; see torchntk._json) reads
+back, and that no recursion over it can exhaust the stack."""
 
 Scale = float | Tensor
 """A weight_std or bias_std: a number, or a scalar tensor (with requires_grad to differentiate kernels in it)."""
@@ -125,6 +131,15 @@ class Layer:
         in which a finite network numbers them and draws their generators."""
         return [self] if self.weighted else []
 
+    def nesting(self) -> int:
+        """How deeply serial and parallel nest inside this layer (0 for a plain layer)."""
+        return 0
+
+    def takes_branches(self) -> bool:
+        """Whether the layer's input is the branches of a FanOut (a tuple of signals and states):
+        parallel and the merges do; every other layer takes one signal."""
+        return False
+
     def sublayers(self) -> tuple[Layer, ...]:
         """The layers this one is made of (a serial's steps, a parallel's branches); none for a plain layer."""
         return ()
@@ -150,6 +165,17 @@ class BuildContext:
         index = self.index
         self.index += 1
         return (self.out_features if index == self.output_index else self.widths[index]), index
+
+
+def check_nesting(parts: Sequence[Layer], what: str) -> int:
+    """The nesting of a ``what`` ("serial" or "parallel") of ``parts``: one more than theirs;
+    ValueError beyond `MAX_NESTING`."""
+    nesting = 1 + max((part.nesting() for part in parts), default=0)
+    if nesting > MAX_NESTING:
+        raise ValueError(f"this {what}(...) nests serial / parallel {nesting} levels deep, more than the "
+                         f"{MAX_NESTING} a description may hold; flatten it (serial(a, serial(b, c)) is "
+                         "serial(a, b, c)).")
+    return nesting
 
 
 def check_int_tuple(value: Any, name: str, dims: int | None, where: str, minimum: int = 1) -> tuple[int, ...]:

@@ -5,14 +5,18 @@ networks, e.g. a residual block
     serial(FanOut(2), parallel(serial(ReLU(), Conv((3, 3), padding="same")), Identity()), FanInSum())
 
 Kernels. Branches of one FanOut see the same input. Their outputs are uncorrelated when at most
-one of them is not *fresh* (freshly weighted: the output of its own Dense/Conv through linear
-maps), because such weights are independent of everything else and have mean zero; then
+one of them is not *fresh* (freshly weighted: the output of a Dense/Conv of its own, applied
+after the split, through linear maps), because such weights are independent of everything else
+and have mean zero; then
 
     FanInSum:     K' = sum_b K_b,     Theta' = sum_b Theta_b
     FanInConcat:  K' = mean_b K_b,    Theta' = mean_b Theta_b     (equal widths: channels concatenated)
 
 and the same for the NTK's cross terms, which vanish with the correlations. FanInSum refuses
-branches that could be correlated (two Identity shortcuts, say): their kernel is not the sum.
+branches that could be correlated (two Identity shortcuts, or ReLU beside Identity: both
+functions of the same input), whose kernel is not the sum. FanInConcat needs no such rule: the
+features of a concatenation are each one branch's, so its kernel is the mean whatever the
+correlations.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from typing import Any
 from torch import nn
 
 from ..networks import modules
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, check_nesting
 from .pointwise import as_layer
 from .signal import Signal, fail, law_checks
 from .state import KernelState
+
+MAX_BRANCHES = 64
+"""Most branches of one FanOut: each holds its own copy of a tile's kernels while the branches run."""
 
 
 def _tuple_in(value, where: str, what: str) -> tuple:
@@ -49,11 +56,12 @@ class FanOut(Layer):
         return {"layer": "FanOut", "n": self.n}
 
     def signal(self, sig, where: str):
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise fail(where, f"FanOut needs a positive integer number of branches, got {self.n!r}.")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or not 1 <= self.n <= MAX_BRANCHES:
+            raise fail(where, f"FanOut needs an integer number of branches from 1 to {MAX_BRANCHES} (each branch "
+                              f"holds its own copy of every tile's kernels), got {self.n!r}.")
         if isinstance(sig, tuple):
             raise fail(where, "FanOut got branches; merge them first with FanInSum() or FanInConcat().")
-        return (sig,) * self.n
+        return (replace(sig, fresh=False),) * self.n     # n copies of one signal: none has weights of its own
 
     def need(self, full_out):
         return any(full_out) if isinstance(full_out, tuple) else full_out
@@ -71,6 +79,7 @@ class Parallel(Layer):
 
     def __init__(self, branches: Sequence[Any]) -> None:
         self.branches = tuple(as_layer(b) for b in branches)
+        self._nesting = check_nesting(self.branches, "parallel")
 
     def __repr__(self) -> str:
         return "parallel(" + ", ".join(map(repr, self.branches)) + ")"
@@ -83,6 +92,9 @@ class Parallel(Layer):
 
     def sublayers(self) -> tuple[Layer, ...]:
         return self.branches
+
+    def takes_branches(self) -> bool:
+        return True
 
     def signal(self, sig, where: str):
         sig = _tuple_in(sig, where, "parallel")
@@ -116,6 +128,9 @@ class Parallel(Layer):
 
 class _FanIn(Layer):
     op = "merge"
+
+    def takes_branches(self) -> bool:
+        return True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -167,9 +182,9 @@ class FanInSum(_FanIn):
                               + "; give the shortcut its own Conv/Dense, or start the block after a hidden layer.")
         stale = [i for i, s in enumerate(sig) if not s.fresh]
         if len(stale) > 1 and law_checks():
-            raise fail(where, f"branches {stale} carry no weights of their own since they split, so they are "
-                              "correlated and the kernel of their sum is not the sum of their kernels; end all but one "
-                              "branch with a Dense or Conv layer.")
+            raise fail(where, f"branches {stale} carry no weights of their own since they split (FanOut), so they "
+                              "are functions of the same input, correlated, and the kernel of their sum is not the sum "
+                              "of their kernels; give all but one of them a Dense or Conv layer after the split.")
         return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
                       all(s.fresh for s in sig), first.flat, all(s.raw for s in sig))
 
@@ -225,12 +240,24 @@ def serial_need(layers: Sequence[Layer], full_out):
 
 
 def serial_signal(layers: Sequence[Layer], sig, where: str):
-    """The output signal of ``layers`` applied in order to ``sig``, each checked by its `Layer.signal`
-    and named in errors as "layer i (its repr)", after "``where`` > " when nested."""
+    """The output signal of ``layers`` applied in order to ``sig`` (see `serial_signals`)."""
+    return serial_signals(layers, sig, where)[1]
+
+
+def serial_signals(layers: Sequence[Layer], sig, where: str) -> tuple[list, Any]:
+    """(each layer's input signal, the output signal) of ``layers`` applied in order to ``sig``,
+    each checked by its `Layer.signal` and named in errors as "layer i (its repr)", after
+    "``where`` > " when nested."""
     prefix = f"{where} > " if where else ""
+    inputs = []
     for i, layer in enumerate(layers):
-        sig = layer.signal(sig, f"{prefix}layer {i} ({_short(layer)})")
-    return sig
+        here = f"{prefix}layer {i} ({_short(layer)})"
+        if isinstance(sig, tuple) and not layer.takes_branches():
+            raise fail(here, f"its input is the {len(sig)} branches of a FanOut; merge them first with FanInSum() "
+                             "or FanInConcat(), or give each its own layers with parallel(...).")
+        inputs.append(sig)
+        sig = layer.signal(sig, here)
+    return inputs, sig
 
 
 def serial_build(layers: Sequence[Layer], signals: Sequence, channels, ctx: BuildContext):

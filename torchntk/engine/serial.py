@@ -28,11 +28,11 @@ from .._inputs import as_pair_batches, to_output
 from ..activations import Activation, get_activation
 from ..networks.network import build_network
 from . import branches as _branches
-from .base import FORMAT, VERSION, Layer
+from .base import FORMAT, VERSION, Layer, check_nesting
 from .dense import Dense
 from .pointwise import Nonlinearity, as_layer, naming_callables
 from .signal import ArchitectureError, Signal, input_signal, shapes_only
-from .tiles import evaluate
+from .tiles import check_memory, default_tile, evaluate, memory_estimate
 
 
 class Serial(Layer):
@@ -50,6 +50,7 @@ class Serial(Layer):
     def __init__(self, layers: Sequence[Any]) -> None:
         self.layers = tuple(layers)
         self._arch = tuple(as_layer(layer) for layer in self.layers)
+        self._nesting = check_nesting(self._arch, "serial")
 
     @property
     def depth(self) -> int:
@@ -72,6 +73,12 @@ class Serial(Layer):
     def sublayers(self) -> tuple[Layer, ...]:
         return self._arch
 
+    def takes_branches(self) -> bool:
+        return self._arch[0].takes_branches()
+
+    def nesting(self) -> int:
+        return self._nesting
+
     def signal(self, sig, where: str):
         return _branches.serial_signal(self._arch, sig, where)
 
@@ -86,11 +93,7 @@ class Serial(Layer):
 
     def layer_signals(self, sig) -> list:
         """The input signal of each layer (after checking them all)."""
-        signals = []
-        for i, layer in enumerate(self._arch):
-            signals.append(sig)
-            sig = layer.signal(sig, f"layer {i} ({layer!r})")
-        return signals
+        return _branches.serial_signals(self._arch, sig, "")[0]
 
     def build(self, sig, channels, ctx):
         return _branches.serial_build(self._arch, self.layer_signals(sig), channels, ctx)
@@ -210,6 +213,12 @@ class Serial(Layer):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
         out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
+        positions = tuple(t1.shape[2:])
+        n2 = t1.shape[0] if t2 is None else t2.shape[0]
+        side = tile or default_tile(positions, full_in, t1.element_size())
+        check_memory(memory_estimate(t1.shape[0], 1 if diagonal else n2, positions, out.shape, full_in=full_in,
+                                     itemsize=t1.element_size(), tile=side, kernels=2 if need_ntk else 1,
+                                     out_features=out_features, branches=self._branches()), t1.device)
         scales = [s for layer in self.weighted_layers() for s in (layer.bias_std, layer.weight_std)
                   if isinstance(s, Tensor)]
         inputs = [t for t in (t1, t2, *scales) if t is not None]
@@ -226,6 +235,10 @@ class Serial(Layer):
                 k = expand_outputs(k, out_features)
             results.append(None if k is None else to_output(k, numpy_out))
         return tuple(results)
+
+    def _branches(self) -> int:
+        """The most branches that one FanOut of this description makes (1 without any)."""
+        return max([1] + [layer.n for layer in _all_layers(self) if isinstance(layer, _branches.FanOut)])
 
     # -- finite networks ----------------------------------------------------------------
 

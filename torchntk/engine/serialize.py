@@ -7,7 +7,7 @@ Each layer is ``{"layer": NAME, **arguments}``; ``serial`` holds ``"layers"``, `
 holds ``"branches"``. Activations are saved by class (``{"layer": "LeakyReLU", "slope": 0.1}``)
 or, for the quadrature ones, by name (``{"layer": "Activation", "name": "tanh", "nodes": 32}``);
 a user's own callable cannot be saved as data, and says so. Reading checks every field: unknown
-layers or arguments, wrong types and documents nested deeper than `MAX_DEPTH` are refused.
+layers or arguments, wrong types and documents nested deeper than `base.MAX_NESTING` are refused.
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from typing import Any
 
 from .. import activations
 from ..activations import QUADRATURE, Activation
-from .base import FORMAT, VERSION, Layer
+from .base import FORMAT, MAX_NESTING, VERSION, Layer
 from .branches import FanInConcat, FanInSum, FanOut
 from .dense import Dense
 from .pointwise import LayerNorm
 from .serial import Serial, parallel, serial
 from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, MaxPool
-
-MAX_DEPTH = 64
-"""Deepest nesting of serial/parallel accepted when reading (a bound, so hostile documents fail
-with a clear error instead of exhausting the stack)."""
 
 _LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
     Dense, Conv, AvgPool, MaxPool, GlobalAvgPool, Flatten, LayerNorm, FanOut, FanInSum, FanInConcat)}
@@ -52,8 +48,9 @@ def from_dict(data: Any):
 
 
 def _layer(node: Any, where: str, depth: int) -> Layer | Activation:
-    if depth > MAX_DEPTH:
-        raise ValueError(f"{where}: the description nests deeper than {MAX_DEPTH} levels.")
+    if depth > MAX_NESTING:
+        raise ValueError(f"{where}: the description nests deeper than the {MAX_NESTING} levels of serial / "
+                         "parallel a description may hold.")
     if not isinstance(node, dict) or not isinstance(node.get("layer"), str):
         raise ValueError(f"{where}: each layer must be a dict with a string 'layer' entry, got {_brief(node)}.")
     kind, args = node["layer"], {k: v for k, v in node.items() if k != "layer"}

@@ -12,9 +12,11 @@ Law, in the limit of infinite channels:
   covariance.
 - centred: every channel has mean zero (Gaussian, or an odd nonlinearity of a Gaussian).
   LayerNorm's mean subtraction vanishes in the limit only then.
-- fresh: the last weighted layer's output, through linear maps only. Two branches are
-  uncorrelated when at least one of them is fresh (its weights are independent of the other
-  branch and have mean zero), which is what makes FanInSum's kernel the sum of the branches'.
+- fresh: the output of a weighted layer applied since the last FanOut (or since the input),
+  through linear maps only. FanOut hands its branches signals that are not fresh: they are
+  the same signal. Two branches of one FanOut are uncorrelated when at least one of them is
+  fresh (its own weights are independent of the other branch and have mean zero), which is
+  what makes FanInSum's kernel the sum of the branches'. A whole network's output must be fresh.
 """
 
 from __future__ import annotations

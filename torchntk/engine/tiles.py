@@ -13,6 +13,7 @@ symmetric and costs about half.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -42,6 +43,59 @@ def default_tile(shape: Sequence[int], full: bool, itemsize: int) -> int:
     about `TILE_BYTES`."""
     per_pair = pair_elements(shape, full) * itemsize
     return max(1, min(DEFAULT_TILE, int(math.sqrt(TILE_BYTES / per_pair))))
+
+
+LIVE_TENSORS = 8
+"""Kernel tensors of a tile alive at once inside a layer (NNGP, NTK, self-pairs, temporaries),
+per branch: the factor of `memory_estimate`."""
+
+
+def device_memory(device: torch.device) -> int:
+    """The memory a computation on ``device`` may count on, in bytes: an accelerator's free
+    memory; on the CPU the kernel's estimate of available memory (MemAvailable), or the
+    physical memory where that cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_estimate(n1: int, n2: int, positions: Sequence[int], out_shape: Sequence[int], *, full_in: bool,
+                    itemsize: int, tile: int, kernels: int, out_features: int | None, branches: int) -> dict[str, int]:
+    """Bytes that a kernel call needs: ``outputs`` (``kernels`` (N1, N2, *out_shape) results, or
+    their (.., k, k) form with ``out_features``) and ``tiles`` (`LIVE_TENSORS` kernel tensors of
+    one tile per branch alive at once, a pair of inputs carrying every pair of positions in the
+    full layout)."""
+    out = n1 * n2 * math.prod(out_shape) * itemsize * kernels * (out_features ** 2 if out_features else 1)
+    side = min(tile, n1, n2)
+    work = LIVE_TENSORS * branches * side * side * pair_elements(positions, full_in) * itemsize
+    return {"outputs": out, "tiles": work}
+
+
+def check_memory(estimate: dict[str, int], device: torch.device) -> None:
+    """Raise ValueError, before any work, when a `memory_estimate` exceeds the device's memory,
+    saying which part and what would fit."""
+    have = device_memory(device)
+    if estimate["outputs"] > have:
+        raise ValueError(f"the kernels asked for take {_gib(estimate['outputs'])} as results alone, more than the "
+                         f"{_gib(have)} of {device}; ask for fewer inputs (or x2 blocks), no out_features (the "
+                         "(N1, N2, k, k) form is K (x) Id_k, k^2 times the scalar kernel), or store them in tiles on "
+                         "disk (torchntk.kernel_matrix).")
+    if estimate["tiles"] > have:
+        raise ValueError(f"one pair of inputs needs a kernel over every pair of positions here (pooling below the "
+                         f"readout needs the full covariance), {_gib(estimate['tiles'])} per tile at the smallest, "
+                         f"more than the {_gib(have)} of {device}; use smaller inputs (an AvgPool or a strided Conv "
+                         "first), or a Flatten readout, which needs each position with itself only.")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
 
 
 def evaluate(network: Callable[[KernelState], KernelState], x1: Tensor, x2: Tensor | None, *, need_ntk: bool,

@@ -23,6 +23,7 @@ whose kernels the description computes (torchntk.networks.weighted and .modules)
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from .._inputs import check_dtype
 from ..engine.base import BuildContext
 from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
+from ..engine.tiles import device_memory
 from .modules import Elementwise
 from .weighted import PARAMETERIZATIONS, NTKConv, NTKDense
 
@@ -213,6 +215,7 @@ def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: in
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
     check_dtype(dtype)
+    _check_parameter_memory(spec, hidden, out_features, device)
     if in_features is not None:
         if input_shape is not None:
             raise ValueError("give in_features (vectors) or input_shape, not both.")
@@ -226,6 +229,21 @@ def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: in
         spec.analyse(input_shape, kernels=False)
     return NTKNetwork(spec, hidden, out_features, int(seed), parameterization=parameterization, dtype=dtype,
                       device=device, input_shape=input_shape)
+
+
+def _check_parameter_memory(spec: Any, hidden: list[int], out_features: int, device: Any) -> None:
+    """Refuse, before drawing anything, widths whose parameters cannot fit: a lower bound on the
+    bytes of the weights between hidden layers (drawn in float64, as weighted.py does)."""
+    sizes = [*hidden, out_features]
+    count = 0
+    for i, layer in enumerate(spec.weighted_layers()[1:], start=1):
+        window = getattr(layer, "filter_shape", 1)
+        taps = math.prod(window) if isinstance(window, (tuple, list)) else int(window)   # at least
+        count += sizes[i - 1] * sizes[i] * taps
+    need, have = 8 * count, device_memory(torch.device(device) if device is not None else torch.device("cpu"))
+    if need > have:
+        raise ValueError(f"widths {hidden} need at least {count:.3g} parameters ({need / 2**30:.3g} GiB in float64, "
+                         f"as they are drawn), more than the {have / 2**30:.3g} GiB available; use smaller widths.")
 
 
 def _check_spec(spec: Any) -> int:
