@@ -32,8 +32,9 @@ def _dense_block(rng: random.Random) -> list:
         return [tn.FanOut(2), tn.parallel(branch, tn.Identity()), tn.FanInSum(), _act(rng), tn.Dense(**_scale(rng))]
     if kind == "nested":
         return [tn.serial(_act(rng), tn.serial(tn.Dense(**_scale(rng))))]
+    # the channels of a concatenation follow two covariances: a Dense (which averages them) comes next
     return [tn.FanOut(2), tn.parallel(tn.serial(_act(rng), tn.Dense(**_scale(rng))), tn.Dense(**_scale(rng))),
-            tn.FanInConcat(), _act(rng), tn.Dense(**_scale(rng))]
+            tn.FanInConcat(), tn.Dense(**_scale(rng))]
 
 
 def _conv(rng: random.Random, size: int) -> tuple:

@@ -39,6 +39,19 @@ def test_a_sum_with_one_weighted_branch_is_accepted():
     assert spec.ntk(X).shape == (5, 5)
 
 
+def test_a_nonlinearity_after_a_concatenation_is_refused():
+    """The channels of FanInConcat follow their own branch's covariance; a nonlinearity's kernel is
+    not a function of their mean (the differential tests found the exact kernels 13-36 standard
+    errors from Monte Carlo). A Dense layer, which averages over channels, may follow."""
+    branches = tn.parallel(tn.serial(tn.Abs(), tn.Dense()), tn.Dense())
+    refused = tn.serial(tn.Dense(), tn.FanOut(2), branches, tn.FanInConcat(), tn.ReLU(), tn.Dense())
+    with pytest.raises(tn.ArchitectureError, match="concatenates branches.*put a Dense or Conv layer after"):
+        refused.kernels(X)
+    refused.network(width=8, in_features=3)(X.float())
+    accepted = tn.serial(tn.Dense(), tn.FanOut(2), branches, tn.FanInConcat(), tn.Dense(), tn.ReLU(), tn.Dense())
+    assert accepted.ntk(X).shape == (5, 5)
+
+
 def test_branches_into_a_layer_that_takes_one_input_name_the_layer():
     """serial(Conv, FanOut(2), Flatten(), Dense()) crashed with AttributeError: 'tuple' object has
     no attribute 'flat'."""

@@ -186,7 +186,7 @@ class FanInSum(_FanIn):
                               "are functions of the same input, correlated, and the kernel of their sum is not the sum "
                               "of their kernels; give all but one of them a Dense or Conv layer after the split.")
         return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
-                      all(s.fresh for s in sig), first.flat, all(s.raw for s in sig))
+                      all(s.fresh for s in sig), first.flat, all(s.raw for s in sig), any(s.mixed for s in sig))
 
     def _combine(self, states) -> KernelState:
         return self._sum(states)
@@ -206,7 +206,7 @@ class FanInConcat(_FanIn):
             raise fail(where, "FanInConcat concatenates hidden layers of equal width; a branch here still has the "
                               "input's channels. Give every branch a Dense or Conv layer.")
         return Signal(first.shape, None, all(s.gaussian for s in sig), all(s.centred for s in sig),
-                      all(s.fresh for s in sig), first.flat)
+                      all(s.fresh for s in sig), first.flat, mixed=len(sig) > 1 or first.mixed)
 
     def _combine(self, states) -> KernelState:
         return self._sum(states, 1.0 / len(states))

@@ -60,6 +60,10 @@ class Nonlinearity(Layer):
             raise fail(where, f"a nonlinearity needs a Gaussian input in the infinite-width limit, but its input is "
                               f"{source}; put a Dense or Conv layer before it (or estimate such kernels with "
                               "torchntk.monte_carlo_kernels).")
+        if sig.mixed and law_checks():
+            raise fail(where, "a nonlinearity acts on each channel, and its input concatenates branches (FanInConcat) "
+                              "whose channels have different covariances, so its kernel is not a function of their "
+                              "mean; put a Dense or Conv layer after FanInConcat (or use FanInSum).")
         odd = is_odd(self.activation)
         return Signal(sig.shape, sig.channels, False, odd and sig.centred, False, sig.flat)
 

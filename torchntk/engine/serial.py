@@ -213,12 +213,7 @@ class Serial(Layer):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
         out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
-        positions = tuple(t1.shape[2:])
-        n2 = t1.shape[0] if t2 is None else t2.shape[0]
-        side = tile or default_tile(positions, full_in, t1.element_size())
-        check_memory(memory_estimate(t1.shape[0], 1 if diagonal else n2, positions, out.shape, full_in=full_in,
-                                     itemsize=t1.element_size(), tile=side, kernels=2 if need_ntk else 1,
-                                     out_features=out_features, branches=self._branches()), t1.device)
+        self._check_memory(t1, t2, out.shape, full_in, diagonal, tile, need_ntk, out_features)
         scales = [s for layer in self.weighted_layers() for s in (layer.bias_std, layer.weight_std)
                   if isinstance(s, Tensor)]
         inputs = [t for t in (t1, t2, *scales) if t is not None]
@@ -236,9 +231,16 @@ class Serial(Layer):
             results.append(None if k is None else to_output(k, numpy_out))
         return tuple(results)
 
-    def _branches(self) -> int:
-        """The most branches that one FanOut of this description makes (1 without any)."""
-        return max([1] + [layer.n for layer in _all_layers(self) if isinstance(layer, _branches.FanOut)])
+    def _check_memory(self, t1: Tensor, t2: Tensor | None, out_shape: tuple[int, ...], full_in: bool,
+                      diagonal: bool, tile: int | None, need_ntk: bool, out_features: int | None) -> None:
+        """`tiles.check_memory` of this call, before any work."""
+        positions, itemsize = tuple(t1.shape[2:]), t1.element_size()
+        n2 = None if diagonal else (t1.shape[0] if t2 is None else t2.shape[0])
+        branches = max([1] + [layer.n for layer in _all_layers(self) if isinstance(layer, _branches.FanOut)])
+        estimate = memory_estimate(t1.shape[0], n2, positions, out_shape, full_in=full_in, itemsize=itemsize,
+                                   tile=tile or default_tile(positions, full_in, itemsize),
+                                   kernels=2 if need_ntk else 1, out_features=out_features, branches=branches)
+        check_memory(estimate, t1.device)
 
     # -- finite networks ----------------------------------------------------------------
 

@@ -59,6 +59,9 @@ class Signal:
     gaussian, centred, fresh: see the module docstring.
     flat: after Flatten (positions are features; only Dense-like layers may follow).
     raw: the data itself (or a pooling / flattening of it), before any weights.
+    mixed: the channels are those of several concatenated branches (FanInConcat), each Gaussian
+        but with its branch's own covariance; the kernel then is their mean, which a layer that
+        averages over channels (Dense, Conv, LayerNorm) sees, but a nonlinearity does not.
     """
 
     shape: tuple[int, ...]
@@ -68,6 +71,7 @@ class Signal:
     fresh: bool
     flat: bool = False
     raw: bool = False
+    mixed: bool = False
 
     @property
     def spatial(self) -> int:

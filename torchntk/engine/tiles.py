@@ -66,15 +66,15 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def memory_estimate(n1: int, n2: int, positions: Sequence[int], out_shape: Sequence[int], *, full_in: bool,
+def memory_estimate(n1: int, n2: int | None, positions: Sequence[int], out_shape: Sequence[int], *, full_in: bool,
                     itemsize: int, tile: int, kernels: int, out_features: int | None, branches: int) -> dict[str, int]:
-    """Bytes that a kernel call needs: ``outputs`` (``kernels`` (N1, N2, *out_shape) results, or
-    their (.., k, k) form with ``out_features``) and ``tiles`` (`LIVE_TENSORS` kernel tensors of
-    one tile per branch alive at once, a pair of inputs carrying every pair of positions in the
-    full layout)."""
-    out = n1 * n2 * math.prod(out_shape) * itemsize * kernels * (out_features ** 2 if out_features else 1)
-    side = min(tile, n1, n2)
-    work = LIVE_TENSORS * branches * side * side * pair_elements(positions, full_in) * itemsize
+    """Bytes that a kernel call needs: ``outputs`` (``kernels`` results of (N1, N2, *out_shape),
+    (N1, *out_shape) on the diagonal path (n2 None), or their (.., k, k) form with
+    ``out_features``) and ``tiles`` (`LIVE_TENSORS` kernel tensors of one tile per branch alive
+    at once; in the full layout a pair of inputs carries every pair of positions)."""
+    pairs = min(tile * tile, n1) if n2 is None else min(tile, n1) * min(tile, n2)
+    out = n1 * (1 if n2 is None else n2) * math.prod(out_shape) * itemsize * kernels * (out_features or 1) ** 2
+    work = LIVE_TENSORS * branches * pairs * pair_elements(positions, full_in) * itemsize
     return {"outputs": out, "tiles": work}
 
 
