@@ -23,22 +23,39 @@ PNG_SOFTWARE = "torchntk"
 _HEAD = 4096
 """Bytes of a text or PNG file searched for its mark (the mark lies at the start)."""
 
+# Reports written before files were marked (torchntk 0.2.0 and earlier) are recognised by their
+# headings, so that rerunning a command over its old report folder still replaces it.
+_UNMARKED_HEADS = (b"<title>torchntk", b"# torchntk", b"# Width sweep of an architecture at initialisation")
+_UNMARKED_ARCH_KEYS = {"architecture", "input_shape", "widths", "ntk_init", "theorem1"}
+
 
 def written_by_torchntk(path: Path) -> bool:
-    """Whether the file at ``path`` carries torchntk's mark (see the module docstring)."""
+    """Whether the file at ``path`` carries torchntk's mark (see the module docstring), or is
+    a report torchntk wrote before it marked its files. An unmarked PNG counts as torchntk's
+    when it lies beside torchntk's results.json (figures of that report)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            document = read_json(path)
-            writer = document.get("written_by") if isinstance(document, dict) else None
-            return isinstance(writer, str) and writer.split(" ")[0] == WRITER
+            return _torchntk_json(read_json(path))
         with open(path, "rb") as handle:
             head = handle.read(_HEAD)
     except (OSError, ValueError):
         return False
     if suffix == ".png":
-        return b"tEXtSoftware\x00" + PNG_SOFTWARE.encode() in head
-    return COMMENT.encode() in head
+        results = path.parent / "results.json"
+        return (b"tEXtSoftware\x00" + PNG_SOFTWARE.encode() in head
+                or (results.is_file() and written_by_torchntk(results)))
+    return COMMENT.encode() in head or any(mark in head[:200] for mark in _UNMARKED_HEADS)
+
+
+def _torchntk_json(document: object) -> bool:
+    if not isinstance(document, dict):
+        return False
+    writer = document.get("written_by")
+    if isinstance(writer, str):
+        return writer.split(" ")[0] == WRITER
+    meta = document.get("meta")
+    return (isinstance(meta, dict) and "torchntk" in meta) or _UNMARKED_ARCH_KEYS <= document.keys()
 
 
 def check_replaceable(folder: Path, names: Iterable[str],

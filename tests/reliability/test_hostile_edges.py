@@ -137,6 +137,35 @@ def test_library_reports_refuse_foreign_files_and_replace_their_own(tmp_path):
     assert (tmp_path / "report.md").read_text() == "someone else's\n"
 
 
+def test_figures_of_another_program_are_refused_and_old_reports_replaced(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from torchntk._outputs import check_replaceable
+    from torchntk.studies.plots import save
+    from torchntk.studies.report import REPORT_FILES
+
+    figure = plt.figure()
+    try:
+        (tmp_path / "fig1_ntk.png").write_bytes(b"\x89PNG someone else's figure")
+        with pytest.raises(ValueError, match=r"fig1_ntk\.png, which torchntk did not write"):
+            save(figure, tmp_path / "fig1_ntk.png")
+        (tmp_path / "fig1_ntk.png").unlink()
+        save(figure, tmp_path / "fig1_ntk.png")
+        save(figure, tmp_path / "fig1_ntk.png")  # its own figure: replaced
+    finally:
+        plt.close(figure)
+    # A report folder from before files were marked (its results.json, headings and figures).
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"title": "t", "meta": {"torchntk": "0.2.0"}}))
+    (old / "report.html").write_text("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>\n"
+                                     "<title>torchntk: the paper's claims on finite networks</title>")
+    (old / "report.md").write_text("# torchntk: the paper's claims on finite networks\n")
+    (old / "fig1_ntk.png").write_bytes(b"\x89PNG an unmarked figure")
+    check_replaceable(old, [*REPORT_FILES, "fig1_ntk.png"])
+
+
 # -- networks whose output keeps positions --------------------------------------------------------
 
 def test_a_conv_without_readout_is_one_clear_cli_error(cli, tmp_path):
