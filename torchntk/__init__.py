@@ -71,14 +71,23 @@ _LAZY = {
     "kernel_matrix": "torchntk.scale",
 }
 
+_SUBPACKAGES = ("dynamics", "empirical", "gpytorch", "model_io", "monte_carlo", "networks", "scale", "sklearn",
+                "studies", "taylor", "training")
+"""Parts reachable as attributes (``tn.scale.open_kernel_matrix``) after a bare ``import torchntk``:
+they are imported on first access, as Python only binds a submodule once something imports it."""
+
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'torchntk' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})

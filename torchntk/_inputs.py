@@ -109,3 +109,20 @@ def _pair(x1: Any, x2: Any | None, dtype: torch.dtype, read) -> tuple[Tensor, Te
         raise ValueError(f"x1 and x2 must have the same per-example shape: x1 is {tuple(t1.shape)}, "
                          f"x2 is {tuple(t2.shape)}.")
     return t1, t2, numpy_in
+
+
+def check_pairwise_output(spec: Any, x: Tensor, what: str) -> None:
+    """Raise ValueError unless ``spec`` maps each example of ``x`` (N, ...) to an output without
+    positions, so that its kernel is one number per pair of examples: ``what`` (a kernel matrix,
+    a store, a regression) holds exactly that, and a description ending in a Conv, whose kernel
+    has one entry per pair of output positions too, would otherwise fail deep inside with a
+    shape error. An ill-formed description raises its own ArchitectureError here."""
+    analyse = getattr(spec, "analyse", None)
+    if analyse is None or x.dim() < 2:
+        return
+    out = analyse(tuple(int(n) for n in x.shape[1:]))
+    if getattr(out, "shape", ()) != ():
+        raise ValueError(f"{what} holds one kernel value per pair of examples, but this network's output keeps "
+                         f"positions {tuple(out.shape)} (its kernel has an entry per pair of positions too): end it "
+                         "with a readout, Flatten() or GlobalAvgPool() then Dense(); spec.kernels(x) gives the "
+                         "per-position kernels.")

@@ -124,6 +124,12 @@ class _InfiniteWidthKernel(gpytorch.kernels.Kernel):
             last_dim_is_batch: GPyTorch's deprecated option: each input dimension is its own
                 batch of one-dimensional inputs, (..., d, n, m).
         """
+        for name, x in (("x1", x1), ("x2", x2)):
+            # The kernel is computed in the inputs' dtype, the learnable scales cast to it: an
+            # integer dtype would otherwise surface as a complaint about bias_std.
+            if x.dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"{type(self).__name__} takes floating-point inputs (float32 or float64); {name} has "
+                                f"dtype {x.dtype}: convert it first, e.g. x.double().")
         if last_dim_is_batch:
             x1 = x1.transpose(-1, -2).unsqueeze(-1)
             x2 = x2.transpose(-1, -2).unsqueeze(-1)

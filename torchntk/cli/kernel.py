@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from .._finite import MAX_DEPTH
+from .._inputs import check_pairwise_output
 from .._progress import rich_progress
 from ..activations import CLOSED_FORM, QUADRATURE
 from ..engine.serial import Serial, mlp
@@ -202,6 +203,7 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {tuple(kinds)}.")
+    check_pairwise_output(spec, x1, "the kernel matrix")
     symmetric = x2 is None
     cols = x1 if symmetric else x2
     n1, n2 = x1.shape[0], cols.shape[0]

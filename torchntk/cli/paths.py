@@ -52,14 +52,21 @@ def check_output_file(path: Path, suffixes: Sequence[str], option: str = "-o/--o
     return path
 
 
-def check_output_dir(path: Path, option: str = "-o/--output") -> Path:
+def check_output_dir(path: Path, option: str = "-o/--output", replaces: Sequence[str] = ()) -> Path:
     """Refuse (one ClickException line) an output folder that cannot be created or written
-    into. Missing parent folders are fine (they are created) if the nearest existing one is
-    writable."""
+    into, or that holds a file of one of the names in ``replaces`` that torchntk did not write
+    (it would be overwritten). Missing parent folders are fine (they are created) if the nearest
+    existing one is writable."""
+    from .._outputs import check_replaceable
+
     if path.exists() and not path.is_dir():
         raise click.ClickException(f"{option} {path}: is a file; give a folder name (it is created if needed).")
     folder = path if path.is_dir() else _existing_ancestor(path)
     if not folder.is_dir():
         raise click.ClickException(f"{option} {path}: {folder} is not a folder; choose another output path.")
     _probe_writable(folder, option, path)
+    try:
+        check_replaceable(path, replaces)
+    except ValueError as exc:
+        raise click.ClickException(f"{option} {exc}") from None
     return path

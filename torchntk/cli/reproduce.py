@@ -124,7 +124,9 @@ def reproduce(full: bool, smoke: bool, out: Path, seed: int, only: tuple[str, ..
 
     if full and smoke:
         raise click.UsageError("--full and --smoke exclude each other.")
-    check_output_dir(out, "--out")
+    from ..studies.report import REPORT_FILES
+
+    check_output_dir(out, "--out", replaces=REPORT_FILES)
     started = time.perf_counter()
     settings = full_settings() if full else smoke_settings() if smoke else quick_settings()
     with _progress(quiet) as progress:
@@ -180,10 +182,11 @@ def study(depth, activation, bias_std, weight_std, widths, seeds, gaussian_seeds
         return
     from ..studies import NetworkSettings, SweepSettings
     from ..studies.config import derive_seed
+    from ..studies.report import REPORT_FILES
     from ..studies.runner import study as run
 
     started = time.perf_counter()
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", replaces=REPORT_FILES)
     dataset = _dataset(data, points, dim, target, derive_seed(seed, "sweep-data"))
     settings = SweepSettings(network=NetworkSettings(depth, activation.lower(), bias_std, weight_std), widths=widths,
                              seeds=seeds, gaussian_seeds=max(gaussian_seeds, seeds), out_features=outputs, data=data,
@@ -202,7 +205,7 @@ def _arch_study(spec_file, input_shape, widths, seeds, outputs, data, points, ou
     """``study --spec``: Proposition 1 and Theorem 1 at initialisation for an architecture."""
     import torch
 
-    from ..studies.arch_sweep import measure_arch_sweep, write_arch_report
+    from ..studies.arch_sweep import ARCH_REPORT_FILES, measure_arch_sweep, write_arch_report
 
     ctx = click.get_current_context()
     given = [flag for name, flag in _TRAINING_FLAGS.items()
@@ -212,7 +215,7 @@ def _arch_study(spec_file, input_shape, widths, seeds, outputs, data, points, ou
                                f"{', '.join(given)} belong to the training and Gaussianity statements, which are "
                                "measured for fully-connected networks only: leave them out.")
     spec = chosen_spec(spec_file, input_shape)
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", replaces=ARCH_REPORT_FILES)
     started = time.perf_counter()
     x, source = _images(data, points, input_shape)
     if threads is not None:

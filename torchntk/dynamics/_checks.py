@@ -160,11 +160,25 @@ def as_steps(steps: Any) -> Tensor:
     return values
 
 
+MAX_RIDGE = 1e150
+"""Largest ridge accepted: the solvers square it (norms of (Theta + ridge I) v), and 1e150^2 is
+still far from float64's 1.8e308; a ridge anywhere near that swamps every kernel entry anyway."""
+
+
 def check_ridge(ridge: Any) -> float:
-    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not math.isfinite(ridge) or ridge < 0:
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real):
         raise ValueError(f"ridge must be a finite number >= 0 (added to the diagonal of the training kernel); "
                          f"got {ridge!r}.")
-    return float(ridge)
+    try:
+        value = float(ridge)
+    except OverflowError:  # an int beyond float64, e.g. 10**400
+        value = math.inf
+    if not math.isfinite(value) or value < 0 or value > MAX_RIDGE:
+        shown = f"{ridge!r}" if value <= MAX_RIDGE else f"{value:.3g}"
+        raise ValueError(f"ridge must be a finite number in [0, {MAX_RIDGE:g}] (added to the diagonal of the training "
+                         f"kernel: one comparable to the kernel's diagonal regularises, a far larger one drowns the "
+                         f"kernel and overflows float64 in the solvers); got {shown}.")
+    return value
 
 
 def check_positive(value: Any, name: str) -> float:

@@ -74,6 +74,9 @@ def predict_from_store(train_kernel: Any, y_train: Any, t: Any, *, ridge: float 
         (prediction with train_mean (T, N, k) and, with test kernels, mean (T, M, k); a `StoredReport`).
 
     Raises:
+        ValueError: before any work, when the test kernel cannot belong to this training kernel:
+            a test-train store, or ``spec``, ``x_train`` and ``kind``, that differ from what the
+            training store's manifest records (the message names each difference).
         RuntimeError: when Lanczos or CG does not reach its tolerance (the report's figures are in
         the message); raise max_steps, or the ridge.
     """
@@ -83,6 +86,8 @@ def predict_from_store(train_kernel: Any, y_train: Any, t: Any, *, ridge: float 
     operator = as_operator(train_kernel, client)
     n = operator.shape[0]
     ridge = check_ridge(ridge)
+    if test_train is not None or x_test is not None:
+        _check_test_kernel(operator, test_train, spec, x_train, kind, n)
     y = as_targets(y_train, n, torch.device("cpu"))
     times = as_times(t).cpu()
     infinite = torch.isinf(times)
@@ -132,6 +137,74 @@ def predict_from_store(train_kernel: Any, y_train: Any, t: Any, *, ridge: float 
     return pred, report
 
 
+def _training_manifest(operator: Any) -> tuple[dict[str, Any], str, str] | None:
+    """(manifest, kind, where) of the training kernel behind ``operator``: a store's own
+    manifest, or the one a store of a `ComputedKernel`'s spec and inputs would have; None for
+    an in-memory matrix, which records nothing to check against."""
+    from ..scale.manifest import build_manifest
+    from ..scale.operators import SpecTiles, StoreTiles, TiledKernel
+
+    source = operator.source if isinstance(operator, TiledKernel) else None
+    if isinstance(source, StoreTiles):
+        return source.manifest, source.kind, f"the training store {source.path!r}"
+    if isinstance(source, SpecTiles):
+        manifest = build_manifest(source.spec, source.x, None, source.kind, source.tile, source.x.dtype)
+        return manifest, source.kind, "the computed training kernel"
+    return None
+
+
+def _check_test_kernel(operator: Any, test_train: Any, spec: Any, x_train: Any, kind: str, n: int) -> None:
+    """Refuse, before the long solves, a test kernel that cannot be Theta(x, X) for this training
+    kernel's network, kind and training inputs X: a product of unrelated matrices has the right
+    shape and is silently wrong."""
+    from ..scale.manifest import describe_spec, fingerprint
+    from ..scale.matrix import KernelMatrix
+
+    if test_train is None:
+        if spec is None or x_train is None:
+            raise ValueError("test predictions need test_train (a store or an array), or spec, x_train and x_test "
+                             "to recompute it.")
+        if kind not in ("ntk", "nngp"):
+            raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}.")
+        rows = np.shape(x_train)[0] if np.ndim(x_train) else 0
+        if rows != n:
+            raise ValueError(f"x_train has {rows} rows but the training kernel has N = {n}.")
+    elif not isinstance(test_train, KernelMatrix):
+        shape = tuple(getattr(test_train, "shape", np.shape(test_train)))
+        if len(shape) != 2 or shape[1] != n:
+            raise ValueError(f"test_train must have shape (M, {n}); got {shape}.")
+    record = _training_manifest(operator)
+    if record is None or not (test_train is None or isinstance(test_train, KernelMatrix)):
+        return
+    manifest, train_kind, where = record
+    if isinstance(test_train, KernelMatrix):
+        stored = test_train.store.manifest
+        # The test-train kernel's columns are the training inputs: x2 of a cross store, x of a
+        # store of the training inputs against themselves.
+        columns = stored["x"] if stored["symmetric"] else stored["x2"]
+        given = {"kind": test_train.kind, "spec": stored["spec"], "dtype": stored["dtype"], "x": columns}
+        what, fix = (f"the test-train store {test_train.path!r} does",
+                     "compute it with the training store's spec, kind and dtype, and x2 = its training inputs")
+    else:
+        from .._inputs import as_pair_batches
+
+        dtype = torch.float64 if manifest["dtype"] == "float64" else torch.float32
+        columns = fingerprint(as_pair_batches(x_train, None, dtype)[0])
+        given = {"kind": kind, "spec": describe_spec(spec), "dtype": manifest["dtype"], "x": columns}
+        what = "spec, x_train and kind do"
+        fix = "pass the spec, training inputs and kind that built the training kernel"
+    wanted = {"kind": train_kind, "spec": manifest["spec"], "dtype": manifest["dtype"], "x": manifest["x"]}
+    # Fingerprints include the dtype: inputs are comparable only in the same one.
+    keys = ("kind", "spec", "dtype", "x") if given["dtype"] == wanted["dtype"] else ("kind", "spec", "dtype")
+    from ..scale.manifest import differences
+
+    diffs = differences(wanted, given, keys, sides=("training kernel has", "test kernel has"))
+    if diffs:
+        raise ValueError(f"{what} not match {where}, so Theta(x, X) would be the kernel of another "
+                         "computation and the predictions silently wrong:\n  - " + "\n  - ".join(diffs)
+                         + f"\nTo fix: {fix}.")
+
+
 def _test_product(test_train: Any, spec: Any, x_train: Any, x_test: Any, kind: str, coef: Tensor,
                   tile: int) -> Tensor:
     """Theta(x, X) coef, never holding more than one (tile, tile) block of Theta(x, X)."""
@@ -159,10 +232,10 @@ def _test_product(test_train: Any, spec: Any, x_train: Any, x_test: Any, kind: s
                          "recompute it.")
     if kind not in ("ntk", "nngp"):
         raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}.")
-    from .._inputs import as_features
+    from .._inputs import as_batch
     from ..scale.regression import _cross_kernel_product
 
-    xs, xt = as_features(x_test, "x_test", torch.float64), as_features(x_train, "x_train", torch.float64)
+    xs, xt = as_batch(x_test, "x_test", torch.float64), as_batch(x_train, "x_train", torch.float64)
     if xt.shape[0] != n:
         raise ValueError(f"x_train has {xt.shape[0]} rows but the training kernel has N = {n}.")
     return _cross_kernel_product(spec, kind, xs.cpu(), xt.cpu(), coef, tile)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._json import read_json
 from .._npyfile import NpzArchive
+from .._outputs import check_replaceable
 from .settings import ModelSettings, migrate_settings
 
 FORMAT = "torchntk.kernel-model"
@@ -57,13 +58,19 @@ def check_save_target(directory: str | Path) -> Path:
             raise ValueError(f"{directory} is a non-empty directory that is not a torchntk model; "
                              "choose a new or empty folder.")
         try:
-            meta = read_json(directory / _JSON)
-        except (ValueError, OSError):
-            meta = None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{directory} holds a {_JSON} that is not a torchntk model (another program's file?); "
-                             "it is never overwritten: choose a new or empty folder.")
+            check_replaceable(directory, [_JSON], ours=_is_model_json)
+        except ValueError as exc:
+            raise ValueError(f"not a torchntk model: {exc}") from None
     return directory
+
+
+def _is_model_json(path: Path) -> bool:
+    """Whether ``path`` is the model.json of a torchntk model (its format field says so)."""
+    try:
+        meta = read_json(path)
+    except (ValueError, OSError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str, np.ndarray],

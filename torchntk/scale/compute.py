@@ -3,6 +3,7 @@ resumable after any interruption and runnable on a Dask cluster."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -12,10 +13,12 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._inputs import as_pair_batches as as_pair
+from .._inputs import check_pairwise_output
 from .manifest import KINDS, build_manifest
 from .matrix import KernelMatrix
 from .progress import RunSummary, TileProgress
@@ -112,6 +115,32 @@ def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore
                 writes.popleft().result()
 
 
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+def _write_failure(exc: OSError, store: KernelStore, recorded: int, todo: int) -> OSError:
+    """The error a run that could not write its store raises: the store, how far it got, that the
+    tiles recorded so far are kept, and how to resume (for a full disk: how much it still needs)."""
+    left = todo - recorded
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in _NO_SPACE:
+        per_tile = store.grid.tile ** 2 * np.dtype(store.manifest["dtype"]).itemsize * len(store.manifest["arrays"])
+        fix = (f"free about {_size(left * per_tile)} on its disk (or a quota) for the {left} tile(s) left, or move "
+               "the store to a larger disk")
+    else:
+        fix = "fix the cause"
+    message = (f"cannot write the kernel store {str(store.path)!r}: {what}{where}, after {recorded} of {todo} "
+               f"tile(s) of this run. The tiles recorded complete are kept; {fix}, then call kernel_matrix again "
+               "with the same arguments to resume.")
+    return OSError(exc.errno, message)
+
+
+def _size(count: int) -> str:
+    """A byte count in GiB or MiB, e.g. "3.2 GiB"."""
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{max(count / 2**20, 0.1):.1f} MiB"
+
+
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
                   tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
                   progress: bool = True, verify: bool = False) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
@@ -178,6 +207,7 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
                         f"{type(spec).__name__}.")
     x1, t2, _ = as_pair(x, x2, dtype)
+    check_pairwise_output(spec, x1, "a kernel store")
     manifest = build_manifest(spec, x1, t2, kind, tile, dtype)
     with KernelStore.locked(store, manifest) as kernel_store:
         grid: TileGrid = kernel_store.grid
@@ -195,12 +225,15 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         start = time.perf_counter()
         with TileProgress(len(schedule), len(schedule) - len(todo), f"{kind} tiles", progress) as bar:
             record = _Recorder(kernel_store, bar)
-            if todo and client is not None:
-                from .distributed import run_on_dask
+            try:
+                if todo and client is not None:
+                    from .distributed import run_on_dask
 
-                run_on_dask(client, spec, x1, t2, kernel_store, todo, record)
-            elif todo:
-                _run_in_process(spec, x1, t2, kernel_store, todo, record)
+                    run_on_dask(client, spec, x1, t2, kernel_store, todo, record)
+                elif todo:
+                    _run_in_process(spec, x1, t2, kernel_store, todo, record)
+            except OSError as exc:
+                raise _write_failure(exc, kernel_store, record.count, len(todo)) from exc
         summary = RunSummary(tiles=len(schedule), computed=record.count, skipped=len(schedule) - len(todo),
                              seconds=time.perf_counter() - start,
                              entries=sum(grid.entries(i, j) for i, j in todo), features=x1.shape[1],

@@ -63,9 +63,30 @@ def _tile_task(spec: Any, x1: np.ndarray, x2: np.ndarray | None, path: str, mani
     return i, j, store.write_tile(i, j, blocks)
 
 
+def _cluster_failures() -> tuple[type[BaseException], ...]:
+    """The exceptions a future's result raises when the cluster, not the task, failed: its
+    workers were lost (the task or its scattered inputs forgotten), killed, or cut off."""
+    import asyncio
+    from concurrent.futures import CancelledError
+
+    from distributed import client, comm, scheduler
+
+    found: list[type[BaseException]] = [CancelledError, asyncio.CancelledError]
+    for module, name in ((client, "FutureCancelledError"), (scheduler, "KilledWorker"), (comm, "CommClosedError")):
+        kind = getattr(module, name, None)
+        if isinstance(kind, type):
+            found.append(kind)
+    return tuple(found)
+
+
 def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore,
                 todo: list[tuple[int, int]], record: Callable[[int, int, bytes], None]) -> None:
-    """Compute the tiles ``todo`` on the cluster, recording each as its worker reports it durable."""
+    """Compute the tiles ``todo`` on the cluster, recording each as its worker reports it durable.
+
+    Raises:
+        RuntimeError: the cluster failed (every worker lost, a worker killed, the connection
+            closed); the tiles recorded before are kept and the message says how to resume.
+    """
     from distributed import as_completed
 
     with as_client(client) as dask_client:
@@ -84,13 +105,23 @@ def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: Ke
             return future
 
         running = as_completed([submit() for _ in range(min(_slots(dask_client), len(queue)))])
+        recorded = 0
         try:
             for future in running:
                 i, j, digests = future.result()
                 futures.discard(future)
                 record(i, j, digests)
+                recorded += 1
                 if queue:
                     running.add(submit())
+        except _cluster_failures() as exc:
+            for future in futures:
+                future.cancel()
+            raise RuntimeError(
+                f"the Dask cluster failed after {recorded} of {len(todo)} tile(s) of this run ({type(exc).__name__}: "
+                f"{exc}): its workers were lost or cut off. The finished tiles are kept in the kernel store "
+                f"{path!r}; call kernel_matrix again with the same arguments to resume (with a client whose workers "
+                "are up, or client=None to compute here).") from exc
         except BaseException:
             for future in futures:
                 future.cancel()

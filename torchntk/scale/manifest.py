@@ -106,10 +106,18 @@ def validate_manifest(manifest: dict[str, Any], path: str) -> None:
         raise damaged(f"has shape {shape!r}, tile {manifest['tile']!r}, symmetric {manifest['symmetric']!r}")
 
 
+def differences(stored: dict[str, Any], wanted: dict[str, Any], keys: Any = None,
+                sides: tuple[str, str] = ("store has", "this call has")) -> list[str]:
+    """One line per field of ``keys`` (default: every manifest field) where the two manifests
+    differ, e.g. "the data x (sha256): store has '1f0c...', this call has '9ab2...'"; ``sides``
+    names the two."""
+    return [f"{_WHAT.get(key, key)}: {sides[0]} {_short(stored.get(key))}, {sides[1]} {_short(wanted.get(key))}"
+            for key in (_WHAT if keys is None else keys) if stored.get(key) != wanted.get(key)]
+
+
 def check_same(stored: dict[str, Any], wanted: dict[str, Any], path: str) -> None:
     """Raise ValueError naming every field where a store's manifest differs from this run's."""
-    diffs = [f"{_WHAT.get(key, key)}: store has {_short(stored.get(key))}, this call has {_short(wanted.get(key))}"
-             for key in _WHAT if stored.get(key) != wanted.get(key)]
+    diffs = differences(stored, wanted)
     if diffs:
         raise ValueError(f"the kernel store {path!r} was made by a different computation, so it cannot be "
                          "resumed or reused (its tiles would be mixed with different ones):\n  - "

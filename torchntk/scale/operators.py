@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._inputs import as_batch
+from .._inputs import as_batch, check_pairwise_output
 from .manifest import KINDS
 from .matrix import KernelMatrix
 from .store import KernelStore
@@ -231,6 +231,7 @@ class ComputedKernel(TiledKernel):
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
         features = as_batch(x, "x", dtype).detach()
+        check_pairwise_output(spec, features, "a computed kernel operator")
         super().__init__(SpecTiles(spec, features, kind, tile), client)
 
 

@@ -66,23 +66,37 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of the store at ``path``, or None if it is not a torchntk kernel store.
 
     A store of another layout version, or a manifest with missing or ill-typed fields, raises
-    a ValueError saying so (rather than being mistaken for a foreign directory)."""
+    a ValueError saying so (rather than being mistaken for a foreign directory); so does a
+    folder laid out as a torchntk store whose zarr.json is unreadable or lacks the manifest."""
     meta = Path(path) / "zarr.json"
-    if not meta.is_file():
-        return None
-    try:
-        document = read_json(meta)
-    except (OSError, ValueError):
-        return None
+    document, problem = None, "is missing"
+    if meta.is_file():
+        try:
+            document, problem = read_json(meta), "has no torchntk manifest"
+        except (OSError, ValueError) as exc:
+            problem = f"cannot be read ({str(exc).rstrip('.')})"
     attributes = document.get("attributes", {}) if isinstance(document, dict) else {}
     manifest = attributes.get("torchntk") if isinstance(attributes, dict) else None
     if not isinstance(manifest, dict):
+        if _laid_out_as_store(Path(path)):
+            raise ValueError(f"{str(path)!r} is a damaged torchntk kernel store: its zarr.json, which holds the "
+                             f"manifest (what the tiles were computed from), {problem}. "
+                             "Without it no tile can be trusted or resumed, and `torchntk store verify --repair` "
+                             "cannot rebuild it: restore zarr.json from a backup, or delete the store and recompute "
+                             "it.")
         return None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is a torchntk kernel store of layout {manifest.get('format')!r}, not "
                          f"{FORMAT!r} (the one this version reads and writes): delete it and recompute it.")
     validate_manifest(manifest, str(path))
     return manifest
+
+
+def _laid_out_as_store(root: Path) -> bool:
+    """Whether ``root`` holds the arrays a torchntk store has beside its zarr.json: the
+    completion markers and at least one kernel (names no other program is likely to combine)."""
+    arrays = [root / name / "zarr.json" for name in (DONE, "ntk", "nngp")]
+    return arrays[0].is_file() and any(array.is_file() for array in arrays[1:])
 
 
 def grid_of(manifest: dict[str, Any]) -> TileGrid:

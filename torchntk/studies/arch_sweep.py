@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._outputs import COMMENT, WRITER, check_replaceable
 from .config import derive_seed
 from .measures import conditional_nngp, ntk_distance, op_norm
 from .rates import SlopeFit, fit_loglog
@@ -141,13 +142,20 @@ def measure_arch_sweep(spec, x: Any, widths: tuple[int, ...], seeds: int, seed: 
     return ArchSweep(w, ntk_init, conditional, theorem1, proposition1, repr(spec), shape)
 
 
+ARCH_REPORT_FILES = ("results.json", "report.md")
+"""What `write_arch_report` writes; checked before any work (`torchntk._outputs.check_replaceable`)."""
+
+
 def write_arch_report(sweep: ArchSweep, out: Path, source: str) -> dict[str, Path]:
     """results.json and report.md for an architecture sweep in ``out``; returns their paths."""
+    from .. import __version__
+
+    check_replaceable(out, ARCH_REPORT_FILES)
     out.mkdir(parents=True, exist_ok=True)
-    data = {**sweep.as_dict(), "data": source}
+    data = {"written_by": f"{WRITER} {__version__}", **sweep.as_dict(), "data": source}
     json_path, md_path = out / "results.json", out / "report.md"
     json_path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    lines = ["# Width sweep of an architecture at initialisation", "",
+    lines = [COMMENT, "# Width sweep of an architecture at initialisation", "",
              f"Architecture: `{sweep.description}`, inputs of shape {sweep.input_shape}; data: {source}.", "",
              "| statement | measured slope | theory | criterion | verdict |", "|---|---|---|---|---|"]
     rows = [("Theorem 1: ‖Theta_emp - Theta‖ / N", sweep.theorem1)]

@@ -50,10 +50,14 @@ def width_axis(ax: Any, widths: np.ndarray) -> None:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write a PNG (no timestamp in the metadata, so the same data give the same file)."""
+    """Write a PNG (no timestamp in the metadata, so the same data give the same file), marked as
+    torchntk's so that a rerun may replace it; another program's file of that name is refused."""
+    from .._outputs import PNG_SOFTWARE, check_replaceable
+
     path = Path(path)
+    check_replaceable(path.parent, [path.name])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
+    fig.savefig(path, format="png", metadata={"Software": PNG_SOFTWARE})
     return path
 
 

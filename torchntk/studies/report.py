@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._outputs import COMMENT, WRITER, check_replaceable
 from .rates import BORNE_OUT, INCONCLUSIVE, NOT_BORNE_OUT
 from .results import Claim, Section, fmt, jsonable
 
@@ -30,6 +31,10 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; 
 figcaption { font-size: 0.9em; color: #444; } code { background: #f5f5f5; padding: 0 0.2em; }
 .note { font-size: 0.9em; color: #555; }
 """
+
+REPORT_FILES = ("report.html", "report.md", "results.json")
+"""What `write_report` writes into its folder (besides the figures); a run checks before any
+work that each is absent or torchntk's own (`torchntk._outputs.check_replaceable`)."""
 
 _VERDICT_CLASS = {BORNE_OUT: "borne", INCONCLUSIVE: "inconclusive", NOT_BORNE_OUT: "not"}
 
@@ -50,13 +55,17 @@ def write_report(sections: list[Section], out: str | Path, *, title: str, meta: 
     Returns:
         {"html": path, "markdown": path, "json": path}.
     """
+    from .. import __version__
+
     out = Path(out)
+    check_replaceable(out, REPORT_FILES)
     out.mkdir(parents=True, exist_ok=True)
     intro = intro or []
     paths = {"html": out / "report.html", "markdown": out / "report.md", "json": out / "results.json"}
     paths["html"].write_text(_html(sections, title, meta, intro, out), encoding="utf-8")
     paths["markdown"].write_text(_markdown(sections, title, meta, intro, out), encoding="utf-8")
-    payload = {"title": title, "meta": jsonable(meta), "settings": jsonable(settings or {}),
+    payload = {"written_by": f"{WRITER} {__version__}", "title": title, "meta": jsonable(meta),
+               "settings": jsonable(settings or {}),
                "claims": [_claim_dict(s, c) for s in sections for c in s.claims],
                "sections": [s.as_dict() for s in sections]}
     paths["json"].write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
@@ -79,7 +88,7 @@ def _e(text: Any) -> str:
 
 
 def _html(sections, title, meta, intro, out: Path) -> str:
-    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{_e(title)}</title>",
+    parts = ["<!DOCTYPE html>", COMMENT, "<html lang='en'><head><meta charset='utf-8'>", f"<title>{_e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
     parts += [f"<p>{_e(p)}</p>" for p in intro]
     parts.append(_html_table(["setting", "value"], [[k, fmt(v)] for k, v in meta.items()], text_columns=2))
@@ -152,7 +161,7 @@ def _relative(path: Path, out: Path) -> str:
 
 
 def _markdown(sections, title, meta, intro, out: Path) -> str:
-    parts = [f"# {title}", *intro, _md_table(["setting", "value"], [[k, fmt(v)] for k, v in meta.items()]),
+    parts = [COMMENT, f"# {title}", *intro, _md_table(["setting", "value"], [[k, fmt(v)] for k, v in meta.items()]),
              "## Summary of claims",
              _md_table(["experiment", "claim", "measured", "theory", "criterion", "verdict"],
                        [[t, c.statement, c.measured, c.theory, c.criterion, f"**{c.verdict}**"]

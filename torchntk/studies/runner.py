@@ -15,10 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .._outputs import check_replaceable
 from .config import ReproduceSettings, SweepSettings, derive_seed
 from .data import Dataset, load_data
 from .progress import ProgressLike, Silent
-from .report import write_report
+from .report import REPORT_FILES, write_report
 from .results import Section, section_from_dict
 
 EXPERIMENTS = ("fig1", "fig2", "fig3", "sweep")
@@ -164,6 +165,7 @@ def reproduce(settings: ReproduceSettings, seed: int, out: str | Path, progress:
     if workers < 1 or (threads is not None and threads < 1):
         raise ValueError(f"workers and threads must be positive integers; got {workers!r} and {threads!r}.")
     out = Path(out)
+    check_replaceable(out, REPORT_FILES)  # before the work, not after it
     out.mkdir(parents=True, exist_ok=True)
     progress = progress or Silent()
     if workers == 1:
@@ -228,6 +230,7 @@ def study(settings: SweepSettings, data: Dataset, seed: int, out: str | Path,
     from .width_sweep import measure_sweep
 
     out = Path(out)
+    check_replaceable(out, REPORT_FILES)  # before the work, not after it
     out.mkdir(parents=True, exist_ok=True)
     from .linearization import linearization_section, measure_gaps
 
