@@ -4,7 +4,7 @@ Applies to nn.Sequential stacks of convolutions (nn.Conv1d / nn.Conv2d, or any m
 NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten,
 global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)) and max pooling
 (nn.MaxPool1d / nn.MaxPool2d without padding or dilation), and to the networks of architecture
-descriptions without branches.
+descriptions without branches; no trainable parameter may serve two layers (tied weights decline).
 
 Conv protocol (torchntk's NTK-parameterised convolutions; plain nn.Conv has scales 1): attributes
 ``weight`` (C_out, C_in, *filter), ``bias`` (C_out,) or None, floats ``weight_scale`` and
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..networks import modules as finite
 from ..networks.network import NTKNetwork
 from .conv_ops import ConvOp, FlattenOp, MaxPoolOp, Op, PoolOp
-from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured
+from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured, check_untied
 
 PAD_MODES = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
@@ -31,6 +31,7 @@ def conv_plan(model: nn.Module) -> list[Op]:
     if not isinstance(model, nn.Sequential):
         raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
                             "elementwise activations, Flatten and global average pooling.")
+    check_untied(model)
     ops = _ops(model)
     if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp, MaxPoolOp)) for op in ops):
         raise NotStructured("it holds no convolution, pooling or Flatten.")
@@ -122,9 +123,6 @@ def _protocol_conv(module: nn.Module) -> ConvOp:
     padding = module.padding.lower()
     if padding not in ("valid", "same", "circular"):
         raise NotStructured(f"it contains a convolution with padding {module.padding!r} (not valid/same/circular).")
-    per_axis = [(0, 0)] * len(filt) if padding == "valid" else [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
-    pads = tuple(v for pair in reversed(per_axis) for v in pair)
     return ConvOp(module, weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
-                  float(module.bias_scale), stride, pads, "circular" if padding == "circular" else "constant",
-                  weight.requires_grad, bias is not None and bias.requires_grad)
-
+                  float(module.bias_scale), stride, None, "circular" if padding == "circular" else "constant",
+                  weight.requires_grad, bias is not None and bias.requires_grad, padding)
