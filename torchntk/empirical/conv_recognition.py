@@ -9,7 +9,11 @@ descriptions without branches; no trainable parameter may serve two layers (tied
 Conv protocol (torchntk's NTK-parameterised convolutions; plain nn.Conv has scales 1): attributes
 ``weight`` (C_out, C_in, *filter), ``bias`` (C_out,) or None, floats ``weight_scale`` and
 ``bias_scale``, tuple ``stride`` and str ``padding`` in {"valid", "same", "circular"}; forward
-= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias.
+= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias, padded as
+`torchntk.networks.modules.pad_input` pads ("same" and "circular" with stride s pad an axis of n
+positions by (ceil(n / s) - 1) s + f - n in all, the lower half first). Each convolution is
+checked against its module on the first input (`conv_method`): one that pads or strides
+otherwise declines.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import Tensor, nn
 from ..networks import modules as finite
 from ..networks.network import NTKNetwork
 from .conv_ops import ConvOp, FlattenOp, MaxPoolOp, Op, PoolOp
-from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured, check_untied
+from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured, check_untied, elementwise_op
 
 PAD_MODES = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
@@ -68,7 +72,7 @@ def _ops(module: nn.Module) -> list[Op]:
         return [DenseOp(weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
                         float(module.bias_scale), weight.requires_grad, bias is not None and bias.requires_grad)]
     if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module)]
+        return [elementwise_op(module)]
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             raise NotStructured("it contains nn.Flatten with start_dim/end_dim other than 1 and -1.")

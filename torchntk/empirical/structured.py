@@ -17,6 +17,7 @@ Cost ~ N k sum n_l n_(l-1) (backward) + N1 N2 k^2 sum n_l (Grams; N1 N2 k sum n_
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,6 +114,16 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
+def elementwise_op(module: nn.Module) -> ElementwiseOp:
+    """The ElementwiseOp of a torch.nn activation; one built with inplace=True acts through an
+    out-of-place copy, since the slopes come from autograd on a leaf (which an in-place op would
+    overwrite) and the chain's first op would otherwise write into the caller's inputs."""
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False
+    return ElementwiseOp(module)
+
+
 def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
     """The chain of dense and elementwise operations of ``model``, or NotStructured saying why.
 
@@ -144,7 +155,7 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
     if isinstance(module, Elementwise):
         return [ElementwiseOp(module.activation)]
     if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module)]
+        return [elementwise_op(module)]
     if any(p.requires_grad for p in module.parameters()):
         raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not "
                             "nn.Linear.")
