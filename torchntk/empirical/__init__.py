@@ -20,6 +20,8 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
   nn.Linear and elementwise activations) from layer-wise Grams, and nn.Sequential stacks of
   convolutions, dense layers, elementwise activations, Flatten and global average pooling from
   per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
+  It declines where a trainable parameter serves two layers (tied weights: their Gram's cross
+  terms are not per-layer) and where a convolution's patches do not reproduce its module.
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
@@ -67,8 +69,10 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
 
     Args:
         model: any torch.nn.Module mapping a batch (N, ...) to outputs of shape (N, k), or (N,)
-            for a single output. Put dropout/batch-norm models in eval() mode: each input is
-            treated on its own.
+            for a single output. Each input is treated on its own: train-mode BatchNorm or
+            Dropout, and any forward that writes a buffer, are a ValueError (call model.eval()).
+            The model is left as it was (parameters, requires_grad, buffers); a torchntk network
+            built at its first forward is built for x1's per-example shape.
         x1: inputs (N1, ...): a tensor with the model's dtype and device, or a numpy array
             (then converted to them, and the result is numpy).
         x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
@@ -136,7 +140,9 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
     the mean is 0 for networks symmetric under W -> -W, as ours are at initialisation).
 
     Args:
-        model: any torch.nn.Module mapping (N, ...) to (N, k) or (N,).
+        model: any torch.nn.Module mapping (N, ...) to (N, k) or (N,), in eval() mode where that
+            matters (train-mode BatchNorm/Dropout and forwards that write buffers are a
+            ValueError; the model is left as it was).
         x1: inputs (N1, ...) (tensor of the model's dtype and device, or numpy).
         x2: inputs (N2, ...), or None for x1 against itself.
         outputs: "full" gives (N1, N2, k, k); "trace" the mean over the k units,
