@@ -13,6 +13,7 @@ from torch import nn
 
 from torchntk.empirical import _method, empirical_ntk
 from torchntk.empirical.conv_method import ConvStructuredMethod
+from torchntk.networks.modules import pad_input
 
 F64 = torch.float64
 TOL = {"rtol": 1e-12, "atol": 1e-12}  # relative to O(1) entries: ~10^4 ulp of margin for sums of ~10^3 terms
@@ -29,7 +30,8 @@ def one_thread():
 
 class ProtocolConv(nn.Module):
     """An NTK-parameterised convolution with the protocol the structured path reads:
-    forward = conv(pad(x), weight, stride) * weight_scale + bias_scale * bias."""
+    forward = conv(pad(x), weight, stride) * weight_scale + bias_scale * bias, padded as torchntk's
+    layers pad ("same" with stride s: (ceil(n / s) - 1) s + f - n in all, the lower half first)."""
 
     def __init__(self, c_in, c_out, filt, stride=1, padding="same", bias_std=0.5, seed=0):
         super().__init__()
@@ -43,11 +45,7 @@ class ProtocolConv(nn.Module):
         self.padding = padding
 
     def forward(self, x):
-        if self.padding != "valid":
-            pads = []
-            for f in reversed(self.weight.shape[2:]):
-                pads += [(f - 1) // 2, f - 1 - (f - 1) // 2]
-            x = F.pad(x, pads, mode="circular" if self.padding == "circular" else "constant")
+        x = pad_input(x, tuple(self.weight.shape[2:]), self.stride, self.padding)
         conv = F.conv1d if self.weight.dim() == 3 else F.conv2d
         z = conv(x, self.weight, stride=self.stride) * self.weight_scale
         return z + self.bias_scale * self.bias.reshape(-1, *([1] * (self.weight.dim() - 2)))

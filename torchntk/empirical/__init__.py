@@ -20,6 +20,8 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
   nn.Linear and elementwise activations) from layer-wise Grams, and nn.Sequential stacks of
   convolutions, dense layers, elementwise activations, Flatten and global average pooling from
   per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
+  It declines where a trainable parameter serves two layers (tied weights: their Gram's cross
+  terms are not per-layer) and where a convolution's patches do not reproduce its module.
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
@@ -32,11 +34,14 @@ f_k(x) f_k'(x'), the finite-width counterpart of the NNGP kernel.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from .blocks import CACHE_BYTES, assemble, assemble_diagonal, default_batch_size
 from .conv_method import ConvStructuredMethod
@@ -64,8 +69,10 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
 
     Args:
         model: any torch.nn.Module mapping a batch (N, ...) to outputs of shape (N, k), or (N,)
-            for a single output. Put dropout/batch-norm models in eval() mode: each input is
-            treated on its own.
+            for a single output. Each input is treated on its own: train-mode BatchNorm or
+            Dropout, and any forward that writes a buffer, are a ValueError (call model.eval()).
+            The model is left as it was (parameters, requires_grad, buffers); a torchntk network
+            built at its first forward is built for x1's per-example shape.
         x1: inputs (N1, ...): a tensor with the model's dtype and device, or a numpy array
             (then converted to them, and the result is numpy).
         x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
@@ -88,9 +95,17 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
     _check_common(model, outputs, batch_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    _build(model, x1)
+    with _unchanged(model) as snapshot:
+        return _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, snapshot)
+
+
+def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str, diagonal: bool,
+                   batch_size: int | None, snapshot: _Snapshot) -> Any:
     dtype, device = _model_dtype_device(model)
     numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
     k, vector = _output_count(model, t1)
+    snapshot.check()  # before torch.func meets a buffer written in place
     runner = _method(_Columns(model) if vector else model, method, k, t1)
     full = outputs == "full"
     if batch_size is None:
@@ -125,7 +140,9 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
     the mean is 0 for networks symmetric under W -> -W, as ours are at initialisation).
 
     Args:
-        model: any torch.nn.Module mapping (N, ...) to (N, k) or (N,).
+        model: any torch.nn.Module mapping (N, ...) to (N, k) or (N,), in eval() mode where that
+            matters (train-mode BatchNorm/Dropout and forwards that write buffers are a
+            ValueError; the model is left as it was).
         x1: inputs (N1, ...) (tensor of the model's dtype and device, or numpy).
         x2: inputs (N2, ...), or None for x1 against itself.
         outputs: "full" gives (N1, N2, k, k); "trace" the mean over the k units,
@@ -137,14 +154,23 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
         A tensor of the model's dtype on its device (numpy if the inputs were numpy).
     """
     _check_common(model, outputs, batch_size)
+    _build(model, x1)
+    with _unchanged(model) as snapshot:
+        return _empirical_nngp(model, x1, x2, outputs, diagonal, batch_size, snapshot)
+
+
+def _empirical_nngp(model: nn.Module, x1: Any, x2: Any, outputs: str, diagonal: bool, batch_size: int | None,
+                    snapshot: _Snapshot) -> Any:
     dtype, device = _model_dtype_device(model)
     numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
     k, vector = _output_count(model, t1)
+    snapshot.check()
     batch = batch_size or NNGP_BATCH
 
     def forward(x: Tensor) -> Tensor:
         with torch.no_grad():
-            out = torch.cat([model(x[s : s + batch]) for s in range(0, x.shape[0], batch)])
+            # clones: a model whose first op is in place would write into the caller's inputs
+            out = torch.cat([model(x[s : s + batch].clone()) for s in range(0, x.shape[0], batch)])
         return out.reshape(x.shape[0], k)
 
     f1 = forward(t1)
@@ -171,7 +197,7 @@ class _Columns(nn.Module):
         return self.model(x).unsqueeze(1)
 
 
-def _check_common(model: Any, outputs: str, batch_size: Any) -> None:
+def _check_arguments(model: Any, outputs: str, batch_size: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if outputs not in OUTPUTS:
@@ -179,6 +205,79 @@ def _check_common(model: Any, outputs: str, batch_size: Any) -> None:
                          f"diagonal output pairs), got {outputs!r}.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+
+
+TRAIN_MODE_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+"""Modules whose training-mode forward couples the inputs of a batch (batch statistics, updated
+running statistics) or draws random masks."""
+
+
+def _check_common(model: Any, outputs: str, batch_size: Any) -> None:
+    _check_arguments(model, outputs, batch_size)
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, TRAIN_MODE_MODULES) and getattr(module, "p", 1.0) != 0:
+            what = "draws random masks" if isinstance(module, nn.modules.dropout._DropoutNd) else \
+                "normalises by batch statistics and updates its running statistics"
+            where = f"the module {name!r}" if name else "the model"
+            raise ValueError(f"{where} ({type(module).__name__}) is in training mode, where it {what}; the empirical "
+                             "kernels treat each input on its own: call model.eval() first.")
+
+
+def _build(model: nn.Module, x1: Any) -> None:
+    """Draws the layers of a network built at its first forward (a torchntk NTKNetwork of an
+    architecture description) for x1's per-example shape, as its first forward would."""
+    if getattr(model, "body", True) is None and callable(getattr(model, "build", None)):
+        shape = getattr(x1, "shape", None)
+        if shape is None or len(shape) < 2:
+            raise ValueError("this network is built at its first forward: give x1 of shape (N, ...) (or call the "
+                             "network once, or build it with input_shape=).")
+        model.build(tuple(int(n) for n in shape[1:]))
+
+
+class _Snapshot:
+    """The model's nn.Parameter objects, their requires_grad and its buffers' values, to put back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = [(m, key, p, p.requires_grad) for m in model.modules() for key, p in m._parameters.items()
+                       if p is not None]
+        self.buffers = [(m, key, b, b.clone()) for m in model.modules() for key, b in m._buffers.items()
+                        if b is not None and not is_lazy(b)]  # a lazy buffer is drawn at the first forward
+
+    def restore(self) -> list[str]:
+        """Puts everything back; returns the names of the buffers whose values had changed."""
+        for m, key, p, grad in self.params:
+            m._parameters[key] = p
+            if p.requires_grad != grad:
+                p.requires_grad_(grad)
+        changed = []
+        for m, key, b, saved in self.buffers:
+            m._buffers[key] = b
+            if not torch.equal(b, saved):
+                with torch.no_grad():
+                    b.copy_(saved)
+                changed.append(key)
+        return changed
+
+    def check(self) -> None:
+        """ValueError (after putting them back) if a forward changed a buffer: running statistics
+        or counters would make the kernels depend on the order of the inputs."""
+        changed = self.restore()
+        if changed:
+            raise ValueError(f"the model's forward changes its buffers ({', '.join(sorted(set(changed)))}): call "
+                             "model.eval() first, so that each input is treated on its own.")
+
+
+@contextlib.contextmanager
+def _unchanged(model: nn.Module) -> Iterator[_Snapshot]:
+    """Leaves the model as it was however the computation ends (`_Snapshot`); a changed buffer is
+    an error once the computation has succeeded."""
+    snapshot = _Snapshot(model)
+    try:
+        yield snapshot
+    except BaseException:
+        snapshot.restore()
+        raise
+    snapshot.check()
 
 
 def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device,
@@ -252,7 +351,7 @@ def _as_input(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Te
 def _output_count(model: nn.Module, x: Tensor) -> tuple[int, bool]:
     """(k, whether the outputs are (N,)) from a forward on two inputs, checking that outputs are
     (N, k) or (N,) (also builds lazy layers)."""
-    probe = x[:2]
+    probe = x[:2].clone()  # a model whose first op is in place must not write into the caller's x
     try:
         with torch.no_grad():
             y = model(probe)

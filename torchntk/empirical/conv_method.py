@@ -117,6 +117,8 @@ class ConvStructuredMethod:
                 if isinstance(op, ConvOp) and a.dim() != op.dims + 2:
                     raise NotStructured(f"a convolution takes (N, C, ...) with {op.dims} spatial axes, got "
                                         f"{tuple(a.shape)}.")
+                if isinstance(op, ConvOp):
+                    _check_convolution(op, a)
                 if isinstance(op, DenseOp) and a.dim() != 2:
                     raise NotStructured(f"a dense layer receives inputs of shape {tuple(a.shape)}, not (N, n).")
                 if isinstance(op, MaxPoolOp) and a.dim() != op.dims + 2:
@@ -317,6 +319,35 @@ class ConvStructuredMethod:
                 else:
                     out.add_((d1 * d2).sum((1, 2)).mul_(scale).div_(k))
         return out
+
+
+def _check_convolution(op: ConvOp, a: Tensor) -> None:
+    """NotStructured unless the patches and pullback of ``op`` are those of its module at input a
+    (one input): the value from the patches, and both gradients of a random vector through the
+    module by autograd. The final-output check alone cannot see a wrong padding or stride here,
+    since the value is computed by the module itself."""
+    with torch.enable_grad():
+        leaf = a.detach().clone().requires_grad_(True)
+        z = op.module(leaf)
+        weight = op.module.weight
+        generator = torch.Generator(device=z.device).manual_seed(0)
+        delta = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        wanted = [leaf] + ([weight] if weight.requires_grad else [])
+        grads = torch.autograd.grad(z, wanted, delta)
+    patches = op.patches(a)  # (1, C_in |F|, P)
+    w = op.weight.reshape(op.weight.shape[0], -1)
+    value = (w @ patches[0]).mul_(op.c)
+    if op.bias is not None:
+        value.add_(op.bias[:, None], alpha=op.s)
+    d = delta.reshape(1, op.weight.shape[0], -1)
+    pairs = [(value, z.detach().reshape(value.shape)), (op.pullback(delta, tuple(a.shape[1:])), grads[0])]
+    if weight.requires_grad:
+        pairs.append(((d[0] @ patches[0].t()).mul_(op.c), grads[1].reshape(w.shape)))
+    for got, want in pairs:
+        scale = float(want.abs().max()) + 1e-30
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * scale):
+            raise NotStructured(f"its convolution {type(op.module).__name__} does not match the unfolded-patch form "
+                                "(stride, padding or filter read differently than the module applies them).")
 
 
 def _op_like(ops: list[Op]) -> Tensor:

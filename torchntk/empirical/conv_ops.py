@@ -20,12 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine.windows import pad_amounts
 from .structured import DenseOp, ElementwiseOp
 
 
 @dataclass(frozen=True)
 class ConvOp:
-    """A convolution in 1 or 2 spatial dimensions (see the module doc); ``module`` computes the value."""
+    """A convolution in 1 or 2 spatial dimensions (see the module doc); ``module`` computes the value.
+
+    ``pads`` are fixed amounts (torch convolutions), or None when they follow ``padding``
+    ("valid", "same" or "circular") and the input's size: "same" with stride s pads
+    (ceil(n / s) - 1) s + f - n in all, the lower half on the low side, as torchntk's layers do.
+    """
 
     module: nn.Module
     weight: Tensor
@@ -33,10 +39,20 @@ class ConvOp:
     c: float
     s: float
     stride: tuple[int, ...]
-    pads: tuple[int, ...]  # F.pad order: last axis first, (left, right) per axis
+    pads: tuple[int, ...] | None  # F.pad order: last axis first, (left, right) per axis
     pad_mode: str
     train_weight: bool
     train_bias: bool
+    padding: str = "valid"
+
+    def pads_for(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """The F.pad amounts for an input of spatial size ``spatial`` (last axis first)."""
+        if self.pads is not None:
+            return self.pads
+        filt, amounts = tuple(self.weight.shape[2:]), []
+        for size, f, s in reversed(list(zip(spatial, filt, self.stride, strict=True))):
+            amounts += pad_amounts(size, f, s, self.padding)
+        return tuple(amounts)
 
     @property
     def trainable(self) -> bool:
@@ -54,9 +70,10 @@ class ConvOp:
 
     def padded(self, a: Tensor) -> Tensor:
         """a (B, C_in, *S_in) padded as the layer pads it (``pads``, ``pad_mode``)."""
-        if not any(self.pads):
+        pads = self.pads_for(tuple(a.shape[2:]))
+        if not any(pads):
             return a
-        return F.pad(a, self.pads, mode=self.pad_mode)
+        return F.pad(a, pads, mode=self.pad_mode)
 
     def patches(self, a: Tensor) -> Tensor:
         """U: (B, C_in |F|, P) unfolded patches of the padded input (channel-major, as W.reshape)."""
@@ -68,24 +85,24 @@ class ConvOp:
 
     def pullback(self, delta: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         """delta (M, C_out, *S_out) -> (M, C_in, *S_in): the vector at the layer's input."""
-        m = delta.shape[0]
-        widths = [self.pads[2 * (self.dims - 1 - i)] + self.pads[2 * (self.dims - 1 - i) + 1] for i in range(self.dims)]
+        m, pads = delta.shape[0], self.pads_for(tuple(in_shape[1:]))
+        widths = [pads[2 * (self.dims - 1 - i)] + pads[2 * (self.dims - 1 - i) + 1] for i in range(self.dims)]
         padded_shape = [m, in_shape[0]] + [n + w for n, w in zip(in_shape[1:], widths, strict=True)]
         grad_input = torch.nn.grad.conv1d_input if self.dims == 1 else torch.nn.grad.conv2d_input
         out = grad_input(padded_shape, self.weight, delta, stride=self.stride)
         if self.c != 1.0:
             out = out.mul_(self.c)
-        if not any(self.pads):
+        if not any(pads):
             return out
         if self.pad_mode == "constant":
             index = [slice(None), slice(None)]
             for i in range(self.dims):
-                left, right = self.pads[2 * (self.dims - 1 - i)], self.pads[2 * (self.dims - 1 - i) + 1]
+                left, right = pads[2 * (self.dims - 1 - i)], pads[2 * (self.dims - 1 - i) + 1]
                 index.append(slice(left, out.shape[2 + i] - right))
             return out[tuple(index)]
         with torch.enable_grad():  # wrap-around or reflected padding: its adjoint by autograd
             leaf = torch.zeros((m, *in_shape), dtype=out.dtype, device=out.device, requires_grad=True)
-            (grad,) = torch.autograd.grad(F.pad(leaf, self.pads, mode=self.pad_mode), leaf, out)
+            (grad,) = torch.autograd.grad(F.pad(leaf, pads, mode=self.pad_mode), leaf, out)
         return grad
 
 

@@ -4,12 +4,16 @@ Applies to nn.Sequential stacks of convolutions (nn.Conv1d / nn.Conv2d, or any m
 NTK-parameterised conv protocol below), dense layers, elementwise activations, nn.Flatten,
 global average pooling (nn.AdaptiveAvgPool1d(1) / nn.AdaptiveAvgPool2d(1)) and max pooling
 (nn.MaxPool1d / nn.MaxPool2d without padding or dilation), and to the networks of architecture
-descriptions without branches.
+descriptions without branches; no trainable parameter may serve two layers (tied weights decline).
 
 Conv protocol (torchntk's NTK-parameterised convolutions; plain nn.Conv has scales 1): attributes
 ``weight`` (C_out, C_in, *filter), ``bias`` (C_out,) or None, floats ``weight_scale`` and
 ``bias_scale``, tuple ``stride`` and str ``padding`` in {"valid", "same", "circular"}; forward
-= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias.
+= conv(pad(x), weight, stride) * weight_scale + bias_scale * bias, padded as
+`torchntk.networks.modules.pad_input` pads ("same" and "circular" with stride s pad an axis of n
+positions by (ceil(n / s) - 1) s + f - n in all, the lower half first). Each convolution is
+checked against its module on the first input (`conv_method`): one that pads or strides
+otherwise declines.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import Tensor, nn
 from ..networks import modules as finite
 from ..networks.network import NTKNetwork
 from .conv_ops import ConvOp, FlattenOp, MaxPoolOp, Op, PoolOp
-from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured
+from .structured import ELEMENTWISE_MODULES, DenseOp, ElementwiseOp, NotStructured, check_untied, elementwise_op
 
 PAD_MODES = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
@@ -31,6 +35,7 @@ def conv_plan(model: nn.Module) -> list[Op]:
     if not isinstance(model, nn.Sequential):
         raise NotStructured(f"{type(model).__name__} is not an nn.Sequential of convolutions, dense layers, "
                             "elementwise activations, Flatten and global average pooling.")
+    check_untied(model)
     ops = _ops(model)
     if not any(isinstance(op, (ConvOp, PoolOp, FlattenOp, MaxPoolOp)) for op in ops):
         raise NotStructured("it holds no convolution, pooling or Flatten.")
@@ -67,7 +72,7 @@ def _ops(module: nn.Module) -> list[Op]:
         return [DenseOp(weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
                         float(module.bias_scale), weight.requires_grad, bias is not None and bias.requires_grad)]
     if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module)]
+        return [elementwise_op(module)]
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             raise NotStructured("it contains nn.Flatten with start_dim/end_dim other than 1 and -1.")
@@ -122,9 +127,6 @@ def _protocol_conv(module: nn.Module) -> ConvOp:
     padding = module.padding.lower()
     if padding not in ("valid", "same", "circular"):
         raise NotStructured(f"it contains a convolution with padding {module.padding!r} (not valid/same/circular).")
-    per_axis = [(0, 0)] * len(filt) if padding == "valid" else [((f - 1) // 2, f - 1 - (f - 1) // 2) for f in filt]
-    pads = tuple(v for pair in reversed(per_axis) for v in pair)
     return ConvOp(module, weight.detach(), None if bias is None else bias.detach(), float(module.weight_scale),
-                  float(module.bias_scale), stride, pads, "circular" if padding == "circular" else "constant",
-                  weight.requires_grad, bias is not None and bias.requires_grad)
-
+                  float(module.bias_scale), stride, None, "circular" if padding == "circular" else "constant",
+                  weight.requires_grad, bias is not None and bias.requires_grad, padding)

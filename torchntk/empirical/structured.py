@@ -17,6 +17,7 @@ Cost ~ N k sum n_l n_(l-1) (backward) + N1 N2 k^2 sum n_l (Grams; N1 N2 k sum n_
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -89,13 +90,48 @@ class ElementwiseOp:
         return value.detach(), slope
 
 
+def check_untied(model: nn.Module) -> None:
+    """NotStructured if a trainable parameter serves more than one layer of the chain ``model``
+    (one module listed twice in an nn.Sequential, or a Parameter assigned to two modules).
+
+    The layer-wise methods add each layer's own gradient Gram; a tied parameter's gradient is
+    the sum over its uses, whose Gram has cross terms between the layers that they never form.
+    """
+    seen: dict[int, int] = {}
+    for position, leaf in enumerate(_leaves(model)):
+        for param in leaf.parameters():
+            if param.requires_grad and seen.setdefault(id(param), position) != position:
+                raise NotStructured(f"a parameter of shape {tuple(param.shape)} is used by more than one layer "
+                                    f"(tied weights, in {type(leaf).__name__}).")
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """The modules of a chain in the order a Sequential runs them, repeats kept."""
+    if isinstance(module, NTKNetwork):
+        return [] if module.body is None else _leaves(module.body)
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in _leaves(child)]
+    return [module]
+
+
+def elementwise_op(module: nn.Module) -> ElementwiseOp:
+    """The ElementwiseOp of a torch.nn activation; one built with inplace=True acts through an
+    out-of-place copy, since the slopes come from autograd on a leaf (which an in-place op would
+    overwrite) and the chain's first op would otherwise write into the caller's inputs."""
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False
+    return ElementwiseOp(module)
+
+
 def dense_plan(model: nn.Module) -> list[DenseOp | ElementwiseOp]:
     """The chain of dense and elementwise operations of ``model``, or NotStructured saying why.
 
     Applies to `torchntk.NTKNetwork` of a fully-connected description (either parameterisation,
     any nesting) and to nn.Sequential of nn.Linear and elementwise torch.nn activations (nested
-    Sequentials are flattened).
+    Sequentials are flattened), without tied parameters (`check_untied`).
     """
+    check_untied(model)
     if isinstance(model, NTKNetwork):
         if model.body is None or (model.dense and model.dense[0].fan_in is None):
             raise NotStructured("the network is not built yet (call it once, or pass in_features= or input_shape=).")
@@ -119,7 +155,7 @@ def _sequential_ops(module: nn.Module) -> list[DenseOp | ElementwiseOp]:
     if isinstance(module, Elementwise):
         return [ElementwiseOp(module.activation)]
     if isinstance(module, ELEMENTWISE_MODULES):
-        return [ElementwiseOp(module)]
+        return [elementwise_op(module)]
     if any(p.requires_grad for p in module.parameters()):
         raise NotStructured(f"it contains {type(module).__name__}, which has trainable parameters and is not "
                             "nn.Linear.")
