@@ -23,7 +23,7 @@ PNG_SOFTWARE = "torchntk"
 _HEAD = 4096
 """Bytes of a text or PNG file searched for its mark (the mark lies at the start)."""
 
-# Reports written before files were marked (torchntk 0.2.0 and earlier) are recognised by their
+# Reports written before files were marked (by torchntk 0.1.0) are recognised by their
 # headings, so that rerunning a command over its old report folder still replaces it.
 _UNMARKED_HEADS = (b"<title>torchntk", b"# torchntk", b"# Width sweep of an architecture at initialisation")
 _UNMARKED_ARCH_KEYS = {"architecture", "input_shape", "widths", "ntk_init", "theorem1"}
