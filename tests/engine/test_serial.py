@@ -215,3 +215,16 @@ def test_bad_descriptions_raise():
         tn.mlp(2).ntk(torch.ones(2, 3), torch.ones(2, 3), diagonal=True)
     with pytest.raises(TypeError, match="dtype must be"):
         tn.mlp(2).ntk(torch.ones(2, 3), dtype=torch.int64)
+
+
+def test_scales_are_given_by_name_and_a_ported_width_says_where_it_goes():
+    """neural-tangents' stax.Dense(512) sets the width; read positionally here it would have been
+    bias_std=512 (NTK diagonals near 458,854 instead of about 2), so a positional argument is an
+    error that says what it would have meant and where the width goes."""
+    with pytest.raises(TypeError, match=r"would have meant bias_std=512.*spec.network\(width=512\)"):
+        tn.Dense(512)
+    with pytest.raises(TypeError, match=r"number of channels.*spec.network\(width=...\)"):
+        tn.Conv(64, (3, 3))
+    with pytest.raises(TypeError):
+        tn.mlp(3, "relu", 0.1)
+    assert tn.Dense(bias_std=0.0, weight_std=2.0).to_dict() == {"layer": "Dense", "bias_std": 0.0, "weight_std": 2.0}

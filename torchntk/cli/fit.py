@@ -86,8 +86,8 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
     spec = chosen_spec(spec_file, input_shape)
     table = read_table(train, target=targets, array=array)
     if spec is None:  # the dense network (an array of images is seen flattened)
-        settings = ModelSettings.mlp(depth, activation.lower(), bias_std, weight_std, kernel=kernel, time=time_,
-                                     ridge=ridge)
+        settings = ModelSettings.mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std,
+                                     kernel=kernel, time=time_, ridge=ridge)
     else:
         settings = ModelSettings.with_spec(spec, example_shape(table, input_shape, train), kernel=kernel, time=time_,
                                            ridge=ridge)

@@ -25,14 +25,19 @@ class Dense(Layer):
     Its width is its number of outputs, set by ``spec.network(width=...)``.
 
     Args:
-        bias_std: beta, the scale of the bias (the paper's experiments use 0.1).
-        weight_std: sigma_w (the paper's is 1). Either may be a scalar tensor with
+        bias_std: beta, the scale of the bias (the paper's experiments use 0.1), by name.
+        weight_std: sigma_w (the paper's is 1), by name. Either may be a scalar tensor with
             requires_grad=True to differentiate kernels in it.
     """
 
     weighted = True
 
-    def __init__(self, bias_std: Scale = 0.1, weight_std: Scale = 1.0) -> None:
+    def __init__(self, *positional: Any, bias_std: Scale = 0.1, weight_std: Scale = 1.0) -> None:
+        if positional:   # neural-tangents' stax.Dense(512) sets the width: never read it as a scale
+            raise TypeError(f"Dense takes its scales by name, Dense(bias_std=..., weight_std=...); "
+                            f"Dense({', '.join(map(repr, positional))}) would have meant bias_std={positional[0]!r}. "
+                            "A layer's width is not part of the description: give it to the finite network, "
+                            "spec.network(width=512) (neural-tangents' stax.Dense(512) is tn.Dense() there).")
         self.bias_std = bias_std
         self.weight_std = weight_std
 

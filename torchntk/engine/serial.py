@@ -328,7 +328,7 @@ def _activation(layer: Any, position: int) -> Activation:
     return act
 
 
-def mlp(depth: int, activation: str | Activation | Callable = "relu", bias_std: float | Tensor = 0.1,
+def mlp(depth: int, activation: str | Activation | Callable = "relu", *, bias_std: float | Tensor = 0.1,
         weight_std: float | Tensor = 1.0) -> Serial:
     """The paper's fully-connected network: ``depth`` Dense layers with ``activation`` between.
 

@@ -106,8 +106,14 @@ class Conv(_Windowed):
     weighted = True
     kind = "filter"
 
-    def __init__(self, filter_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] = 1,
+    def __init__(self, filter_shape: int | tuple[int, ...], *positional: Any, stride: int | tuple[int, ...] = 1,
                  padding: str = "valid", bias_std: float = 0.1, weight_std: float = 1.0) -> None:
+        if positional:   # neural-tangents' stax.Conv(out_chan, filter_shape): the width comes first there
+            raise TypeError(f"Conv takes the filter shape, then options by name: Conv(filter_shape, stride=..., "
+                            f"padding=..., bias_std=..., weight_std=...); got Conv({filter_shape!r}, "
+                            f"{', '.join(map(repr, positional))}). If {filter_shape!r} is the number of channels, "
+                            "as in neural-tangents' stax.Conv(out_chan, filter_shape), give it to the finite "
+                            "network instead: spec.network(width=...).")
         self.filter_shape, self.stride, self.padding = filter_shape, stride, padding
         self.bias_std, self.weight_std = bias_std, weight_std
 

@@ -48,7 +48,7 @@ class ModelSettings:
     input_shape: tuple[int, ...] | None = None
 
     @classmethod
-    def mlp(cls, depth: int = 3, activation: str = "relu", bias_std: float = 0.1, weight_std: float = 1.0,
+    def mlp(cls, depth: int = 3, activation: str = "relu", *, bias_std: float = 0.1, weight_std: float = 1.0,
             **settings: Any) -> ModelSettings:
         """Settings for the fully-connected `torchntk.mlp` (activation by name, so that it can be
         saved), checked; ``settings`` are the other fields (kernel, time, ridge)."""
@@ -171,7 +171,8 @@ def migrate_settings(data: Any, version: int, reject: Callable[[str], Exception]
         network = data["architecture"]
     else:
         try:
-            network = ModelSettings.mlp(*(data[name] for name in dense)).network
+            network = ModelSettings.mlp(data["depth"], data["activation"], bias_std=data["bias_std"],
+                                        weight_std=data["weight_std"]).network
         except (TypeError, ValueError) as exc:
             raise reject(f"its settings are invalid ({exc})") from None
     return {"network": network, **{name: data[name] for name in common}, "input_shape": data.get("input_shape")}

@@ -67,8 +67,8 @@ class _InfiniteNetworkEstimator(BaseEstimator):
             if self.input_shape is not None:
                 raise ValueError("input_shape reshapes X for an architecture given as spec=; set spec too, or leave "
                                  "input_shape None.")
-            return ModelSettings.mlp(self.depth, self.activation, self.bias_std, self.weight_std, kernel=self.kernel,
-                                     time=self.time, ridge=self.ridge)
+            return ModelSettings.mlp(self.depth, self.activation, bias_std=self.bias_std, weight_std=self.weight_std,
+                                     kernel=self.kernel, time=self.time, ridge=self.ridge)
         return spec_settings(self.spec, self.input_shape, kernel=self.kernel, time=self.time, ridge=self.ridge)
 
     def _mean_std(self, X) -> tuple[np.ndarray, np.ndarray]:
