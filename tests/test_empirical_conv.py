@@ -19,13 +19,7 @@ F64 = torch.float64
 TOL = {"rtol": 1e-12, "atol": 1e-12}  # relative to O(1) entries: ~10^4 ulp of margin for sums of ~10^3 terms
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensors (tests/conftest.py)
 
 
 class ProtocolConv(nn.Module):

@@ -43,13 +43,7 @@ SEED = int(os.environ.get("TORCHNTK_DIFFERENTIAL_SEED", "0"))
 RTOL, ATOL = 1e-10, 1e-13
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensors (tests/conftest.py)
 
 
 # -- the grammar --------------------------------------------------------------------------------

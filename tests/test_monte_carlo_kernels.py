@@ -24,13 +24,7 @@ Z_MAX = 4.5
 false alarm among the ~20 entries of a test is below 1 in 500 (and the seeds are fixed)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensors (tests/conftest.py)
 
 
 def _x(n, d=3, seed=0):

@@ -190,13 +190,6 @@ def test_second_order_error_shrinks_as_the_cube_of_the_step():
         assert abs(slope - want) < 0.15, (degree, slope, errors[degree])
 
 
-@pytest.fixture
-def one_thread():
-    """Small matrix products: extra threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_gap_between_a_trained_network_and_its_linearisation_shrinks_with_width(one_thread):

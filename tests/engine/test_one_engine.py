@@ -146,3 +146,25 @@ def test_pre_activation_residual_mlp_agrees_with_monte_carlo_over_its_finite_net
         # branch, tens of per cent, would be far outside the band
         scale = torch.sqrt(exact.diagonal()[:, None] * exact.diagonal()[None, :])
         assert float((stderr / scale).max()) < 0.1, (name, stderr / scale)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_vector_input_state_equals_the_general_one_on_a_single_position(full):
+    """Vectors take a GEMM of their own (state._vector_input); the general Gram over positions,
+    given the same data as sequences of one position, must give the same state to round-off."""
+    from torchntk.engine.state import input_state
+
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = (torch.randn(n, 7, generator=g, dtype=torch.float64) for n in (6, 4))
+    for a, b in ((x1, x2), (x1, None)):
+        vec = input_state(a, b, need_ntk=True, full=full)
+        seq = input_state(a[:, :, None], None if b is None else b[:, :, None], need_ntk=True, full=full)
+        torch.testing.assert_close(vec.nngp, seq.nngp.reshape(vec.nngp.shape), **ROUND_OFF)
+        assert vec.same == seq.same and vec.spatial == 0
+        for s_vec, s_seq in ((vec.self1, seq.self1), (vec.self2, seq.self2)):
+            assert (s_vec is None) == (s_seq is None)
+            if s_vec is not None:
+                torch.testing.assert_close(s_vec, s_seq.reshape(s_vec.shape), **ROUND_OFF)
+    diag_vec = input_state(x1, None, need_ntk=False, full=full, diagonal=True)
+    diag_seq = input_state(x1[:, :, None], None, need_ntk=False, full=full, diagonal=True)
+    torch.testing.assert_close(diag_vec.nngp, diag_seq.nngp.reshape(-1), **ROUND_OFF)

@@ -18,13 +18,7 @@ SETTINGS = SweepSettings(network=NetworkSettings(depth=3, activation="tanh"), wi
                          gaussian_seeds=4, out_features=2, points=5, steps=6, record_every=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: extra threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensors (tests/conftest.py)
 
 
 def _reference_gap(net, x, y, lr, steps, every):
