@@ -91,15 +91,15 @@ class Serial(Layer):
     def compile(self, full_out):
         return _branches.compile_serial(self._arch, full_out)
 
-    def layer_signals(self, sig) -> list:
-        """The input signal of each layer (after checking them all)."""
-        return _branches.serial_signals(self._arch, sig, "")[0]
+    def signals(self, sig) -> tuple[list, Any]:
+        """(the input signal of each layer, the output signal), after checking them all."""
+        return _branches.serial_signals(self._arch, sig, "")
 
     def build(self, sig, channels, ctx):
-        return _branches.serial_build(self._arch, self.layer_signals(sig), channels, ctx)
+        return _branches.serial_build(self._arch, self.signals(sig)[0], channels, ctx)
 
     def build_modules(self, signals, channels, ctx):
-        """As `build`, with each layer's input signal already known (``signals``, from `layer_signals`)."""
+        """As `build`, with each layer's input signal already known (``signals``, from `signals`)."""
         return _branches.serial_build(self._arch, signals, channels, ctx)
 
     def starts_with_dense(self) -> bool:
@@ -150,15 +150,14 @@ class Serial(Layer):
         ``shape``; raises ArchitectureError naming the first layer that cannot take its input, or
         saying why the description cannot be a whole network. ``kernels=False`` checks only what
         a finite network needs (shapes), not what the infinite-width kernels need."""
-        return self.analyse_signal(input_signal(shape), kernels=kernels)
-
-    def analyse_signal(self, sig: Signal, *, kernels: bool = True) -> Signal:
-        """As `analyse`, for the input's `Signal`."""
         if kernels:
-            sig = self.signal(sig, "")
-        else:
-            with shapes_only():
-                sig = self.signal(sig, "")
+            return self.check_whole(self.signal(input_signal(shape), ""))
+        with shapes_only():
+            return self.check_whole(self.signal(input_signal(shape), ""), kernels=False)
+
+    def check_whole(self, sig, *, kernels: bool = True) -> Signal:
+        """``sig``, this description's output signal, if it can be a whole network's output (see
+        `analyse`); ArchitectureError otherwise."""
         if isinstance(sig, tuple):
             raise ArchitectureError("the network ends with unmerged branches; add FanInSum() or FanInConcat().")
         if not sig.fresh:

@@ -84,9 +84,9 @@ class NTKNetwork(nn.Module):
         self.input_shape = input_shape
 
     def _build(self, sig: Signal, channels: int | None) -> None:
-        self.spec.analyse_signal(sig, kernels=False)
-        with shapes_only():
-            signals = self.spec.layer_signals(sig)
+        with shapes_only():   # a finite network of any description runs, exact limit or not
+            signals, out = self.spec.signals(sig)
+            self.spec.check_whole(out, kernels=False)
         ctx = BuildContext(self._hidden, self._out_features, self.spec.depth - 1, self.seed, self.parameterization,
                            self._dtype, self._device)
         self.body, _ = self.spec.build_modules(signals, channels, ctx)
@@ -248,7 +248,7 @@ def _check_parameter_memory(spec: Any, hidden: list[int], out_features: int, dev
 
 def _check_spec(spec: Any) -> int:
     """The depth of a description that can be a finite network; TypeError / ArchitectureError otherwise."""
-    protocol = ("weighted_layers", "layer_signals", "build_modules", "output_index", "starts_with_dense")
+    protocol = ("weighted_layers", "signals", "check_whole", "build_modules", "output_index", "starts_with_dense")
     if not all(hasattr(spec, name) for name in protocol):
         raise TypeError(f"spec must be a torchntk network description (e.g. tn.mlp(...) or tn.serial(...)), got "
                         f"{type(spec).__name__}.")
