@@ -90,7 +90,7 @@ def test_one_nesting_limit_for_building_saving_and_reading(tmp_path):
         tn.from_dict(data)
 
 
-def test_huge_counts_are_refused_before_any_work(monkeypatch):
+def test_huge_counts_are_refused_before_any_work():
     with pytest.raises(tn.ArchitectureError, match="from 1 to 64"):
         tn.serial(tn.Dense(), tn.FanOut(1_000_000), tn.FanInConcat(), tn.Dense()).kernels(X)
     with pytest.raises(ValueError, match="nodes must be an integer from 2 to 512"):
