@@ -72,3 +72,34 @@ def test_there_are_examples_to_run():
     # Guards the parser: if the fence pattern broke, every test above would pass on nothing.
     runnable = [b for d in DOCUMENTS for b in blocks(d) if b.language in ("python", "console")]
     assert len(runnable) >= 20
+
+
+README_BLOCKS = [b for b in blocks(ROOT / "README.md") if b.language in ("python", "console") and not b.requires]
+
+
+def _alone(block: Block) -> list[Block]:
+    """The block, and for a command-line session the Python block before it, which writes its files."""
+    if block.language == "python":
+        return [block]
+    index = README_BLOCKS.index(block)
+    before = README_BLOCKS[index - 1] if index else None
+    assert before is not None and before.language == "python", f"{block.name}: a console block in README follows " \
+                                                                "the Python block that writes its data files"
+    return [before, block]
+
+
+@pytest.mark.parametrize("block", README_BLOCKS, ids=lambda b: b.name)
+def test_each_readme_example_runs_on_its_own(block, tmp_path, monkeypatch):
+    # A reader copies one block, not the page: each one imports and makes what it uses.
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__doc__"}
+    for part in _alone(block):
+        _run(part, namespace)
+
+
+def test_the_readme_runs_twice_in_the_same_folder(session):
+    # Seeded data: a rerun finds the same inputs, so the kernel store resumes instead of refusing
+    # a store of other data, and the CLI's outputs are overwritten by the same results.
+    for _ in range(2):
+        for block in README_BLOCKS:
+            _run(block, session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import torchntk as tn
 from torchntk.dynamics import request
 from torchntk.dynamics.request import diagonal_quadratic, quadratic_cov
 
@@ -47,3 +48,13 @@ def test_diag_cov_is_the_diagonal_of_the_full_cov():
     full = quadratic_cov(left, middle, cross, prior, "full")
     diag = quadratic_cov(left, middle, cross, prior.diagonal(), "diag")
     torch.testing.assert_close(diag, full.diagonal(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_prediction_prints_as_a_summary_of_shapes_not_its_arrays():
+    spec = tn.mlp(depth=3)
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pred = tn.predict_gradient_flow(spec, x[:20], torch.sin(x[:20, :1]), x[20:], t=[0, 1, float("inf")])
+    assert repr(pred) == ("Prediction(t=[0, 1, inf], mean: (3, 10, 1), cov: (3, 10, 10), train_mean: (3, 20, 1), "
+                          "train_cov: (3, 20, 20), method='eigh')")
+    many = tn.predict_gradient_flow(spec, x[:20], torch.sin(x[:20, :1]), x[20:], t=torch.arange(20.0))
+    assert "... (14 more)" in repr(many) and len(repr(many)) < 300

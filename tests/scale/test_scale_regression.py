@@ -84,3 +84,16 @@ def test_bad_use(data, tmp_path):
     model = KernelRegression(SPEC, dtype=torch.float64, ridge=1e-6).fit(x[:50], y[:50])
     with pytest.raises(ValueError, match="features"):
         model.predict(x_test[:, :3])
+
+
+def test_repr_names_the_options_that_differ_from_their_defaults_and_the_fit():
+    model = KernelRegression(SPEC, ridge=1e-4, tile=64)
+    assert repr(model) == f"KernelRegression({SPEC!r}, ridge=0.0001, tile=64)"
+    x = np.random.default_rng(0).normal(size=(20, 6))
+    model.fit(x, x[:, :2])
+    assert repr(model).endswith("tile=64; fitted on 20 points, 2 outputs)")
+
+
+def test_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        KernelRegression(SPEC, "nngp")

@@ -42,6 +42,17 @@ class Prediction:
     method: str | None = None
     diagnostics: dict | None = None
 
+    def __repr__(self) -> str:
+        # A summary: the arrays can hold millions of entries, which print() should not dump.
+        parts = [f"t={_times(self.t)}"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "t" and hasattr(value, "shape"):
+                parts.append(f"{f.name}: {tuple(value.shape)}")
+        if self.method is not None:
+            parts.append(f"method={self.method!r}")
+        return f"Prediction({', '.join(parts)})"
+
     def map(self, fn: Any) -> Prediction:
         """A copy with ``fn`` applied to every array field (e.g. conversion to numpy)."""
         out = {}
@@ -49,3 +60,10 @@ class Prediction:
             value = getattr(self, f.name)
             out[f.name] = fn(value) if isinstance(value, Tensor) else value
         return Prediction(**out)
+
+
+def _times(t: Any) -> str:
+    values = [float(v) for v in t.reshape(-1)[:6].tolist()]
+    shown = ", ".join(f"{v:g}" for v in values)
+    more = len(t.reshape(-1)) - len(values)
+    return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"

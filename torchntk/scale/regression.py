@@ -13,6 +13,7 @@ kind="nngp" it is the posterior mean of the GP prior f ~ GP(0, Sigma(L)) with no
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -76,7 +77,7 @@ class KernelRegression:
         (5, 1)
     """
 
-    def __init__(self, spec: Any, kind: str = "ntk", ridge: float = 0.0, store: str | os.PathLike | None = None,
+    def __init__(self, spec: Any, *, kind: str = "ntk", ridge: float = 0.0, store: str | os.PathLike | None = None,
                  solver: str = "auto", tol: float = 1e-6, max_iter: int | None = None, rank: int = 256,
                  seed: int = 0, tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32,
                  client: Any = None, progress: bool = False) -> None:
@@ -93,6 +94,17 @@ class KernelRegression:
         self.dtype = dtype
         self.client = client
         self.progress = progress
+
+    def __repr__(self) -> str:
+        # scikit-learn's convention: the options that differ from their defaults, then the fit.
+        defaults = inspect.signature(type(self).__init__).parameters
+        options = [f"{name}={getattr(self, name)!r}" for name, parameter in defaults.items()
+                   if name not in ("self", "spec") and getattr(self, name) != parameter.default]
+        fitted = ""
+        if hasattr(self, "dual_coef_"):
+            n, k = self.dual_coef_.shape
+            fitted = f"; fitted on {n} points, {k} output{'s' if k != 1 else ''}"
+        return f"KernelRegression({', '.join([repr(self.spec), *options])}{fitted})"
 
     def fit(self, x: Any, y: Any) -> KernelRegression:
         """Build k(X, X) and solve (k(X, X) + ridge I) coef = y. x (N, d); y (N,) or (N, k)."""
