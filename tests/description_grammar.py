@@ -1,5 +1,6 @@
 """Random network descriptions from a small grammar, for the differential tests: vectors or
-images, dense and convolutional layers with random strides, paddings and filters, pooling,
+images, dense and convolutional layers with random strides, paddings and filters, pooling (average,
+edge-normalised average, sum; global average or sum),
 LayerNorm, residual and concatenated branches, nesting, and readouts. Every description drawn is
 one the engine accepts as a whole network (it ends with the output of a weighted layer), so the
 tests can compare its exact kernels with other computations of them."""
@@ -68,10 +69,11 @@ def random_description(seed: int) -> tuple[tn.Serial, tuple[int, ...]]:
                 layers += [_act(rng), conv]
                 size = new
         elif step == "pool" and size >= 2:
-            layers += [tn.AvgPool(2, padding="same")]
+            layers += [rng.choice([tn.AvgPool(2, padding="same"), tn.AvgPool(2, padding="same", normalize_edges=True),
+                                   tn.SumPool(2, padding="same")])]
             size = -(-size // 2)
         elif step == "norm":
             layers += [tn.LayerNorm()]
-    readout = rng.choice(["flatten", "gap"])
-    layers += [_act(rng), tn.Flatten() if readout == "flatten" else tn.GlobalAvgPool(), tn.Dense(**_scale(rng))]
+    readout = rng.choice([tn.Flatten(), tn.GlobalAvgPool(), tn.GlobalSumPool()])
+    layers += [_act(rng), readout, tn.Dense(**_scale(rng))]
     return tn.serial(*layers), (channels, size0, size0)

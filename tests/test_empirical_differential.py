@@ -74,7 +74,7 @@ def _torchntk_case(rng: random.Random) -> tuple[nn.Module, tuple[int, ...], str]
                 pool, stride = rng.choice([tn.AvgPool, tn.MaxPool]), rng.choice([1, 2])
                 layers.append(pool((2,) * dims, stride=stride))
                 size = out_size(size, 2, stride, "valid")
-        layers.append(rng.choice([tn.Flatten(), tn.GlobalAvgPool()]))
+        layers.append(rng.choice([tn.Flatten(), tn.GlobalAvgPool(), tn.GlobalSumPool()]))
         if rng.random() < 0.3:
             layers += [tn.Dense(), act()]
     layers.append(tn.Dense())

@@ -38,9 +38,11 @@ from .engine import FanInSum as FanInSum
 from .engine import FanOut as FanOut
 from .engine import Flatten as Flatten
 from .engine import GlobalAvgPool as GlobalAvgPool
+from .engine import GlobalSumPool as GlobalSumPool
 from .engine import LayerNorm as LayerNorm
 from .engine import MaxPool as MaxPool
 from .engine import Serial as Serial
+from .engine import SumPool as SumPool
 from .engine import expand_outputs as expand_outputs
 from .engine import from_dict as from_dict
 from .engine import mlp as mlp

@@ -22,6 +22,14 @@ def resnet():
                      tn.Flatten(), tn.Dense())
 
 
+def pooled():
+    # sum pooling, edge-normalised averages and a global sum: the finite modules and the kernels
+    # must count the same positions
+    return tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.SumPool(2, stride=1, padding="same"),
+                     tn.Conv((2, 2)), tn.ReLU(), tn.AvgPool(3, stride=2, padding="same", normalize_edges=True),
+                     tn.GlobalSumPool(), tn.Dense())
+
+
 X = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 1, 5, 5)))
 
 
@@ -60,7 +68,7 @@ def _output_moments(spec, width: int, seeds: int, out: int):
     return per_network.mean(0), per_network.std(0) / seeds ** 0.5
 
 
-@pytest.mark.parametrize("make", [cnn, resnet], ids=["cnn", "resnet"])
+@pytest.mark.parametrize("make", [cnn, resnet, pooled], ids=["cnn", "resnet", "pooled"])
 def test_proposition_1_outputs_have_the_nngp_covariance(make):
     spec = make()
     mean, stderr = _output_moments(spec, width=128, seeds=100, out=32)

@@ -237,7 +237,7 @@ class ConvStructuredMethod:
             d = d.reshape(batch * k, *out_shape)
             return Full(op.pullback(d, slope, in_shape).view(batch, k, *in_shape))
         if isinstance(op, PoolOp):
-            scale = 1.0 / math.prod(in_shape[1:])
+            scale = 1.0 / math.prod(in_shape[1:]) if op.mean else 1.0
             if isinstance(delta, Rows) and all(n == 1 for n in delta.rows.shape[2:]) and \
                     (delta.gate is None or all(n == 1 for n in delta.gate.shape[2:])):
                 return Rows(delta.rows * scale, delta.gate, in_shape)  # still broadcast over positions

@@ -113,9 +113,11 @@ class FlattenOp:
 
 @dataclass(frozen=True)
 class PoolOp:
-    """Global average pooling: (C, *S) -> (C, 1, ...), the mean over the |S| positions."""
+    """Global pooling: (C, *S) -> (C, 1, ...), the mean over the |S| positions (``mean``), or
+    their sum."""
 
     module: nn.Module
+    mean: bool = True
 
 
 @dataclass(frozen=True)

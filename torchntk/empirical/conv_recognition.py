@@ -49,6 +49,13 @@ class _MeanKeepDims(nn.Module):
         return a.mean(dim=tuple(range(2, a.dim())), keepdim=True)
 
 
+class _SumKeepDims(nn.Module):
+    """Global sum pooling that keeps singleton positions."""
+
+    def forward(self, a: Tensor) -> Tensor:
+        return a.sum(dim=tuple(range(2, a.dim())), keepdim=True)
+
+
 def _ops(module: nn.Module) -> list[Op]:
     if isinstance(module, nn.Sequential):
         return [op for child in module for op in _ops(child)]
@@ -58,6 +65,8 @@ def _ops(module: nn.Module) -> list[Op]:
         return [FlattenOp()]
     if isinstance(module, finite.GlobalAvgPool):   # (N, C, *S) -> (N, C): a pool then a flatten
         return [PoolOp(_MeanKeepDims()), FlattenOp()]
+    if isinstance(module, finite.GlobalSumPool):
+        return [PoolOp(_SumKeepDims(), mean=False), FlattenOp()]
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         return [_torch_conv(module)]
     if _is_protocol_conv(module):

@@ -30,4 +30,6 @@ from .spatial import AvgPool as AvgPool
 from .spatial import Conv as Conv
 from .spatial import Flatten as Flatten
 from .spatial import GlobalAvgPool as GlobalAvgPool
+from .spatial import GlobalSumPool as GlobalSumPool
 from .spatial import MaxPool as MaxPool
+from .spatial import SumPool as SumPool

@@ -23,10 +23,11 @@ from .branches import FanInConcat, FanInSum, FanOut
 from .dense import Dense
 from .pointwise import LayerNorm
 from .serial import Serial, parallel, serial
-from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, MaxPool
+from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, GlobalSumPool, MaxPool, SumPool
 
 _LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
-    Dense, Conv, AvgPool, MaxPool, GlobalAvgPool, Flatten, LayerNorm, FanOut, FanInSum, FanInConcat)}
+    Dense, Conv, AvgPool, SumPool, MaxPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, FanOut, FanInSum,
+    FanInConcat)}
 _ACTIVATIONS: dict[str, type] = {name: obj for name, obj in vars(activations).items()
                                  if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation}
 
@@ -87,13 +88,15 @@ def _layer(node: Any, where: str, depth: int) -> Layer | Activation:
 
 def _check_values(args: dict, where: str) -> None:
     for key, value in args.items():
+        if isinstance(value, bool):   # a switch (normalize_edges); never inside a list of sizes
+            continue
         items = value if isinstance(value, list) else [value]
         for item in items:
             ok = item is None or isinstance(item, str) or (
                 isinstance(item, numbers.Real) and not isinstance(item, bool))
             if not ok:
-                raise ValueError(f"{where}: argument {key!r} must be a number, a string or a list of numbers, "
-                                 f"got {_brief(value)}.")
+                raise ValueError(f"{where}: argument {key!r} must be a number, a string, true/false or a list of "
+                                 f"numbers, got {_brief(value)}.")
 
 
 def _untuple(value):

@@ -5,7 +5,11 @@ Kernel maps (windows.py gives the padding):
 
     Conv(F, stride s):    Sigma'(p, q) = weight_std^2 (1/|F|) sum_{a in F} K(s p + a, s q + a) + bias_std^2
     AvgPool(F, s):        K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b)
+    AvgPool(normalize_edges=True), "same" padding: K'(p, q) = (1/(n_p n_q)) sum_{a, b} K(s p + a, s q + b),
+                          n_p the number of real (non-padding) positions in window p
+    SumPool(F, s):        K'(p, q) = sum_{a, b in F} K(s p + a, s q + b)
     GlobalAvgPool:        K' = mean over all (p, q) of K(p, q)
+    GlobalSumPool:        K' = sum over all (p, q) of K(p, q) = |positions|^2 GlobalAvgPool
     Flatten:              positions become features; a following Dense sees mean_p K(p, p)
 
 Conv and nonlinearities map the diagonal layout (p = q only) to itself, so a network read out by
@@ -172,42 +176,98 @@ class _Pool(_Windowed):
     def _stride(self):
         return self.stride
 
+    def _options(self) -> dict[str, Any]:
+        """Arguments beyond the window, stride and padding (for repr and to_dict)."""
+        return {}
+
     def __repr__(self) -> str:
+        extra = "".join(f", {name}={value!r}" for name, value in self._options().items())
         return (f"{type(self).__name__}({_show(self.window_shape)}, stride={_show(self.stride)}, "
-                f"padding={self.padding!r})")
+                f"padding={self.padding!r}{extra})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": type(self).__name__, "window_shape": _listed(self.window_shape),
-                "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding}
+                "stride": None if self.stride is None else _listed(self.stride), "padding": self.padding,
+                **self._options()}
 
 
-class AvgPool(_Pool):
-    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
-    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted."""
+class _LinearPool(_Pool):
+    """A window sum, divided by a per-window count (AvgPool) or not (SumPool): a linear map, so
+    Gaussian in, Gaussian out, and it needs the covariances between positions below it."""
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
         shape, _ = self._output_shape(sig, where)
-        # A window mean of Gaussians is Gaussian; of anything else, not.
         return sig.after_linear(shape=shape)
 
     def need(self, full_out):
         return True
 
-    def kernel(self, state: KernelState, full_out) -> KernelState:
-        window, _ = self._resolve(state.spatial)
-        pooled = self._map(state, True, diagonal_shift=False)
-        scale = 1.0 / math.prod(window) ** 2
+    def _divide(self, t: torch.Tensor, prefix: int, window: tuple[int, ...], stride: tuple[int, ...],
+                sizes: tuple[int, ...]) -> torch.Tensor:
+        """The window sums t (full form) divided by what the layer averages over."""
+        return t
 
-        def f(t, prefix):
-            out = pooled(t, prefix)
-            return out.mul_(scale) if not torch.is_grad_enabled() else out * scale
-        state = maps.linear(state, f)
+    def kernel(self, state: KernelState, full_out) -> KernelState:
+        window, stride = self._resolve(state.spatial)
+        sizes = tuple(state.nngp.shape[state.prefix:][::2])
+        pooled = self._map(state, True, diagonal_shift=False)
+        state = maps.linear(state, lambda t, prefix: self._divide(pooled(t, prefix), prefix, window, stride, sizes))
         return state if full_out else state.to_diagonal()
+
+
+class AvgPool(_LinearPool):
+    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
+    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted.
+
+    With ``normalize_edges=True`` and "same" padding, each window is divided by the number of its
+    real (non-padding) positions instead, as torch's ``count_include_pad=False``:
+    K'(p, q) = (1/(n_p n_q)) sum_{a, b} K(s p + a, s q + b) (neural-tangents' option of that
+    name; it changes nothing under "valid" or "circular" padding)."""
+
+    def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
+                 padding: str = "valid", normalize_edges: bool = False) -> None:
+        super().__init__(window_shape, stride=stride, padding=padding)
+        self.normalize_edges = normalize_edges
+
+    def _options(self) -> dict[str, Any]:
+        return {"normalize_edges": self.normalize_edges} if self.normalize_edges else {}
+
+    def signal(self, sig: Signal, where: str) -> Signal:
+        if not isinstance(self.normalize_edges, bool):
+            raise fail(where, f"normalize_edges must be True or False, got {self.normalize_edges!r}.")
+        return super().signal(sig, where)
+
+    def _divide(self, t, prefix, window, stride, sizes):
+        if not (self.normalize_edges and self.padding == "same"):
+            scale = 1.0 / math.prod(window) ** 2   # the window sums are a fresh tensor: scale it in place
+            return t.mul_(scale) if not torch.is_grad_enabled() else t * scale
+        for axis, counts in enumerate(_real_counts(window, stride, sizes, t)):
+            for dim in (prefix + 2 * axis, prefix + 2 * axis + 1):
+                shape = [1] * t.dim()
+                shape[dim] = counts.numel()
+                t = t / counts.view(shape)
+        return t
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         window, stride = self._resolve(sig.spatial)
-        return modules.AvgPool(window, stride, self.padding), channels
+        return modules.AvgPool(window, stride, self.padding, normalize_edges=self.normalize_edges), channels
+
+
+class SumPool(_LinearPool):
+    """Sum over windows of ``window_shape`` (stride None: the window), no parameters:
+    K'(p, q) = sum_{a, b in F} K(s p + a, s q + b) (neural-tangents' ``stax.SumPool``)."""
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        window, stride = self._resolve(sig.spatial)
+        return modules.SumPool(window, stride, self.padding), channels
+
+
+def _real_counts(window, stride, sizes, like: torch.Tensor) -> list[torch.Tensor]:
+    """Per axis, the number of real (non-padding) positions in each output window: (out_size,)."""
+    ones = [torch.ones(size, dtype=like.dtype, device=like.device) for size in sizes]
+    return [window_sum(one, (0,), size, k, s, "same") for one, size, k, s in zip(ones, sizes, window, stride,
+                                                                                    strict=True)]
 
 
 class MaxPool(_Pool):
@@ -237,10 +297,10 @@ class GlobalAvgPool(Layer):
     """Mean over all positions, (N, C, *positions) -> (N, C): K' = mean over (p, q) of K(p, q)."""
 
     def __repr__(self) -> str:
-        return "GlobalAvgPool()"
+        return f"{type(self).__name__}()"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": "GlobalAvgPool"}
+        return {"layer": type(self).__name__}
 
     def signal(self, sig: Signal, where: str) -> Signal:
         if sig.spatial == 0 or sig.flat:
@@ -250,12 +310,28 @@ class GlobalAvgPool(Layer):
     def need(self, full_out):
         return True
 
+    def _scale(self, positions: int) -> float:
+        return 1.0
+
     def kernel(self, state: KernelState, full_out) -> KernelState:
         spatial = state.spatial
-        return maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix))
+        positions = math.prod(state.nngp.shape[state.prefix:][::2])
+        scale = self._scale(positions)
+        return maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix) * scale)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         return modules.GlobalAvgPool(), channels
+
+
+class GlobalSumPool(GlobalAvgPool):
+    """Sum over all positions, (N, C, *positions) -> (N, C): K' = sum over (p, q) of K(p, q),
+    |positions|^2 times GlobalAvgPool's (neural-tangents' ``stax.GlobalSumPool``)."""
+
+    def _scale(self, positions: int) -> float:
+        return float(positions) ** 2
+
+    def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
+        return modules.GlobalSumPool(), channels
 
 
 class Flatten(Layer):

@@ -49,15 +49,34 @@ class Elementwise(nn.Module):
 
 
 class AvgPool(nn.Module):
-    """Window average (zeros padded in count as positions, as the kernels assume)."""
+    """Window average. Padded zeros count as positions, as the kernels assume, unless
+    ``normalize_edges``: then each window is divided by its number of real positions."""
 
-    def __init__(self, window: tuple[int, ...], stride: tuple[int, ...], padding: str) -> None:
+    def __init__(self, window: tuple[int, ...], stride: tuple[int, ...], padding: str, *,
+                 normalize_edges: bool = False) -> None:
         super().__init__()
         self.window, self.stride, self.padding = window, stride, padding
+        self.normalize_edges = normalize_edges
 
     def forward(self, x: Tensor) -> Tensor:
-        x = pad_input(x, self.window, self.stride, self.padding)
-        return _AVG[len(self.window)](x, self.window, self.stride)
+        pool = _AVG[len(self.window)]
+        out = pool(pad_input(x, self.window, self.stride, self.padding), self.window, self.stride)
+        if self.normalize_edges and self.padding == "same":
+            # The mean of the padded window over the mean of a padded window of ones: the sum of
+            # the real entries over their number.
+            ones = x.new_ones((1, 1, *x.shape[2:]))
+            out = out / pool(pad_input(ones, self.window, self.stride, self.padding), self.window, self.stride)
+        return out
+
+
+class SumPool(AvgPool):
+    """Window sum (zeros padded in)."""
+
+    def __init__(self, window: tuple[int, ...], stride: tuple[int, ...], padding: str) -> None:
+        super().__init__(window, stride, padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * math.prod(self.window)
 
 
 class MaxPool(nn.Module):
@@ -77,6 +96,13 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=tuple(range(2, x.dim())))
+
+
+class GlobalSumPool(nn.Module):
+    """Sum over all positions: (N, C, *positions) -> (N, C)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sum(dim=tuple(range(2, x.dim())))
 
 
 class Flatten(nn.Module):
