@@ -19,11 +19,13 @@ from .activations import Erf as Erf
 from .activations import Exp as Exp
 from .activations import Gaussian as Gaussian
 from .activations import Gelu as Gelu
+from .activations import Hermite as Hermite
 from .activations import Identity as Identity
 from .activations import LeakyReLU as LeakyReLU
 from .activations import Monomial as Monomial
 from .activations import PiecewiseLinear as PiecewiseLinear
 from .activations import Polynomial as Polynomial
+from .activations import Rbf as Rbf
 from .activations import RectifiedMonomial as RectifiedMonomial
 from .activations import ReLU as ReLU
 from .activations import Sign as Sign
@@ -34,6 +36,7 @@ from .engine import AvgPool as AvgPool
 from .engine import Conv as Conv
 from .engine import Dense as Dense
 from .engine import FanInConcat as FanInConcat
+from .engine import FanInProd as FanInProd
 from .engine import FanInSum as FanInSum
 from .engine import FanOut as FanOut
 from .engine import Flatten as Flatten

@@ -30,6 +30,14 @@ def pooled():
                      tn.GlobalSumPool(), tn.Dense())
 
 
+def product():
+    # a product of branches, then Hermite after LayerNorm and an Rbf: closed forms that must be the
+    # limits of the finite modules
+    branch = tn.serial(tn.FanOut(2), tn.parallel(tn.Conv((3, 3), padding="same"), tn.Identity()), tn.FanInProd())
+    return tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), branch, tn.Conv((2, 2)), tn.LayerNorm(),
+                     tn.Hermite(2), tn.Conv((1, 1)), tn.Rbf(0.5), tn.Flatten(), tn.Dense())
+
+
 X = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 1, 5, 5)))
 
 
@@ -68,7 +76,7 @@ def _output_moments(spec, width: int, seeds: int, out: int):
     return per_network.mean(0), per_network.std(0) / seeds ** 0.5
 
 
-@pytest.mark.parametrize("make", [cnn, resnet, pooled], ids=["cnn", "resnet", "pooled"])
+@pytest.mark.parametrize("make", [cnn, resnet, pooled, product], ids=["cnn", "resnet", "pooled", "product"])
 def test_proposition_1_outputs_have_the_nngp_covariance(make):
     spec = make()
     mean, stderr = _output_moments(spec, width=128, seeds=100, out=32)

@@ -18,11 +18,13 @@ from .piecewise import Identity as Identity
 from .piecewise import LeakyReLU as LeakyReLU
 from .piecewise import PiecewiseLinear as PiecewiseLinear
 from .piecewise import ReLU as ReLU
+from .polynomial import Hermite as Hermite
 from .polynomial import Monomial as Monomial
 from .polynomial import Polynomial as Polynomial
 from .smooth import Cos as Cos
 from .smooth import Erf as Erf
 from .smooth import Gelu as Gelu
+from .smooth import Rbf as Rbf
 from .smooth import Sin as Sin
 
 CLOSED_FORM: dict[str, Callable[[], Activation]] = {

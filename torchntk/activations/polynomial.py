@@ -161,3 +161,74 @@ class Monomial(Polynomial):
 
     def _forward(self, x: Tensor) -> Tensor:
         return x ** self.degree
+
+
+def _hermite_coefficients(degree: int) -> list[float]:
+    """Ascending coefficients of He_n(x) / sqrt(n!), from He_{m+1} = x He_m - m He_{m-1} (integers)."""
+    previous, current = [1], [0, 1]
+    if degree == 0:
+        return [1.0]
+    for m in range(1, degree):
+        shifted = [0, *current]
+        lowered = [m * c for c in previous] + [0, 0]
+        previous, current = current, [a - b for a, b in zip(shifted, lowered, strict=True)]
+    norm = math.sqrt(math.factorial(degree))
+    return [c / norm for c in current]
+
+
+def hermite_kernel(degree: int, var1: Tensor, var2: Tensor, cov: Tensor) -> Tensor:
+    """E[h_n(u) h_n(v)] for h_n = He_n / sqrt(n!) and a centred Gaussian pair of any variances:
+
+        sum_j n! / (j!^2 (n - 2j)!) cov^(n - 2j) ((var1 - 1)(var2 - 1) / 4)^j,
+
+    from He_n(s z) = sum_j n! / (j! (n - 2j)!) s^(n - 2j) ((s^2 - 1) / 2)^j He_(n - 2j)(z). At unit
+    variances only j = 0 remains: cov^n, with no cancellation."""
+    spread = (var1 - 1) * (var2 - 1) / 4
+    out = var1 * 0 + var2 * 0 + cov * 0      # the broadcast shape, connected to all three for autograd
+    for j in range(degree // 2 + 1):         # terms of the closed form, not data points
+        weight = math.factorial(degree) / (math.factorial(j) ** 2 * math.factorial(degree - 2 * j))
+        out = out + weight * cov ** (degree - 2 * j) * spread ** j
+    return out
+
+
+class Hermite(Polynomial):
+    """The normalised probabilists' Hermite polynomial h_n(x) = He_n(x) / sqrt(n!), neural-tangents'
+    ``stax.Hermite(degree)``: E[h_n(z)^2] = 1 for z ~ N(0, 1). In closed form, for any variances,
+
+        E[h_n(u) h_n(v)]   = sum_j n! / (j!^2 (n - 2j)!) cov^(n - 2j) ((var1 - 1)(var2 - 1) / 4)^j,
+        E[h_n'(u) h_n'(v)] = n E[h_(n-1)(u) h_(n-1)(v)]      (h_n' = sqrt(n) h_(n-1)),
+
+    which at unit variances (after `LayerNorm`, where neural-tangents' formula applies) are cov^n and
+    n cov^(n-1).
+
+    Args:
+        degree: n, an integer in [0, 64].
+    """
+
+    def __init__(self, degree: int) -> None:
+        self.degree = check_degree(degree, "Hermite")
+        super().__init__(_hermite_coefficients(self.degree))
+
+    @property
+    def odd(self) -> bool:
+        """h_n is odd for odd n (then h_n of a centred Gaussian has mean zero)."""
+        return self.degree % 2 == 1
+
+    def _name(self) -> str:
+        return f"hermite({self.degree})"
+
+    def __repr__(self) -> str:
+        return f"Hermite({self.degree})"
+
+    def config(self) -> dict:
+        """The constructor's keyword arguments: ``Hermite(**act.config())`` rebuilds it."""
+        return {"degree": self.degree}
+
+    def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
+                     overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
+        n = self.degree
+        ess = hermite_kernel(n, var1, var2, cov)
+        if not derivative:
+            return ess, None
+        edd = n * hermite_kernel(n - 1, var1, var2, cov) if n > 0 else torch.zeros_like(ess)
+        return ess, edd

@@ -6,6 +6,7 @@ Notation: (u, v) centred Gaussian, Var u = v1, Var v = v2, Cov(u, v) = c.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -117,3 +118,45 @@ class Gelu(Activation):
             return ess, None
         edd = elementwise_grad(lambda c: _gelu_nngp(var1, var2, c), cov, var1, var2)
         return ess, edd
+
+
+class Rbf(Activation):
+    """sqrt(2) sin(sqrt(2 gamma) x + pi/4), the dual activation of the RBF kernel
+    (neural-tangents' ``stax.Rbf(gamma)``):
+
+        E[s(u) s(v)]   = exp(-gamma (var1 + var2 - 2 cov))       (= exp(-gamma |x - x'|^2 / d) after a Dense),
+        E[s'(u) s'(v)] = 2 gamma E[s(u) s(v)]
+
+    (the sin(sqrt(2 gamma)(u + v) + pi/2) term has mean zero). var1 + var2 - 2 cov >= 0, so the
+    exponent is never positive.
+
+    Args:
+        gamma: 1 / (2 l^2) for the length scale l, > 0 (default 1).
+    """
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma) or gamma <= 0:
+            raise ValueError(f"Rbf: gamma must be a finite number > 0, got {gamma!r}.")
+        self.gamma = float(gamma)
+        self._rate = math.sqrt(2 * self.gamma)
+        super().__init__(self._forward, self._derivative, name=f"rbf({self.gamma!r})")
+
+    def __repr__(self) -> str:
+        return f"Rbf(gamma={self.gamma!r})"
+
+    def config(self) -> dict:
+        """The constructor's keyword arguments: ``Rbf(**act.config())`` rebuilds it."""
+        return {"gamma": self.gamma}
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return math.sqrt(2) * torch.sin(self._rate * x + math.pi / 4)
+
+    def _derivative(self, x: Tensor) -> Tensor:
+        return math.sqrt(2) * self._rate * torch.cos(self._rate * x + math.pi / 4)
+
+    def check(self) -> None:
+        """Nothing to check: the function and its derivative are built in."""
+
+    def expectations(self, var1, var2, cov, derivative=True, overwrite=False):
+        ess = torch.exp(-self.gamma * (var1 + var2 - 2 * cov).clamp(min=0))
+        return ess, (2 * self.gamma * ess if derivative else None)

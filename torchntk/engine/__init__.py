@@ -15,6 +15,7 @@ stack is the case with no spatial axes. Modules:
 """
 
 from .branches import FanInConcat as FanInConcat
+from .branches import FanInProd as FanInProd
 from .branches import FanInSum as FanInSum
 from .branches import FanOut as FanOut
 from .dense import Dense as Dense

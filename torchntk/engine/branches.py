@@ -11,10 +11,12 @@ and have mean zero; then
 
     FanInSum:     K' = sum_b K_b,     Theta' = sum_b Theta_b
     FanInConcat:  K' = mean_b K_b,    Theta' = mean_b Theta_b     (equal widths: channels concatenated)
+    FanInProd:    K' = prod_b K_b,    Theta' = sum_b Theta_b prod_(b' != b) K_b'    (elementwise product)
 
 and the same for the NTK's cross terms, which vanish with the correlations. FanInSum refuses
 branches that could be correlated (two Identity shortcuts, or ReLU beside Identity: both
-functions of the same input), whose kernel is not the sum. FanInConcat needs no such rule: the
+functions of the same input), whose kernel is not the sum; FanInProd, whose kernel is the product
+only for independent factors, refuses them too. FanInConcat needs no such rule: the
 features of a concatenation are each one branch's, so its kernel is the mean whatever the
 correlations.
 """
@@ -172,19 +174,26 @@ class FanInSum(_FanIn):
 
     op = "sum"
 
-    def signal(self, sig, where: str) -> Signal:
+    def _check_independent(self, sig, where: str) -> Signal:
+        """The merged branches' common signal, after refusing branches of different channels and
+        more than one branch without weights of its own since the split (correlated)."""
         first = self._merge_signal(sig, where)
         channels = {s.channels for s in sig}
         if len(channels) > 1:
-            raise fail(where, "cannot sum branches with different channel counts: "
+            raise fail(where, f"cannot {self.op} branches with different channel counts: "
                               + ", ".join(f"branch {i} has {'the hidden width' if s.channels is None else s.channels}"
                                           for i, s in enumerate(sig))
                               + "; give the shortcut its own Conv/Dense, or start the block after a hidden layer.")
         stale = [i for i, s in enumerate(sig) if not s.fresh]
         if len(stale) > 1 and law_checks():
             raise fail(where, f"branches {stale} carry no weights of their own since they split (FanOut), so they "
-                              "are functions of the same input, correlated, and the kernel of their sum is not the sum "
-                              "of their kernels; give all but one of them a Dense or Conv layer after the split.")
+                              f"are functions of the same input, correlated, and the kernel of their {self.op} is not "
+                              f"the {self.op} of their kernels; give all but one of them a Dense or Conv layer after "
+                              "the split.")
+        return first
+
+    def signal(self, sig, where: str) -> Signal:
+        first = self._check_independent(sig, where)
         return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
                       all(s.fresh for s in sig), first.flat, all(s.raw for s in sig), any(s.mixed for s in sig))
 
@@ -193,6 +202,50 @@ class FanInSum(_FanIn):
 
     def build(self, sig, channels, ctx: BuildContext):
         return modules.FanInSum(), channels[0]
+
+
+class FanInProd(FanInSum):
+    """Elementwise product of the branches (neural-tangents' ``stax.FanInProd``). For independent
+    branches (all but at most one freshly weighted since the split, as for `FanInSum`):
+
+        K' = prod_b K_b,    Theta' = sum_b Theta_b prod_(b' != b) K_b'
+
+    at every pair of positions (the product rule; the cross terms vanish with the correlations).
+    A product of Gaussians is not Gaussian: a nonlinearity cannot follow it directly.
+    """
+
+    op = "product"
+
+    def signal(self, sig, where: str) -> Signal:
+        first = self._check_independent(sig, where)
+        if any(s.mixed for s in sig) and law_checks():
+            raise fail(where, "a branch concatenates branches (FanInConcat) whose channels have different "
+                              "covariances, and the channels of a product pair them one by one; put a Dense or Conv "
+                              "layer after FanInConcat.")
+        # Independent factors: the product has mean zero as soon as one factor does, and it is
+        # uncorrelated with the other branches of an enclosing FanOut only through its factors'
+        # weights, which this signal does not track: not fresh.
+        return Signal(first.shape, first.channels, False, any(s.centred for s in sig), False, first.flat,
+                      all(s.raw for s in sig), False)
+
+    def _combine(self, states) -> KernelState:
+        def product(get, skip: int | None = None):
+            parts = [get(s) for i, s in enumerate(states) if i != skip]
+            out = parts[0]
+            for p in parts[1:]:
+                out = out * p
+            return out
+        first = states[0]
+        nngp = product(lambda s: s.nngp)
+        ntk = None
+        if first.ntk is not None:
+            ntk = sum(s.ntk * product(lambda t: t.nngp, skip=i) for i, s in enumerate(states))
+        selves = None if first.self1 is None else (product(lambda s: s.self1), product(lambda s: s.self2))
+        return replace(first, nngp=nngp, ntk=ntk, self1=None if selves is None else selves[0],
+                       self2=None if selves is None else selves[1])
+
+    def build(self, sig, channels, ctx: BuildContext):
+        return modules.FanInProd(), channels[0]
 
 
 class FanInConcat(_FanIn):

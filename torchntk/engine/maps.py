@@ -82,15 +82,15 @@ def _self_expectation(s: KernelState, act: Activation) -> Tensor:
     return act.expectations(w1, w2, s.nngp, derivative=False, overwrite=True)[0]
 
 
-def normalise(state: KernelState) -> KernelState:
-    """Divide every kernel by sqrt(v1 v2); after Flatten, v is the mean variance over positions
-    (the normalisation runs over all C * H * W features of an input)."""
+def normalise(state: KernelState, eps: float) -> KernelState:
+    """Divide every kernel by sqrt((v1 + eps)(v2 + eps)); after Flatten, v is the mean variance
+    over positions (the normalisation runs over all C * H * W features of an input)."""
     def scale(s: KernelState) -> Tensor:
         v1, v2 = s.variance_pair()
         if s.flat and s.spatial:
             dims1 = tuple(range(s.prefix, v1.dim()))
             v1, v2 = v1.mean(dim=dims1, keepdim=True), v2.mean(dim=dims1, keepdim=True)
-        return safe_reciprocal(safe_sqrt(v1 * v2))
+        return safe_reciprocal(safe_sqrt((v1 + eps) * (v2 + eps)))
 
     factor = scale(state)
     ntk = state.ntk

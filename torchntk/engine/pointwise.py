@@ -83,8 +83,9 @@ class LayerNorm(Layer):
     position (images, sequences), all features for vectors and after Flatten. No affine part.
 
     In the limit the mean over channels of a centred signal vanishes and the mean square
-    concentrates on the variance, so K'(x, x') = K(x, x') / sqrt(K(x, x) K(x', x')) at each
-    position (and the NTK likewise). The input must be centred: the output of Dense/Conv (or
+    concentrates on the variance, so K'(x, x') = K(x, x') / sqrt((K(x, x) + eps)(K(x', x') + eps))
+    at each position (and the NTK likewise), with the finite layer's eps = 1e-12 (neural-tangents'
+    too) that keeps an input of zero variance finite. The input must be centred: the output of Dense/Conv (or
     sums/pools of them) or of an odd nonlinearity of such.
     """
 
@@ -105,7 +106,7 @@ class LayerNorm(Layer):
     def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:
             state = state.to_diagonal()
-        return maps.normalise(state)
+        return maps.normalise(state, modules.LAYER_NORM_EPS)
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
         return modules.LayerNorm(), channels

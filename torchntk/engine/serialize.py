@@ -19,7 +19,7 @@ from typing import Any
 from .. import activations
 from ..activations import QUADRATURE, Activation
 from .base import FORMAT, MAX_NESTING, VERSION, Layer
-from .branches import FanInConcat, FanInSum, FanOut
+from .branches import FanInConcat, FanInProd, FanInSum, FanOut
 from .dense import Dense
 from .pointwise import LayerNorm
 from .serial import Serial, parallel, serial
@@ -27,7 +27,7 @@ from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, GlobalSumPool, MaxPo
 
 _LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
     Dense, Conv, AvgPool, SumPool, MaxPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, FanOut, FanInSum,
-    FanInConcat)}
+    FanInProd, FanInConcat)}
 _ACTIVATIONS: dict[str, type] = {name: obj for name, obj in vars(activations).items()
                                  if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation}
 

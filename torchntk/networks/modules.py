@@ -112,10 +112,14 @@ class Flatten(nn.Module):
         return x.flatten(1)
 
 
+LAYER_NORM_EPS = 1e-12
+"""Added to the variance in LayerNorm, in finite networks and in their kernels alike."""
+
+
 class LayerNorm(nn.Module):
     """(a - mean) / sqrt(var + eps) over the channels (dim 1) at each position, no affine part."""
 
-    def __init__(self, eps: float = 1e-12) -> None:
+    def __init__(self, eps: float = LAYER_NORM_EPS) -> None:
         super().__init__()
         self.eps = eps
 
@@ -154,6 +158,16 @@ class FanInSum(nn.Module):
         out = xs[0]
         for x in xs[1:]:
             out = out + x
+        return out
+
+
+class FanInProd(nn.Module):
+    """The elementwise product of a tuple of branch outputs of equal shape."""
+
+    def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
         return out
 
 
