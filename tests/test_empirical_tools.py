@@ -117,6 +117,52 @@ def test_operator_products_equal_the_formed_kernel(kind):
         _close(op @ v, want @ v)
 
 
+class Encoder(nn.Module):
+    """A tiny transformer: one eval-mode nn.TransformerEncoderLayer (batch_first), mean-pooled."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean(1))
+
+
+class Recurrent(nn.Module):
+    """nn.GRU or nn.LSTM, read out at the last step: (N, L, 3) -> (N, 2)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.rnn = cell(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def _brute_force(model, x):
+    """(N k, N k) from one torch.autograd.grad call per input and output (loops: a reference only)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(model(x[i : i + 1])[0, a], params)])
+            for i in range(x.shape[0]) for a in range(2)]
+    jac = torch.stack(rows)
+    return jac @ jac.t()
+
+
+@pytest.mark.parametrize("make, shape", [
+    (Encoder, (5, 8)), (lambda: Recurrent(nn.GRU), (4, 3)), (lambda: Recurrent(nn.LSTM), (4, 3)),
+])
+def test_operator_on_attention_and_recurrent_models(make, shape):
+    """Forward-mode AD does not go through the fused path of an eval-mode encoder layer: its
+    products come from double backward; nn.GRU and nn.LSTM take forward mode."""
+    torch.manual_seed(0)
+    model = make().double().eval()
+    x = _x(shape, 3, seed=19)
+    v = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(20))
+    _close(ntk_operator(model, x) @ v, _brute_force(model, x) @ v)
+
+
 def test_operator_of_one_output_and_params():
     model, shape = _model("mlp")
     flat = nn.Sequential(model, nn.Linear(3, 1), nn.Flatten(0)).double().eval()  # outputs (N,)
@@ -365,3 +411,29 @@ def test_sketched_kernel_is_unbiased_with_the_stated_variance():
     for entry in ((0, 0, 0, 0), (0, 1, 0, 0), (1, 2, 0, 1), (2, 2, 1, 2)):
         ratio = float(draws[(slice(None), *entry)].var() / var[entry])
         assert lo < ratio < hi, (entry, ratio, lo, hi)
+
+
+def test_sketch_is_the_jacobian_times_the_segmented_gaussian(monkeypatch):
+    """Phi = J R with R assembled from its segments: segments of 4 rows here, so every tensor of
+    the model spans several (the default segment is larger than these models)."""
+    from torchntk.empirical import sketch
+
+    monkeypatch.setattr(sketch, "SEGMENT_ROWS", 4)
+    model, shape = _model("cnn")
+    x = _x(shape, 5, seed=21)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def f(p, xi):
+        return functional_call(model, p, (xi.unsqueeze(0),)).squeeze(0)
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))(params, x)
+    blocks = []
+    for name, p in params.items():
+        segments = [sketch._gaussian_rows(7, name, s, min(4, p.numel() - first), 6, F64, x.device)
+                    for s, first in enumerate(range(0, p.numel(), 4))]
+        assert len(segments) == 1 or not torch.equal(segments[0][:1], segments[1][:1])   # own streams
+        blocks.append(torch.cat(segments))
+    r = torch.cat(blocks) / math.sqrt(6)                                # (P, d)
+    want = torch.cat([j.reshape(5, 3, -1) for j in jac.values()], dim=2) @ r
+    _close(gradient_sketch(model, x, dim=6, seed=7, batch_size=2), want)
+    _close(sum(gradient_sketch(model, x, dim=6, seed=7, params=names) for names in PARTITIONS["cnn"]), want)

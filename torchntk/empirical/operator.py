@@ -17,6 +17,7 @@ gives a scipy LinearOperator for scipy.sparse.linalg (cg, minres, eigsh, ...), a
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -38,6 +39,11 @@ from . import (
 from .functional import FunctionalModel
 from .pntk import pntk_module
 from .selection import Selection, restrict, select
+
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # torch < 2.3: no backend choice, and no fused attention kernels to avoid
+    SDPBackend = sdpa_kernel = None
 
 __all__ = ["NTKOperator", "ntk_operator"]
 
@@ -96,15 +102,23 @@ def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Sel
                        batch_size)
 
 
+def _math_attention() -> contextlib.AbstractContextManager:
+    """Attention by the math backend: fused kernels (CPU flash attention) have no batching rule
+    for vmap and no second derivative; the math backend computes the same attention from
+    differentiable, batchable operations."""
+    return sdpa_kernel(SDPBackend.MATH) if sdpa_kernel is not None else contextlib.nullcontext()
+
+
 class NTKOperator:
     """Products with the empirical NTK on fixed inputs (made by `ntk_operator`).
 
     ``op @ v`` (or ``op.matvec(v)``) takes v of shape (n,), (N, k) (full operator only) or
     (n, m) for m vectors at once, with n = N k (full) or N (trace, pNTK, one output), as a tensor
     or a numpy array, and returns the same shape and kind. ``shape`` is (n, n). The Jacobian-vector
-    products use forward-mode AD (torch.func.jvp); for a model it does not support they are taken
-    as the transpose of the vector-Jacobian product (double backward), which gives the same
-    numbers.
+    products use forward-mode AD (torch.func.jvp); for a model it does not support (the fused
+    path of an eval-mode nn.TransformerEncoderLayer, for one) they are taken as the transpose of
+    the vector-Jacobian product (double backward, with attention by the math backend), which gives
+    the same numbers to round-off.
     """
 
     def __init__(self, model: nn.Module, fmodel: FunctionalModel, x: Tensor, k: int, full: bool,
@@ -140,7 +154,7 @@ class NTKOperator:
             raise ValueError(f"v must have shape {forms} for this operator on {big_n} inputs with "
                              f"{k} output(s); got {tuple(t.shape)}.")
         _check_common(self.model, "full", None)  # the model may have been put in train mode since
-        with _unchanged(self.model), torch.no_grad():
+        with _unchanged(self.model), torch.no_grad(), _math_attention():
             out = self._products(block).reshape(t.shape)
         return out.cpu().numpy() if numpy_in else out
 
