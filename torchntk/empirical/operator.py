@@ -256,7 +256,8 @@ class NTKOperator:
         return LinearOperator(self.shape, matvec=apply, rmatvec=apply, matmat=apply, rmatmat=apply,
                               dtype=np.float64)
 
-    def top_eigenvalues(self, m: int, *, tol: float = 0.0, max_iter: int | None = None, seed: int = 0) -> Tensor:
+    def top_eigenvalues(self, m: int, *, tol: float | None = None, max_iter: int | None = None,
+                        seed: int = 0) -> Tensor:
         """The m largest eigenvalues of the operator, descending, as a float64 tensor (m,).
 
         By the implicitly restarted Lanczos method of ARPACK (scipy.sparse.linalg.eigsh on
@@ -269,7 +270,9 @@ class NTKOperator:
         Args:
             m: how many, 1 <= m < n (for all n eigenvalues form the kernel with
                 `torchntk.empirical_ntk` and use torch.linalg.eigvalsh).
-            tol: relative accuracy of each eigenvalue (0: machine precision, ARPACK's default).
+            tol: relative accuracy of each eigenvalue; None: float64 machine precision for a
+                float64 model, else 10 eps of the model's dtype (1.2e-6 for float32: products
+                accurate to about eps cannot give more, and asking for it costs restarts).
             max_iter: most restarts (ARPACK's maxiter; None: its default, 10 n).
             seed: seed of the start vector.
         """
@@ -279,8 +282,10 @@ class NTKOperator:
         if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m < n:
             raise ValueError(f"m must be an integer with 1 <= m < {n} (the operator's size); got {m!r}. For all "
                              "eigenvalues form the kernel with empirical_ntk and use torch.linalg.eigvalsh.")
-        if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"tol must be a number >= 0 (0: machine precision); got {tol!r}.")
+        if tol is None:
+            tol = 0.0 if self.dtype == torch.float64 else 10 * torch.finfo(self.dtype).eps
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise ValueError(f"tol must be a number >= 0 (0: float64 machine precision) or None; got {tol!r}.")
         if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
             raise ValueError(f"max_iter must be a positive integer or None; got {max_iter!r}.")
         start = np.random.default_rng(seed).standard_normal(n)
