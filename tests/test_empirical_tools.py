@@ -174,6 +174,9 @@ def test_operator_of_one_output_and_params():
     chosen = ["2.weight", "4.bias"]
     op = ntk_operator(model, x, params=chosen, outputs="trace")
     _close(op @ v, empirical_ntk(model, x, params=chosen, outputs="trace") @ v)
+    from_numpy = ntk_operator(model, x.numpy(), params=chosen, outputs="trace") @ v.numpy()
+    assert isinstance(from_numpy, np.ndarray)
+    _close(torch.from_numpy(from_numpy), op @ v)
 
 
 @pytest.mark.parametrize("kind", ("mlp", "residual"))
@@ -216,6 +219,12 @@ def test_operator_leaves_the_model_and_checks_its_mode():
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == [False, True, True, True, True, True, True, True]
     assert torch.equal(x, x_copy)
+    with torch.no_grad():
+        model.head.weight.mul_(2.0)   # the operator reads the parameters at each product
+    model.head.bias = nn.Parameter(model.head.bias.detach() + 1.0)
+    v = torch.ones(op.shape[0], dtype=F64)
+    formed = empirical_ntk(model, x, method="jacobian").permute(0, 2, 1, 3).reshape(9, 9)
+    _close(op @ v, formed @ v)
     model.train()
     with pytest.raises(ValueError, match="eval"):
         op @ torch.ones(op.shape[0], dtype=F64)
@@ -226,6 +235,8 @@ def test_operator_leaves_the_model_and_checks_its_mode():
         op @ torch.ones(4, dtype=F64)
     with pytest.raises(TypeError, match="dtype"):
         op @ torch.ones(9)
+    with pytest.raises(ValueError, match="NaN"):
+        op @ torch.full((9,), float("nan"), dtype=F64)
     with pytest.raises(ValueError, match="1 <= m < 9"):
         op.top_eigenvalues(9)
     with pytest.raises(ValueError, match="outputs must be one of"):

@@ -98,8 +98,7 @@ def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Sel
     elif outputs == "pntk" or k == 1:
         inner = model if k == 1 else pntk_module(model, k, dtype, device)
         k, outputs = 1, "full"
-    return NTKOperator(model, restrict(FunctionalModel(inner), chosen), t.clone(), k, outputs == "full",
-                       batch_size)
+    return NTKOperator(model, inner, chosen, t.clone(), k, outputs == "full", batch_size)
 
 
 def _math_attention() -> contextlib.AbstractContextManager:
@@ -121,10 +120,11 @@ class NTKOperator:
     the same numbers to round-off.
     """
 
-    def __init__(self, model: nn.Module, fmodel: FunctionalModel, x: Tensor, k: int, full: bool,
+    def __init__(self, model: nn.Module, inner: nn.Module, chosen: set[int] | None, x: Tensor, k: int, full: bool,
                  batch_size: int | None) -> None:
-        self.model, self._fmodel, self._x, self.k, self.full = model, fmodel, x, k, full
+        self.model, self._inner, self._chosen, self._x, self.k, self.full = model, inner, chosen, x, k, full
         self._batch_size = batch_size
+        self._fmodel = restrict(FunctionalModel(inner), chosen)
         self._forward_mode = True
         self.n_inputs = x.shape[0]
         n = self.n_inputs * (k if full else 1)
@@ -153,7 +153,14 @@ class NTKOperator:
             forms = f"({n},), ({big_n}, {k}) or ({n}, m)" if self.full and k > 1 else f"({n},) or ({n}, m)"
             raise ValueError(f"v must have shape {forms} for this operator on {big_n} inputs with "
                              f"{k} output(s); got {tuple(t.shape)}.")
+        if not bool(torch.isfinite(block).all()):
+            raise ValueError("v has NaN or infinite entries; the product would be NaN throughout.")
         _check_common(self.model, "full", None)  # the model may have been put in train mode since
+        # the parameters as they are now (a module may have been given new ones since)
+        self._fmodel = restrict(FunctionalModel(self._inner), self._chosen)
+        if not self._fmodel.params:
+            raise ValueError("none of the parameters this operator was made for is a trainable parameter of the "
+                             "model any more: make a new operator.")
         with _unchanged(self.model), torch.no_grad(), _math_attention():
             out = self._products(block).reshape(t.shape)
         return out.cpu().numpy() if numpy_in else out
