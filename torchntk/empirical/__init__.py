@@ -100,7 +100,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             an iterable of names (as in ``model.named_parameters()``) or of the nn.Parameter
             objects, or a predicate name -> bool (`torchntk.empirical.selection`). The kernels of
             a partition of the parameters add up to the full kernel. Every method restricts: the
-            other parameters have requires_grad=False during the call (put back however it ends).
+            other parameters have requires_grad=False during the call (put back however it ends;
+            another thread using the model meanwhile would see them frozen).
 
     Returns:
         A tensor of the model's dtype on its device (numpy if the inputs were numpy).

@@ -89,7 +89,8 @@ def only(model: nn.Module, chosen: set[int] | None) -> Iterator[None]:
 
     Every method of `empirical_ntk` (structured ones included) sums over the parameters with
     requires_grad=True, so the others have it set False inside the block and put back however
-    the block ends. The nn.Parameter objects and their values are untouched.
+    the block ends. The nn.Parameter objects and their values are untouched; another thread using
+    the model inside the block would see the flags changed.
     """
     if chosen is None:
         yield
