@@ -14,6 +14,7 @@ MODULES = [
     "torchntk.dynamics",
     "torchntk.dynamics.flow",
     "torchntk.empirical",
+    "torchntk.empirical.operator",
     "torchntk.scale",
     "torchntk.scale.compute",
     "torchntk.scale.regression",

@@ -49,10 +49,13 @@ from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
 from .ntk_vp import NTKVectorMethod
+from .pntk import pntk_module
+from .selection import Selection, only, select
 from .structured import NotStructured, StructuredMethod, dense_plan
 
 METHODS = ("auto", "structured", "jacobian", "ntk_vp")
 OUTPUTS = ("full", "trace")
+NTK_OUTPUTS = OUTPUTS + ("pntk",)
 FEATURE_BYTES = 2 << 30
 """Default memory for one chunk's features (2 GiB); ``batch_size`` overrides it. Large chunks
 matter for the Jacobian contraction: it reads each chunk's (B, k, P) Jacobian once per block, so
@@ -64,7 +67,8 @@ NNGP_BATCH = 1024
 
 
 def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: str = "auto",
-                  outputs: str = "full", diagonal: bool = False, batch_size: int | None = None) -> Any:
+                  outputs: str = "full", diagonal: bool = False, batch_size: int | None = None,
+                  params: Selection = None) -> Any:
     """The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs.
 
     Args:
@@ -82,22 +86,46 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             grad f_k(x1_i) . grad f_k'(x2_j); "trace" gives the mean over the k diagonal output
             pairs, (1/k) sum_k Theta[i, j, k, k], shape (N1, N2) (cheaper: the off-diagonal
             pairs are never formed). In the infinite-width limit both carry the same scalar kernel.
-            For outputs of shape (N,) both give (N1, N2).
+            For outputs of shape (N,) both give (N1, N2). "pntk" gives the kernel of the scalar
+            g(x) = (1/sqrt(k)) sum_k f_k(x) (Mohamadi et al. 2023), (N1, N2):
+            pNTK(x, x') = (1/k) sum_{k,k'} Theta_kk'(x, x'), the trace kernel plus the mean
+            off-diagonal pairs, at the cost of one output (every method applies: see
+            `torchntk.empirical.pntk`).
         diagonal: only Theta(x1_i, x1_i) (x2 None) or Theta(x1_i, x2_i) (x2 with as many rows):
             shape (N, k, k) ("full") or (N,) ("trace", or outputs of shape (N,)); O(N) work.
         batch_size: inputs per chunk; by default the largest that keeps one chunk's features
             within about FEATURE_BYTES (2 GiB). Peak memory is about one chunk plus a panel of
             chunks kept for reuse (CACHE_BYTES, 4 GiB) plus the result.
+        params: None (every trainable parameter), or the parameters the sum over p runs over:
+            an iterable of names (as in ``model.named_parameters()``) or of the nn.Parameter
+            objects, or a predicate name -> bool (`torchntk.empirical.selection`). The kernels of
+            a partition of the parameters add up to the full kernel. Every method restricts: the
+            other parameters have requires_grad=False during the call (put back however it ends;
+            another thread using the model meanwhile would see them frozen).
 
     Returns:
         A tensor of the model's dtype on its device (numpy if the inputs were numpy).
     """
-    _check_common(model, outputs, batch_size)
+    if outputs not in NTK_OUTPUTS:
+        raise ValueError(f"outputs must be 'full' ((N1, N2, k, k)), 'trace' ((N1, N2), the mean over the k "
+                         f"diagonal output pairs) or 'pntk' ((N1, N2), the kernel of the outputs' sum / sqrt(k)), "
+                         f"got {outputs!r}.")
+    _check_common(model, "trace" if outputs == "pntk" else outputs, batch_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    chosen = select(model, params)
     _build(model, x1)
-    with _unchanged(model) as snapshot:
+    with only(model, chosen), _unchanged(model) as snapshot:
+        if outputs == "pntk":
+            model, outputs = _pntk(model, x1), "trace"
         return _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, snapshot)
+
+
+def _pntk(model: nn.Module, x1: Any) -> nn.Module:
+    """The model of g(x) = (1/sqrt(k)) sum_k f_k(x) (`pntk_module`); a one-output model is its own."""
+    dtype, device = _model_dtype_device(model)
+    k, vector = _output_count(model, _as_input(x1, "x1", dtype, device))
+    return model if vector or k == 1 else pntk_module(model, k, dtype, device)
 
 
 def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str, diagonal: bool,
