@@ -4,6 +4,7 @@ written (an escaped ``|`` inside :math: would turn a norm into a double bar)."""
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -55,3 +56,26 @@ def test_math_blocks_doctests_and_literal_blocks_are_left_alone():
     ])
     expected = text.replace("The kernel |K|", "The kernel \\|K\\|").replace("After |x|", "After \\|x\\|")
     assert _escaped(text) == expected
+
+
+def _docstring_nodes(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                yield first.value
+
+
+def test_docstrings_with_latex_are_raw_strings():
+    # In a plain string "\tilde" starts with a tab and "\beta" with a backspace: the maths would
+    # render wrong with no error anywhere. A docstring with LaTeX must be r"""...""".
+    offenders = []
+    for path in sorted((ROOT / "torchntk").rglob("*.py")):
+        source = path.read_text()
+        for node in _docstring_nodes(ast.parse(source)):
+            written = ast.get_source_segment(source, node) or ""
+            if ("\\" in written and (":math:" in written or ".. math::" in written)
+                    and not written.lstrip("bBuU").lower().startswith("r")):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, "docstrings with LaTeX that are not raw strings:\n  " + "\n  ".join(offenders)

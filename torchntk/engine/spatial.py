@@ -88,19 +88,31 @@ class _Windowed(Layer):
 
 
 class Conv(_Windowed):
-    """Convolution with ``filter_shape`` (1-D, 2-D or 3-D), in the NTK parameterisation:
+    r"""Convolution with ``filter_shape`` :math:`F` (1-D, 2-D or 3-D), in the NTK parameterisation:
 
-        a~ = (weight_std / sqrt(C_in * prod(filter_shape))) W * a + bias_std * b,   W, b iid N(0, 1)
+    .. math::
 
-    (neural-tangents' ``stax.Conv(..., parameterization="ntk")``). Its width is its number of
-    output channels, set by ``spec.network(width=...)``.
+        \tilde a = \frac{\sigma_w}{\sqrt{C_\text{in}\, |F|}}\, W * a + \beta\, b,
+        \qquad W, b \text{ iid } \mathcal N(0, 1),
+
+    with :math:`|F|` the number of positions in the filter (neural-tangents'
+    ``stax.Conv(..., parameterization="ntk")``). On kernels, for positions :math:`p, q` and
+    stride :math:`s`,
+
+    .. math::
+
+        \Sigma'(p, q) = \sigma_w^2\, \frac{1}{|F|} \sum_{a \in F} K(s p + a, s q + a) + \beta^2,
+
+    and the NTK takes the same window mean of the incoming NTK, plus :math:`\Sigma'`. Its width
+    is its number of output channels, set by ``spec.network(width=...)``, not here.
 
     Args:
         filter_shape: the window, e.g. (3, 3); an int means that size in every axis.
-        stride: an int or a tuple.
+        stride: :math:`s`, an int (the same in every axis) or a tuple, one per axis.
         padding: "valid" (none), "same" (zeros, ceil(size / stride) outputs) or "circular"
             (wrap-around).
-        bias_std, weight_std: the scales of the bias and the weights.
+        bias_std: :math:`\beta`, the scale of the bias (0.1 by default), by name.
+        weight_std: :math:`\sigma_w`, the scale of the weights (1 by default), by name.
     """
 
     weighted = True
@@ -182,8 +194,14 @@ class _Pool(_Windowed):
 
 
 class AvgPool(_Pool):
-    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
-    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted."""
+    r"""Average over windows :math:`F` of ``window_shape``, no parameters:
+    :math:`K'(p, q) = \frac{1}{|F|^2} \sum_{a, b \in F} K(s p + a, s q + b)`, padded zeros counted.
+
+    Args:
+        window_shape: the window, e.g. (2, 2); an int means that size in every axis.
+        stride: :math:`s`, an int or a tuple; None (the default) is the window.
+        padding: "valid", "same" or "circular", as for `Conv`.
+    """
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
@@ -211,7 +229,8 @@ class AvgPool(_Pool):
 
 
 class MaxPool(_Pool):
-    """Maximum over windows. Its infinite-width kernels have no closed form (the maximum of
+    """Maximum over windows (arguments as for `AvgPool`). Its infinite-width kernels have no
+    closed form (the maximum of
     correlated Gaussians): finite networks work, and `torchntk.monte_carlo_kernels` estimates
     the kernels; ``spec.kernels`` raises."""
 
@@ -234,7 +253,8 @@ class MaxPool(_Pool):
 
 
 class GlobalAvgPool(Layer):
-    """Mean over all positions, (N, C, *positions) -> (N, C): K' = mean over (p, q) of K(p, q)."""
+    r"""Mean over all positions, (N, C, *positions) -> (N, C):
+    :math:`K' = \frac{1}{P^2} \sum_{p, q} K(p, q)` over the :math:`P` positions."""
 
     def __repr__(self) -> str:
         return "GlobalAvgPool()"
@@ -259,8 +279,9 @@ class GlobalAvgPool(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, *positions) -> (N, C * prod(positions)). A Dense layer after it has fan-in
-    C * prod(positions), so it sees the covariance averaged over positions, mean_p K(p, p)."""
+    r"""(N, C, *positions) -> (N, C * prod(positions)). A Dense layer after it has fan-in
+    :math:`C P` (:math:`P` positions), so it sees the covariance averaged over positions,
+    :math:`\frac{1}{P} \sum_p K(p, p)`."""
 
     def __repr__(self) -> str:
         return "Flatten()"
