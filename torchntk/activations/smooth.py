@@ -14,10 +14,16 @@ from .base import Activation, elementwise_grad
 
 
 class Erf(Activation):
-    """erf(x). Williams (1997):
+    r""":math:`\operatorname{erf}(x)`. Williams (1997), for :math:`(u, v)` centred Gaussian with
+    variances :math:`v_1, v_2` and covariance :math:`c`:
 
-        E[erf(u) erf(v)]     = (2 / pi) arcsin(2 c / sqrt((1 + 2 v1)(1 + 2 v2)))
-        E[erf'(u) erf'(v)]   = (4 / pi) / sqrt((1 + 2 v1)(1 + 2 v2) - 4 c^2)
+    .. math::
+
+        \mathbb E[\operatorname{erf}(u) \operatorname{erf}(v)]
+            = \frac{2}{\pi} \arcsin \frac{2 c}{\sqrt{(1 + 2 v_1)(1 + 2 v_2)}},
+
+        \mathbb E[\operatorname{erf}'(u) \operatorname{erf}'(v)]
+            = \frac{4}{\pi} \frac{1}{\sqrt{(1 + 2 v_1)(1 + 2 v_2) - 4 c^2}}.
     """
 
     def __init__(self) -> None:
@@ -43,7 +49,9 @@ def _trig_pair(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]
 
 
 class Sin(Activation):
-    """sin(x): E[sin u sin v] = e^{-(v1+v2)/2} sinh c, E[cos u cos v] = e^{-(v1+v2)/2} cosh c."""
+    r""":math:`\sin(x)`: :math:`\mathbb E[\sin u \sin v] = e^{-(v_1 + v_2)/2} \sinh c` and
+    :math:`\mathbb E[\cos u \cos v] = e^{-(v_1 + v_2)/2} \cosh c` (variances :math:`v_1, v_2`,
+    covariance :math:`c`)."""
 
     def __init__(self) -> None:
         super().__init__(torch.sin, torch.cos, name="sin")
@@ -57,7 +65,9 @@ class Sin(Activation):
 
 
 class Cos(Activation):
-    """cos(x): E[cos u cos v] = e^{-(v1+v2)/2} cosh c, E[sin u sin v] = e^{-(v1+v2)/2} sinh c."""
+    r""":math:`\cos(x)`: :math:`\mathbb E[\cos u \cos v] = e^{-(v_1 + v_2)/2} \cosh c` and
+    :math:`\mathbb E[\sin u \sin v] = e^{-(v_1 + v_2)/2} \sinh c` (variances :math:`v_1, v_2`,
+    covariance :math:`c`)."""
 
     def __init__(self) -> None:
         super().__init__(torch.cos, lambda x: -torch.sin(x), name="cos")
@@ -98,11 +108,13 @@ def _gelu_nngp(var1: Tensor, var2: Tensor, cov: Tensor) -> Tensor:
 
 
 class Gelu(Activation):
-    """x Phi(x) (``torch.nn.functional.gelu``, exact form).
+    r""":math:`x\, \Phi(x)` (``torch.nn.functional.gelu``, exact form).
 
-    E[gelu(u) gelu(v)] in closed form (see `_gelu_nngp`); E[gelu'(u) gelu'(v)] is its
-    derivative in c at fixed variances, by Price's theorem d/dc E[f(u) g(v)] = E[f'(u) g'(v)],
-    taken by autograd through the closed form (exact, not a finite difference).
+    :math:`\mathbb E[\operatorname{gelu}(u) \operatorname{gelu}(v)]` in closed form;
+    :math:`\mathbb E[\operatorname{gelu}'(u) \operatorname{gelu}'(v)]` is its derivative in the
+    covariance :math:`c` at fixed variances, by Price's theorem
+    :math:`\partial_c \mathbb E[f(u)\, g(v)] = \mathbb E[f'(u)\, g'(v)]`, taken by autograd
+    through the closed form (exact, not a finite difference).
     """
 
     def __init__(self) -> None:
