@@ -87,4 +87,6 @@ def test_the_maths_renders_offline(site, tmp_path):
     body = dom[dom.index("<body"):]
     assert len(re.findall(r"<mjx-container\b", body)) == formulas, "a formula was not rendered"
     assert "\\(" not in body and "\\[" not in body, "raw TeX left on the page"
-    assert "<mjx-merror" not in body, "MathJax could not read a formula"
+    # A TeX syntax error is flagged data-mjx-error; an unknown macro is shown in red.
+    for mark in ("<mjx-merror", "data-mjx-error", 'mathcolor="red"'):
+        assert mark not in body, f"MathJax could not read a formula ({mark})"
