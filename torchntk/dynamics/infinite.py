@@ -37,18 +37,21 @@ def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = N
 
     Args:
         spec: a network description (`torchntk.mlp`, `torchntk.serial`).
-        x_train: (N, n0) training inputs; y_train: (N,) or (N, k) targets.
+        x_train: (N, n0) training inputs.
+        y_train: (N,) or (N, k) targets.
         x_test: (M, n0) test inputs, or None for training points only.
         t: time or times (T,), >= 0; float("inf") is the exact limit (a solve, not a large t).
         kernel: "ntk" (all layers trained) or "nngp" (only the readout layer trained:
             :math:`\Theta` is replaced by :math:`\Sigma^{(L)}`, and t = inf is exactly the
             Gaussian-process posterior).
         ridge: absolute, added to :math:`\Theta(X, X)` (see `GradientFlow`); neural-tangents'
-            relative diag_reg corresponds to ridge = diag_reg * trace(Theta(X, X)) / N.
+            relative diag_reg corresponds to ``ridge = diag_reg * trace(Theta(X, X)) / N``.
         cov: "full", "diag" (variances only, never an M x M matrix) or None.
-        f0_train, f0_test: one network's initial outputs (N, k), (M, k): predict its own trajectory
-            :math:`f_0 + T_t (y - f_0(X))` instead of the distribution over initialisations.
-        train_cov: also compute the covariance on the training points (O(N^3) per time).
+        f0_train: one network's initial outputs on the training points, (N, k): predict its own
+            trajectory :math:`f_0 + T_t (y - f_0(X))` instead of the distribution over
+            initialisations.
+        f0_test: the same network's initial outputs on the test points, (M, k).
+        train_cov: also compute the covariance on the training points (:math:`O(N^3)` per time).
         method: "auto", "eigh", "cholesky", "mixed" or "lanczos" (see `GradientFlow.predict`).
 
     Returns:
@@ -66,7 +69,26 @@ def predict_gradient_descent(spec: Any, x_train: Any, y_train: Any, x_test: Any 
     r"""As `predict_gradient_flow` after exactly ``steps`` full-batch gradient-descent steps of
     rate ``lr`` (:math:`\eta`): :math:`e^{-t \Theta / N}` becomes
     :math:`(I - \eta\, \Theta / N)^{\text{steps}}`, and ``pred.t = lr * steps``. Stable iff
-    :math:`\eta < 2N / \lambda_{\max}(\Theta(X, X))` (`GradientFlow.max_learning_rate`)."""
+    :math:`\eta < 2N / \lambda_{\max}(\Theta(X, X))` (`GradientFlow.max_learning_rate`).
+
+    Args:
+        spec: a network description (`torchntk.mlp`, `torchntk.serial`).
+        x_train: (N, n0) training inputs.
+        y_train: (N,) or (N, k) targets.
+        x_test: (M, n0) test inputs, or None for training points only.
+        steps: a step count or counts (T,): non-negative integers, or inf for the limit.
+        lr: the learning rate :math:`\eta`, by name.
+        kernel: "ntk" or "nngp", as for `predict_gradient_flow`.
+        ridge: absolute, added to :math:`\Theta(X, X)`, as for `predict_gradient_flow`.
+        cov: "full", "diag" or None, as for `predict_gradient_flow`.
+        f0_train: one network's initial outputs on the training points, (N, k), to predict its
+            own trajectory.
+        f0_test: the same network's initial outputs on the test points, (M, k).
+        train_cov: also compute the covariance on the training points.
+
+    Returns:
+        A `Prediction` as for `predict_gradient_flow`, with ``pred.t = lr * steps``.
+    """
     flow, test, numpy_out = _flow_and_test_kernels(spec, x_train, y_train, x_test, kernel, ridge, cov)
     pred = flow.predict_steps(steps, lr, cov=cov, f0_train=f0_train, f0_test=f0_test, train_cov=train_cov, **test)
     return _maybe_numpy(pred, numpy_out)
