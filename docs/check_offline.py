@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = check_site(root)
     if report:
-        print(f"{len(report)} references load from outside the site; ship these files with the docs "
-              "(in docs/_static or through an extension that bundles them) instead:", file=sys.stderr)
+        count = "1 reference loads" if len(report) == 1 else f"{len(report)} references load"
+        print(f"{count} from outside the site; ship these files with the docs (in docs/_static or "
+              "through an extension that bundles them) instead:", file=sys.stderr)
         print("\n".join(report), file=sys.stderr)
         return 1
     print(f"{root}: every page loads only the site's own files.")
