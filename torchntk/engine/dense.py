@@ -33,6 +33,9 @@ class Dense(Layer):
         bias_std: :math:`\beta`, the scale of the bias (the paper's experiments use 0.1), by name.
         weight_std: :math:`\sigma_w`, the scale of the weights (the paper's is 1), by name.
             Either may be a scalar tensor with requires_grad=True to differentiate kernels in it.
+        *positional: not accepted: a positional argument is a TypeError that says what it would
+            have meant (neural-tangents' ``stax.Dense(512)`` sets a width, which goes to
+            ``spec.network(width=512)`` here).
     """
 
     weighted = True

@@ -58,7 +58,7 @@ class Serial(Layer):
 
     @property
     def depth(self) -> int:
-        """The number of weighted layers (Dense and Conv, branches included): :math:`L` in the paper's count."""
+        """The number of weighted layers (Dense and Conv, branches included), :math:`L` in the paper's count."""
         return len(self.weighted_layers())
 
     @property
@@ -137,8 +137,16 @@ class Serial(Layer):
         """The description as a versioned plain-JSON document, ``{"format": "torchntk.spec",
         "version": 1, "network": node}``, the one form that kernel stores and model files hold too;
         `torchntk.from_dict` reads it back (the same kernels, and the same finite networks for a
-        seed). No pickle: a user's own activation callable cannot be saved and raises ValueError,
-        unless ``name_callables``, which records it by name (see `pointwise.naming_callables`)."""
+        seed).
+
+        Args:
+            name_callables: record a user's own activation callable by name (see
+                `pointwise.naming_callables`; `torchntk.from_dict` cannot rebuild it). Without it
+                such a callable cannot be saved (no pickle) and raises ValueError.
+
+        Returns:
+            The document, plain JSON data.
+        """
         if name_callables:
             with naming_callables():
                 return {"format": FORMAT, "version": VERSION, "network": self.node()}
@@ -152,8 +160,17 @@ class Serial(Layer):
     def analyse(self, shape: tuple[int, ...], *, kernels: bool = True) -> Signal:
         """The output signal of this description as a whole network, for inputs of per-example
         ``shape``; raises ArchitectureError naming the first layer that cannot take its input, or
-        saying why the description cannot be a whole network. ``kernels=False`` checks only what
-        a finite network needs (shapes), not what the infinite-width kernels need."""
+        saying why the description cannot be a whole network.
+
+        Args:
+            shape: the per-example input shape, (d,) for vectors or (C, *positions).
+            kernels: also check what the infinite-width kernels need (the default); False checks
+                only what a finite network needs (shapes).
+
+        Returns:
+            The output `Signal`: its spatial shape and what the limit knows of it (Gaussian,
+            centred, freshly weighted, flattened).
+        """
         if kernels:
             return self.check_whole(self.signal(input_signal(shape), ""))
         with shapes_only():

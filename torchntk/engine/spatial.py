@@ -113,6 +113,9 @@ class Conv(_Windowed):
             (wrap-around).
         bias_std: :math:`\beta`, the scale of the bias (0.1 by default), by name.
         weight_std: :math:`\sigma_w`, the scale of the weights (1 by default), by name.
+        *positional: not accepted after ``filter_shape``: a TypeError that says what was meant
+            (neural-tangents' ``stax.Conv(out_chan, filter_shape)`` puts the width first, which
+            goes to ``spec.network(width=...)`` here).
     """
 
     weighted = True
