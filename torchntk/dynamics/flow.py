@@ -160,8 +160,8 @@ class GradientFlow:
 
     @property
     def max_learning_rate(self) -> float:
-        r""":math:`2N / \lambda_{\max}`: gradient descent on
-        :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2` converges iff lr is below it."""
+        r"""The largest learning rate, :math:`2N / \lambda_{\max}`, for which gradient descent on
+        :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2` converges (iff lr is below it)."""
         return max_learning_rate_from(self.eigenvalues, self.n)
 
     def principal_components(self) -> PrincipalComponents:

@@ -45,7 +45,7 @@ class PrincipalComponents:
 
     @property
     def eigenfunctions(self) -> Tensor:
-        r"""(N, N): column i holds :math:`f^{(i)}` on the training points, :math:`\sqrt N\, v_i`."""
+        r"""Column i holds :math:`f^{(i)}` on the training points, :math:`\sqrt N\, v_i`; shape (N, N)."""
         return self.eigenvectors * self.eigenvectors.shape[0] ** 0.5
 
     def coordinates(self, residual: Any) -> Tensor:

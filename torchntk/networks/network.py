@@ -95,7 +95,7 @@ class NTKNetwork(nn.Module):
 
     @property
     def weighted(self) -> tuple[nn.Module, ...]:
-        """The weighted modules (`NTKDense`, `NTKConv`), depth-first: the generator order."""
+        """The weighted modules (`NTKDense`, `NTKConv`), depth-first, the order of their generators."""
         return () if self.body is None else tuple(m for m in self.body.modules() if isinstance(m, (NTKDense, NTKConv)))
 
     @property
@@ -111,7 +111,7 @@ class NTKNetwork(nn.Module):
 
     @property
     def widths(self) -> tuple[int | None, ...]:
-        r""":math:`(n_0, n_1, \dots, n_L)`: the input's features or channels (None until known) and each
+        r"""The widths :math:`(n_0, n_1, \dots, n_L)`, the input's features or channels (None until known) and each
         weighted layer's outputs (units or channels)."""
         first = self.weighted[0] if self.weighted else None
         n0 = first.fan_in if isinstance(first, NTKDense) else (self.input_shape[0] if self.input_shape else None)
@@ -119,12 +119,12 @@ class NTKNetwork(nn.Module):
 
     @property
     def depth(self) -> int:
-        """:math:`L`, the number of weighted layers (:math:`L = 1`: a random affine map)."""
+        """The number :math:`L` of weighted layers (depth 1 is a random affine map)."""
         return self.spec.depth
 
     @property
     def out_features(self) -> int:
-        """:math:`n_L`, the number of outputs (the last weighted layer's width)."""
+        """The number of outputs :math:`n_L` (the last weighted layer's width)."""
         return self._out_features
 
     # -- forward ------------------------------------------------------------------------

@@ -74,20 +74,20 @@ class NTKDense(LazyModuleMixin, nn.Module):
 
     @property
     def fan_in(self) -> int | None:
-        r""":math:`n_\text{in}`, the input size (None until the weight is drawn)."""
+        r"""The input size :math:`n_\text{in}` (None until the weight is drawn)."""
         return None if is_lazy(self.weight) else self.weight.shape[1]
 
     @property
     def weight_scale(self) -> float:
-        r""":math:`c` in :math:`\tilde a = c\, a W^\top + \dots`: :math:`\sigma_w / \sqrt{n_\text{in}}` ("ntk")
-        or 1 ("standard")."""
+        r"""The factor :math:`c` in :math:`\tilde a = c\, a W^\top + \dots`, which is
+        :math:`\sigma_w / \sqrt{n_\text{in}}` ("ntk") or 1 ("standard")."""
         if self.parameterization == "standard":
             return 1.0
         return self.weight_std / math.sqrt(self.fan_in)
 
     @property
     def bias_scale(self) -> float:
-        """The factor on b in the forward: bias_std ("ntk") or 1 ("standard")."""
+        r"""The factor on :math:`b` in the forward, :math:`\beta` ("ntk") or 1 ("standard")."""
         return 1.0 if self.parameterization == "standard" else self.bias_std
 
     def materialize(self, in_features: int) -> None:

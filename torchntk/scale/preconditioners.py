@@ -74,7 +74,7 @@ class NystromPreconditioner:
 
     @property
     def rank(self) -> int:
-        """r', the number of eigenpairs kept (at most the requested rank: round-off ones are dropped)."""
+        """The number r' of eigenpairs kept (at most the requested rank; round-off ones are dropped)."""
         return self.eigenvalues.numel()
 
     def __call__(self, r: Tensor) -> Tensor:

@@ -75,7 +75,7 @@ class SlopeFit:
 
     @property
     def faster(self) -> bool:
-        """For a bound: the whole interval lies below b0 (the quantity vanishes faster than the bound)."""
+        """For a bound, whether the whole interval lies below b0 (the quantity vanishes faster than the bound)."""
         return self.kind == "bound" and self.high < self.predicted
 
     @property
