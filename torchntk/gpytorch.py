@@ -1,13 +1,13 @@
-"""Infinite-width kernels as GPyTorch kernels, with learnable bias_std and weight_std.
+r"""Infinite-width kernels as GPyTorch kernels, with learnable bias_std and weight_std.
 
     import gpytorch
     from torchntk.gpytorch import NTKKernel, NNGPKernel
     covar = NTKKernel(depth=3, activation="relu", bias_std=0.1, weight_std=1.0)   # or spec=tn.mlp(...)
     covar = gpytorch.kernels.ScaleKernel(covar)                                   # composes as usual
 
-`NNGPKernel` is Sigma(L), the covariance of an infinitely wide network's outputs at
+`NNGPKernel` is :math:`\Sigma^{(L)}`, the covariance of an infinitely wide network's outputs at
 initialisation (Proposition 1); a GP with it is the Bayesian posterior of that network when only
-its readout is trained. `NTKKernel` is Theta(L), the limiting neural tangent kernel (Theorem 1);
+its readout is trained. `NTKKernel` is :math:`\Theta^{(L)}`, the limiting neural tangent kernel (Theorem 1);
 as a GP covariance it is a kernel method with the NTK (for the trained network's predictions see
 `torchntk.GradientFlow`). Both are computed by the network description's own recursion
 (`torchntk.mlp(...).nngp` / ``.ntk``), differentiable in the two scales by autograd.
@@ -22,8 +22,8 @@ Shapes (GPyTorch's): x1 (..., n, d), x2 (..., m, d); the kernel matrix is (*batc
 batch the broadcast of the inputs' batch dimensions and ``batch_shape``; ``diag=True`` gives
 (*batch, n). Batches are computed one after the other (the recursion is vectorised over data
 points, not over hyperparameters); ``active_dims`` is applied by GPyTorch before the kernel sees
-the inputs, so n0 in Sigma(1) = weight_std^2 x.x' / n0 + bias_std^2 is the number of active
-dimensions.
+the inputs, so :math:`n_0` in :math:`\Sigma^{(1)} = \sigma_w^2\, x \cdot x' / n_0 + \beta^2` is the
+number of active dimensions.
 
 GPyTorch is an optional dependency (``pip install torchntk[gpytorch]``); only this module imports it.
 """
