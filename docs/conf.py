@@ -8,14 +8,16 @@ Build the site (warnings are errors, so a broken cross-reference fails the build
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
 # The gallery figures are drawn off-screen; torch's threads would only fight Sphinx for the cores.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+from docstring_markup import escape_docstring  # noqa: E402
 
 import torchntk  # noqa: E402
 
@@ -29,6 +31,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # after sphinx.ext.mathjax, whose mathjax_path it sets
     "sphinx.ext.viewcode",
     "myst_parser",
 ]
@@ -43,16 +46,24 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 # "Attributes:" sections as fields, so that a documented property does not appear twice.
 napoleon_use_ivar = True
-autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": False}
+# No default "members": a default of True would replace every directive's own `:members:` list
+# (autodoc only merges string defaults), so the pages would show the engine's protocol methods
+# beside the public ones. Each directive below says which members it shows.
+autodoc_default_options = {"member-order": "bysource", "show-inheritance": False}
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autosummary_generate = False
-# Docstrings write formulas as plain text (Theta(L), Sigma(l+1)); `x` in backticks is code.
+# `x` in single backticks is code; formulas are :math: roles.
 default_role = "code"
 
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+
+# The maths ships with the site, so that it renders with no network: sphinx-mathjax-offline
+# copies MathJax 3 (its scripts and fonts) into _static/mathjax/ when the build ends and sets
+# mathjax_path to its copy (whatever this file says), so the pages never load a CDN's.
+# docs/check_offline.py checks that nothing else is loaded from outside the site.
 
 html_theme = "furo"
 html_title = f"torchntk {release}"
@@ -102,39 +113,13 @@ _write_cli_help()
 _write_gpytorch_page()
 
 
-# -- docstrings are plain text with formulas ---------------------------------------------------
-# They write norms as |x|, scikit-learn's fitted attributes as dual_coef_ and batch shapes as
-# (*batch, n), which reStructuredText would read as substitutions, link targets and emphasis.
-# Escape these outside code spans, doctests and literal blocks (before napoleon turns the Google
-# sections into fields), so the docstrings stay readable as plain text in the source.
-
-_CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
-_TRAILING_UNDERSCORE = re.compile(r"(\w)_(?=[\s,.;:)\]]|$)")
-_LEADING_STAR = re.compile(r"(^|[\s(\[,])\*(?=\w)")
-
-
-def _escape_plain(text: str) -> str:
-    parts = _CODE_SPAN.split(text)
-    for i in range(0, len(parts), 2):
-        text = _TRAILING_UNDERSCORE.sub(r"\1\\_", parts[i].replace("|", "\\|"))
-        parts[i] = _LEADING_STAR.sub(r"\1\\*", text)
-    return "".join(parts)
+# -- docstrings ---------------------------------------------------------------------------------
+# Formulas are :math: roles and `.. math::` blocks; the prose around them is escaped where
+# reStructuredText would misread plain text (docstring_markup.py says what and why).
 
 
 def _escape_docstring(app, what, name, obj, options, lines: list[str]) -> None:
-    literal_indent = None
-    for i, line in enumerate(lines):
-        indent = len(line) - len(line.lstrip())
-        if literal_indent is not None:
-            if line.strip() and indent <= literal_indent:
-                literal_indent = None
-            else:
-                continue
-        if line.lstrip().startswith((">>>", "... ")) or line.strip() == "...":
-            continue
-        lines[i] = _escape_plain(line)
-        if line.rstrip().endswith("::"):
-            literal_indent = indent
+    escape_docstring(lines)
 
 
 def _skip_member(app, what, name, obj, skip, options):

@@ -1,13 +1,13 @@
-"""Infinite-width kernels as GPyTorch kernels, with learnable bias_std and weight_std.
+r"""Infinite-width kernels as GPyTorch kernels, with learnable bias_std and weight_std.
 
     import gpytorch
     from torchntk.gpytorch import NTKKernel, NNGPKernel
     covar = NTKKernel(depth=3, activation="relu", bias_std=0.1, weight_std=1.0)   # or spec=tn.mlp(...)
     covar = gpytorch.kernels.ScaleKernel(covar)                                   # composes as usual
 
-`NNGPKernel` is Sigma(L), the covariance of an infinitely wide network's outputs at
+`NNGPKernel` is :math:`\Sigma^{(L)}`, the covariance of an infinitely wide network's outputs at
 initialisation (Proposition 1); a GP with it is the Bayesian posterior of that network when only
-its readout is trained. `NTKKernel` is Theta(L), the limiting neural tangent kernel (Theorem 1);
+its readout is trained. `NTKKernel` is :math:`\Theta^{(L)}`, the limiting neural tangent kernel (Theorem 1);
 as a GP covariance it is a kernel method with the NTK (for the trained network's predictions see
 `torchntk.GradientFlow`). Both are computed by the network description's own recursion
 (`torchntk.mlp(...).nngp` / ``.ntk``), differentiable in the two scales by autograd.
@@ -22,8 +22,8 @@ Shapes (GPyTorch's): x1 (..., n, d), x2 (..., m, d); the kernel matrix is (*batc
 batch the broadcast of the inputs' batch dimensions and ``batch_shape``; ``diag=True`` gives
 (*batch, n). Batches are computed one after the other (the recursion is vectorised over data
 points, not over hyperparameters); ``active_dims`` is applied by GPyTorch before the kernel sees
-the inputs, so n0 in Sigma(1) = weight_std^2 x.x' / n0 + bias_std^2 is the number of active
-dimensions.
+the inputs, so :math:`n_0` in :math:`\Sigma^{(1)} = \sigma_w^2\, x \cdot x' / n_0 + \beta^2` is the
+number of active dimensions.
 
 GPyTorch is an optional dependency (``pip install torchntk[gpytorch]``); only this module imports it.
 """
@@ -179,17 +179,22 @@ class _InfiniteWidthKernel(gpytorch.kernels.Kernel):
 
 
 class NNGPKernel(_InfiniteWidthKernel):
-    """Sigma(L)(x, x'): the NNGP kernel of an infinitely wide fully-connected network.
+    r""":math:`\Sigma^{(L)}(x, x')`: the NNGP kernel of an infinitely wide fully-connected network,
 
-    Sigma(1) = weight_std^2 x.x' / n0 + bias_std^2, then Sigma(l+1) = weight_std^2 E[s(u) s(v)] +
-    bias_std^2 over (u, v) ~ N(0, Sigma(l)), for ``depth`` dense layers (depth 1 is a random
-    affine map) with activation s.
+    .. math::
+
+        \Sigma^{(1)}(x, x') = \sigma_w^2\, \frac{x \cdot x'}{n_0} + \beta^2, \qquad
+        \Sigma^{(l+1)}(x, x') = \sigma_w^2\, \mathbb E[s(u)\, s(v)] + \beta^2,
+
+    over :math:`(u, v) \sim \mathcal N(0, \Sigma^{(l)})`, for ``depth`` dense layers (depth 1 is a
+    random affine map) with activation :math:`s`.
 
     Args:
         depth: number of dense layers (default 3); not with ``spec``.
         activation: the nonlinearity: a name ("relu", "erf", "tanh", ...), a torchntk
             Activation or an elementwise callable on tensors; not with ``spec``.
-        bias_std, weight_std: initial beta and sigma_w (defaults 0.1 and 1.0, or the spec's).
+        bias_std: the initial :math:`\beta` (default 0.1, or the spec's).
+        weight_std: the initial :math:`\sigma_w` (default 1.0, or the spec's).
         spec: a network description (`torchntk.mlp` / `torchntk.serial`) instead of depth and
             activation; its dense layers must share one bias_std and one weight_std, which become
             the initial values (bias_std= / weight_std= override them).
@@ -210,10 +215,15 @@ class NNGPKernel(_InfiniteWidthKernel):
 
 
 class NTKKernel(_InfiniteWidthKernel):
-    """Theta(L)(x, x'): the limiting neural tangent kernel (Theorem 1) as a GPyTorch kernel.
+    r""":math:`\Theta^{(L)}(x, x')`: the limiting neural tangent kernel (Theorem 1) as a GPyTorch kernel,
 
-    Theta(1) = Sigma(1), Theta(l+1) = Theta(l) * SigmaDot(l+1) + Sigma(l+1) with
-    SigmaDot(l+1) = weight_std^2 E[s'(u) s'(v)]. Arguments as for `NNGPKernel`.
+    .. math::
+
+        \Theta^{(1)} = \Sigma^{(1)}, \qquad
+        \Theta^{(l+1)} = \Theta^{(l)}\, \dot\Sigma^{(l+1)} + \Sigma^{(l+1)}, \qquad
+        \dot\Sigma^{(l+1)} = \sigma_w^2\, \mathbb E[s'(u)\, s'(v)].
+
+    Arguments as for `NNGPKernel`.
     """
 
     _kind = "ntk"

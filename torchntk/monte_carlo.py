@@ -1,18 +1,24 @@
-"""Monte Carlo estimates of the NNGP and NTK kernels from random finite networks.
+r"""Monte Carlo estimates of the NNGP and NTK kernels from random finite networks.
+
+::
 
     mc = monte_carlo_kernels(spec, x1, x2=None, width=1024, n_samples=64, seed=0)
     mc.nngp, mc.ntk, mc.nngp_stderr, mc.ntk_stderr          # (N1, N2) each
 
-For S independent random networks f^(s) (drawn from a description, ``spec.network(width=...,
-out_features=..., seed=...)``, or from a zero-argument factory returning a fresh module):
+For :math:`S` independent random networks :math:`f^{(s)}` with :math:`k` outputs (drawn from a
+description, ``spec.network(width=..., out_features=..., seed=...)``, or from a zero-argument
+factory returning a fresh module):
 
-    nngp = (1/S) sum_s (1/k) sum_k f^(s)_k(x) f^(s)_k(x')          (the outputs' covariance: E f = 0
-                                                                    for networks symmetric under W -> -W)
-    ntk  = (1/S) sum_s (1/k) sum_k Theta^(s)_kk(x, x')              (the empirical NTK's output trace)
+.. math::
 
-each averaged over the k output units, with standard errors sd_s / sqrt(S) entry by entry (the
-sample standard deviation over the S networks, ddof 1). As the width grows the estimates tend to
-``spec.kernels`` (Proposition 1, Theorem 1), up to the O(1/width) finite-width bias; for
+    \text{nngp}(x, x') = \frac1S \sum_s \frac1k \sum_k f^{(s)}_k(x)\, f^{(s)}_k(x'), \qquad
+    \text{ntk}(x, x') = \frac1S \sum_s \frac1k \sum_k \Theta^{(s)}_{kk}(x, x'):
+
+the outputs' covariance (the mean :math:`\mathbb E f` is 0 for networks symmetric under
+:math:`W \to -W`) and the empirical NTK's output trace, with standard errors
+:math:`\text{sd}_s / \sqrt S` entry by entry (the sample standard deviation over the :math:`S`
+networks, ddof 1). As the width grows the estimates tend to ``spec.kernels`` (Proposition 1,
+Theorem 1), up to the :math:`O(1/\text{width})` finite-width bias; for
 architectures with no closed form (a factory) they are the kernels. The NTK goes through
 `empirical_ntk` in chunks, so memory stays bounded for large N (one network, a chunk's features,
 and a few (N1, N2) accumulators).
@@ -39,12 +45,14 @@ KERNELS = ("both", "nngp", "ntk")
 
 @dataclass
 class MonteCarloKernels:
-    """Monte Carlo kernel estimates over ``n_samples`` random networks, each (N1, N2).
+    r"""Monte Carlo kernel estimates over ``n_samples`` random networks, each (N1, N2).
 
     Attributes:
-        nngp, ntk: the sample means (None when not asked for).
-        nngp_stderr, ntk_stderr: their standard errors, sd / sqrt(n_samples).
-        n_samples: S, the number of networks averaged.
+        nngp: the sample mean of the outputs' outer products (None when not asked for).
+        ntk: the sample mean of the empirical NTKs (None when not asked for).
+        nngp_stderr: the standard error of ``nngp``, :math:`\text{sd} / \sqrt S`.
+        ntk_stderr: the standard error of ``ntk``, :math:`\text{sd} / \sqrt S`.
+        n_samples: :math:`S`, the number of networks averaged.
         width: the hidden width given (None for a factory).
     """
 
@@ -67,7 +75,9 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
                         device: torch.device | str | None = None, method: str = "auto",
                         batch_size: int | None = None,
                         progress: bool = False) -> MonteCarloKernels | list[MonteCarloKernels]:
-    """Average the empirical NNGP and NTK over random finite networks (see the module doc).
+    r"""Average the empirical NNGP and NTK over random finite networks (see the module doc):
+    :math:`\frac1S \sum_s \frac1k \sum_k f^{(s)}_k(x) f^{(s)}_k(x')` and
+    :math:`\frac1S \sum_s \frac1k \sum_k \Theta^{(s)}_{kk}(x, x')`.
 
     Args:
         spec_or_factory: a network description with ``.network(width=, out_features=, seed=)`` (e.g.
@@ -77,16 +87,17 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
         x1: inputs (N1, ...) (tensor or numpy; numpy in gives numpy out).
         x2: inputs (N2, ...), or None for x1 against itself.
         width: the hidden width of the description's networks (ignored for a factory).
-        n_samples: S >= 2 networks; or an increasing list of counts, giving running estimates
-            after each (one pass over max(list) networks).
+        n_samples: :math:`S \ge 2` networks; or an increasing list of counts, giving running
+            estimates after each (one pass over max(list) networks).
         seed: a non-negative int; network s uses ``sample_seed(seed, s)``.
-        out_features: output units k of the description's networks (the estimates average over
-            them; ignored for a factory).
+        out_features: output units :math:`k` of the description's networks (the estimates
+            average over them; ignored for a factory).
         kernels: "both" (default), "nngp" (skips the NTK, much cheaper) or "ntk".
         dtype: the networks' dtype: default x1's if it is a float tensor, else torch.float64.
             A factory's modules are converted to it.
         device: where the networks live (default: x1's device).
-        method, batch_size: passed to `empirical_ntk` (chunks of inputs bound its memory).
+        method: passed to `empirical_ntk` ("auto", "structured", "jacobian" or "ntk_vp").
+        batch_size: passed to `empirical_ntk` (chunks of inputs bound its memory).
         progress: show a progress bar (rich) over the networks.
 
     Returns:

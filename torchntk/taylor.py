@@ -1,18 +1,25 @@
-"""Taylor expansions of a network in its parameters, as trainable modules.
+r"""Taylor expansions of a network in its parameters, as trainable modules.
+
+::
 
     lin = linearize(model)               # g(x; theta) = f(x; theta0) + J_theta0(x) (theta - theta0)
     quad = taylor_expand(model, degree=2)   # ... + (1/2) D^2 f_theta0(x)[theta - theta0, theta - theta0]
 
-The expansion of degree d around theta0 (the model's parameters when it is expanded) is
+The expansion of degree :math:`d` around :math:`\theta_0` (the model's parameters when it is
+expanded) is
 
-    g_d(x; theta) = sum_{j=0..d} (1/j!) D^j_theta f(x; theta0)[delta, ..., delta],   delta = theta - theta0.
+.. math::
 
-Each term is a forward-mode derivative (``torch.func.jvp``) along delta, nested j times, so no
-Jacobian or Hessian is stored: one forward of g_1 costs about two forward passes of the model
-and memory of the same order, and it back-propagates to theta like any module. Training g_1 by
-gradient descent is kernel gradient descent with the model's empirical NTK at theta0, which
-stays fixed (Lee et al. 2019): the NTK of ``linearize(model)`` is the NTK of ``model`` at theta0
-at every theta.
+    g_d(x; \theta) = \sum_{j=0}^{d} \frac{1}{j!}\, D^j_\theta f(x; \theta_0)[\delta, \dots, \delta],
+    \qquad \delta = \theta - \theta_0.
+
+Each term is a forward-mode derivative (``torch.func.jvp``) along :math:`\delta`, nested
+:math:`j` times, so no Jacobian or Hessian is stored: one forward of :math:`g_1` costs about two
+forward passes of the model and memory of the same order, and it back-propagates to
+:math:`\theta` like any module. Training :math:`g_1` by gradient descent is kernel gradient
+descent with the model's empirical NTK at :math:`\theta_0`, which stays fixed (Lee et al. 2019):
+the NTK of ``linearize(model)`` is the NTK of ``model`` at :math:`\theta_0` at every
+:math:`\theta`.
 
 The expanded module keeps a frozen copy of the model (``.base``: theta0, the frozen parameters
 and the buffers, in the model's train/eval mode at the time), and a trainable copy of its
@@ -42,13 +49,14 @@ order past it doubles that."""
 
 
 class TaylorExpansion(nn.Module):
-    """g_d(x; theta), the degree-d Taylor expansion of a module in its trainable parameters.
+    r""":math:`g_d(x; \theta)`, the degree-:math:`d` Taylor expansion of a module in its trainable
+    parameters (see the module doc).
 
     Attributes:
-        base: a frozen copy of the expanded model (its parameters are theta0).
-        theta: nn.ParameterDict of the trainable parameters, starting at theta0 (keys are the
-            model's parameter names with "." replaced by "__").
-        degree: d >= 1.
+        base: a frozen copy of the expanded model (its parameters are :math:`\theta_0`).
+        theta: nn.ParameterDict of the trainable parameters, starting at :math:`\theta_0` (keys are
+            the model's parameter names with "." replaced by "__").
+        degree: :math:`d \ge 1`.
         names: the model's names of the trainable parameters, in order.
     """
 
@@ -95,7 +103,7 @@ class TaylorExpansion(nn.Module):
         return {name: self.theta[key] for name, key in zip(self.names, self._keys, strict=True)}
 
     def forward(self, *args, **kwargs):
-        """g_d(inputs; theta): the model's call signature and output structure (any shapes)."""
+        r""":math:`g_d(\text{inputs}; \theta)`: the model's call signature and output structure (any shapes)."""
         theta0 = self.theta0()
         delta = {name: self.theta[key] - theta0[name] for name, key in zip(self.names, self._keys, strict=True)}
 
@@ -142,7 +150,8 @@ def _sum_terms(terms: tuple):
 
 
 def linearize(model: nn.Module) -> TaylorExpansion:
-    """The first-order expansion g(x; theta) = f(x; theta0) + J_theta0(x) (theta - theta0).
+    r"""The first-order expansion
+    :math:`g(x; \theta) = f(x; \theta_0) + J_{\theta_0}(x)\, (\theta - \theta_0)`.
 
     Args:
         model: any torch.nn.Module (buffers, frozen parameters and eval mode are kept as they are);
@@ -150,20 +159,23 @@ def linearize(model: nn.Module) -> TaylorExpansion:
 
     Returns:
         A `TaylorExpansion` of degree 1 whose trainable parameters start at the model's values, so
-        that at first its outputs equal the model's. Its empirical NTK is the model's at theta0,
-        at every theta.
+        that at first its outputs equal the model's. Its empirical NTK is the model's at
+        :math:`\theta_0`, at every :math:`\theta`.
     """
     return TaylorExpansion(model, 1)
 
 
 def taylor_expand(model: nn.Module, degree: int = 2) -> TaylorExpansion:
-    """The degree-``degree`` expansion sum_j (1/j!) D^j f(x; theta0)[theta - theta0]^j.
+    r"""The degree-``degree`` expansion
+    :math:`\sum_{j=0}^{d} \frac{1}{j!} D^j f(x; \theta_0)[\theta - \theta_0]^j`.
 
     Args:
         model: any torch.nn.Module.
-        degree: the order d >= 1 (1 is `linearize`); a forward costs about 2^d model forwards.
+        degree: the order :math:`d \ge 1` (1 is `linearize`); a forward costs about :math:`2^d`
+            model forwards.
 
     Returns:
-        A `TaylorExpansion`; its error against the model is O(|theta - theta0|^(d+1)).
+        A `TaylorExpansion`; its error against the model is
+        :math:`O(\lVert \theta - \theta_0 \rVert^{d+1})`.
     """
     return TaylorExpansion(model, degree)

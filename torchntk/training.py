@@ -1,20 +1,26 @@
-"""Full-batch gradient descent on finite networks, recording what the paper's theorems speak about.
+r"""Full-batch gradient descent on finite networks, recording what the paper's theorems speak about.
+
+::
 
     run = train(net, x_train, y_train, lr=1.0, steps=1000, x_test=x_test, record_every=10)
     run.t, run.outputs_train, run.ntk, run.weight_change, run.activation_change
 
-The default cost is the paper's C = (1/2N) sum_i |f(x_i) - y_i|^2, so lr * steps is the time t
-of `torchntk.dynamics` (docs/conventions.md): a wide network's outputs follow
+The default cost is the paper's :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`, so
+lr * steps is the time :math:`t` of `torchntk.dynamics` (docs/conventions.md): a wide network's outputs follow
 `GradientFlow.predict_steps(steps, lr, f0_train=..., f0_test=...)` with the limiting NTK.
 Recorded quantities (each only when asked, at steps 0, record_every, 2 record_every, ... and the last):
 
-- "outputs": f(x) on the training (and test) points;
+- "outputs": :math:`f(x)` on the training (and test) points;
 - "ntk": the empirical NTK on the training points (`torchntk.empirical.empirical_ntk`), the
   quantity of Theorems 1 and 2 (it should barely move when the network is wide);
-- "weights": per dense layer ||W(l)(t) - W(l)(0)||_op / sqrt(n_l), n_l the layer's fan-in and W(l)
-  its N(0, 1) weight matrix (Lemma 1: it vanishes at rate 1/sqrt(width) for l >= 1; the input
-  layer W(0), whose fan-in n_0 is the data's dimension, is not covered and its change stays O(1));
-- "activations": per hidden layer ||a(l)(t) - a(l)(0)||_F / ||a(l)(0)||_F over the training points.
+- "weights": per dense layer :math:`\lVert W^{(l)}(t) - W^{(l)}(0) \rVert_\text{op} / \sqrt{n_l}`,
+  :math:`n_l` the layer's fan-in and :math:`W^{(l)}` its :math:`\mathcal N(0, 1)` weight matrix
+  (Lemma 1: it vanishes at rate :math:`1/\sqrt{\text{width}}` for :math:`l \ge 1`; the input
+  layer :math:`W^{(0)}`, whose fan-in :math:`n_0` is the data's dimension, is not covered and its
+  change stays :math:`O(1)`);
+- "activations": per hidden layer
+  :math:`\lVert a^{(l)}(t) - a^{(l)}(0) \rVert_F / \lVert a^{(l)}(0) \rVert_F` over the training
+  points.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ reads the matrix a few times (a full SVD of a 2048 x 2048 matrix takes ~10 s on 
 
 @dataclass
 class TrainingRun:
-    """The record of one training run, as numpy arrays over the R recorded steps.
+    r"""The record of one training run, as numpy arrays over the R recorded steps.
 
     Attributes:
         steps: (R,) recorded step numbers (0 and the last included).
@@ -50,11 +56,13 @@ class TrainingRun:
         outputs_test: (R, M, k) outputs on the test points, or None.
         ntk: empirical NTK on the training points, (R, N, N, k, k) (ntk_outputs="full") or
             (R, N, N) ("trace": the mean over the k diagonal output pairs), or None.
-        weight_change: (R, L) ||W(l)(t) - W(l)(0)||_op / sqrt(n_l) per layer, or None.
+        weight_change: (R, L)
+            :math:`\lVert W^{(l)}(t) - W^{(l)}(0) \rVert_\text{op} / \sqrt{n_l}` per layer, or None.
         weight_names: the L layers' names (parameter names for a generic module).
-        activation_change: (R, L - 1) ||a(l)(t) - a(l)(0)||_F / ||a(l)(0)||_F, or None.
-        preactivation_change: (R, L - 1) the same for the pre-activations a~(l) (what Lemma 1's
-            proof bounds), or None.
+        activation_change: (R, L - 1)
+            :math:`\lVert a^{(l)}(t) - a^{(l)}(0) \rVert_F / \lVert a^{(l)}(0) \rVert_F`, or None.
+        preactivation_change: (R, L - 1) the same for the pre-activations :math:`\tilde a^{(l)}`
+            (what Lemma 1's proof bounds), or None.
         lr: the learning rate.
     """
 
@@ -74,7 +82,8 @@ class TrainingRun:
 def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, steps: int = 1000, x_test: Any = None,
           loss: str | Loss = "mse", record_every: int = 10, record: Sequence[str] | None = None,
           ntk_outputs: str = "full", seed: int | None = None) -> TrainingRun:
-    """Train ``model`` in place by full-batch gradient descent: theta <- theta - lr * dC/dtheta.
+    r"""Train ``model`` in place by full-batch gradient descent:
+    :math:`\theta \leftarrow \theta - \eta\, \partial C / \partial \theta` (:math:`\eta` = ``lr``).
 
     Args:
         model: any nn.Module mapping (N, d) to (N, k); all parameters with requires_grad are
@@ -82,13 +91,14 @@ def train(model: nn.Module, x_train: Any, y_train: Any, *, lr: float = 1.0, step
         x_train: (N, d) inputs (tensor or numpy; converted to the model's dtype and device).
         y_train: targets: (N,) or (N, k) for "mse"; integer classes (N,) or probabilities (N, k)
             for "cross_entropy"; anything a callable cost accepts.
-        lr: learning rate; after s steps the time is t = lr * s. For "mse", gradient descent with
-            a fixed kernel converges iff lr < 2 N / lambda_max(Theta(X, X))
-            (`torchntk.dynamics.max_learning_rate`).
+        lr: learning rate :math:`\eta`; after :math:`s` steps the time is :math:`t = \eta s`. For
+            "mse", gradient descent with a fixed kernel converges iff
+            :math:`\eta < 2N / \lambda_{\max}(\Theta(X, X))` (`torchntk.dynamics.max_learning_rate`).
         steps: number of updates.
         x_test: (M, d) points on which to record outputs as well.
-        loss: "mse" (C = (1/2N) sum |f - y|^2), "cross_entropy" (mean over points), or a callable
-            (outputs (N, k), targets) -> scalar, a mean over the points.
+        loss: "mse" (:math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`), "cross_entropy"
+            (mean over points), or a callable (outputs (N, k), targets) -> scalar, a mean over the
+            points.
         record_every: record every this many steps (the last step is always recorded).
         record: any of "outputs", "ntk", "weights", "activations" (the NTK is the expensive one);
             None records all four (activations only for models that expose them).
@@ -217,15 +227,25 @@ class _Recorder:
 
 
 def operator_norm(m: Tensor, start: Tensor | None = None, max_iter: int = 60) -> tuple[float, Tensor | None]:
-    """||m||_op, the largest singular value, and a block of vectors to warm-start the next call.
+    r""":math:`\lVert m \rVert_\text{op}`, the largest singular value, and a block of vectors to
+    warm-start the next call.
 
-    Small matrices: a full SVD. Large ones: subspace iteration on m^T m with a block of 8 vectors
-    and Rayleigh-Ritz (the top singular value of m Q, which rises to ||m||_op), in m's dtype and on
-    its device; W(t) - W(0) turns slowly, so the previous record's block converges in a few passes.
-    It stops when the estimated remaining error (the last change times max(1, r / (1 - r)), r the
-    larger of the last two ratios of successive changes) is below 10 eps of the dtype, relative
-    (1e-12 at least); a spectrum too clustered
-    to converge in ``max_iter`` passes falls back to Lanczos (scipy's ARPACK svds, exact to rounding).
+    Small matrices: a full SVD. Large ones: subspace iteration on :math:`m^\top m` with a block of 8
+    vectors and Rayleigh-Ritz (the top singular value of :math:`m Q`, which rises to
+    :math:`\lVert m \rVert_\text{op}`), in m's dtype and on its device; :math:`W(t) - W(0)` turns
+    slowly, so the previous record's block converges in a few passes. It stops when the estimated
+    remaining error (the last change times :math:`\max(1, r / (1 - r))`, :math:`r` the larger of
+    the last two ratios of successive changes) is below 10 eps of the dtype, relative (1e-12 at
+    least); a spectrum too clustered to converge in ``max_iter`` passes falls back to Lanczos
+    (scipy's ARPACK svds, exact to rounding).
+
+    Args:
+        m: the matrix, shape (p, q).
+        start: the block returned by the previous call on a nearby matrix, or None.
+        max_iter: the most subspace-iteration passes before falling back to Lanczos.
+
+    Returns:
+        The norm (a float) and the block for the next call (None where a full SVD was used).
     """
     if min(m.shape) <= _EXACT_NORM_SIZE:
         return float(torch.linalg.matrix_norm(m.to(torch.float64), ord=2)), None

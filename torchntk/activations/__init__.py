@@ -44,7 +44,17 @@ QUADRATURE: dict[str, Callable] = {
 
 
 def get_activation(activation: str | Activation | Callable) -> Activation:
-    """An `Activation` from a name, an `Activation`, or an elementwise callable on tensors."""
+    """An `Activation` from a name, an `Activation`, or an elementwise callable on tensors.
+
+    Args:
+        activation: a name from `CLOSED_FORM` (exact kernels) or `QUADRATURE` (case-insensitive),
+            an `Activation` (returned as it is), or a callable mapping a tensor to a tensor of
+            the same shape (wrapped in `Activation`: kernels by quadrature, derivative by
+            autograd).
+
+    Returns:
+        An `Activation`. An unknown name is a ValueError listing the known ones.
+    """
     if isinstance(activation, Activation):
         return activation
     if isinstance(activation, str):

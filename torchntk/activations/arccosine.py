@@ -231,25 +231,34 @@ def _no_ntk_error(what: str) -> ValueError:
 # -- the activations ----------------------------------------------------------------------------
 
 class RectifiedMonomial(Activation):
-    """max(x, 0)^k, i.e. x^k for x > 0 and 0 for x <= 0, for an integer k >= 0 (k = 1 is ReLU;
-    k = 0 is the Heaviside step 1{x > 0}). The arc-cosine kernel of order k (Cho and Saul 2009):
+    r""":math:`\max(x, 0)^k`, i.e. :math:`x^k` for :math:`x > 0` and 0 for :math:`x \le 0`, for an
+    integer :math:`k \ge 0` (:math:`k = 1` is ReLU; :math:`k = 0` is the Heaviside step
+    :math:`1\{x > 0\}`). The arc-cosine kernel of order :math:`k` (Cho and Saul 2009), with
+    variances :math:`v_1, v_2` and correlation :math:`\rho = \cos\theta`:
 
-        E[s(u) s(v)]   = sqrt(var1 var2)^k F_k(rho),
-        E[s'(u) s'(v)] = k^2 sqrt(var1 var2)^(k-1) F_{k-1}(rho),    F_n = J_n / (2 pi)
+    .. math::
 
-    (module docstring). Exact for every k, at rho = +-1 and at zero variance included.
+        \mathbb E[s(u)\, s(v)] = \sqrt{v_1 v_2}^{\,k} F_k(\rho),
 
-    The step (k = 0) has no derivative as a function: its NNGP is (pi - theta) / (2 pi), and
-    asking for its NTK, or back-propagating through it in a finite network, raises a ValueError.
+        \mathbb E[s'(u)\, s'(v)] = k^2 \sqrt{v_1 v_2}^{\,k-1} F_{k-1}(\rho), \qquad
+        F_n = \frac{J_n}{2\pi}
+
+    (module docstring). Exact for every :math:`k`, at :math:`\rho = \pm 1` and at zero variance
+    included.
+
+    The step (:math:`k = 0`) has no derivative as a function: its NNGP is
+    :math:`(\pi - \theta) / (2\pi)`, and asking for its NTK, or back-propagating through it in
+    a finite network, raises a ValueError.
 
     Differences from neural-tangents 0.6.5's ``stax.RectifiedMonomial``: there the step is
-    1{x >= 0} (the two differ only at x = 0, which matters only at zero variance); its NTK for
-    k = 0 is 0 instead of an error; and its kernels are NaN wherever rho = 1 (the diagonal,
-    duplicate inputs: it divides by sin(theta)), hence everywhere after a second such layer
-    (measured for k = 0..4; where it is finite the two agree to 4e-15).
+    :math:`1\{x \ge 0\}` (the two differ only at :math:`x = 0`, which matters only at zero
+    variance); its NTK for :math:`k = 0` is 0 instead of an error; and its kernels are NaN
+    wherever :math:`\rho = 1` (the diagonal, duplicate inputs: it divides by
+    :math:`\sin\theta`), hence everywhere after a second such layer (measured for
+    :math:`k = 0, \dots, 4`; where it is finite the two agree to 4e-15).
 
     Args:
-        degree: the power k, an integer in [0, 64].
+        degree: the power :math:`k`, an integer in [0, 64].
     """
 
     def __init__(self, degree: int) -> None:
@@ -305,7 +314,9 @@ def _scaled(value: Tensor, norm: Tensor, power: int) -> Tensor:
 
 
 class Sign(Activation):
-    """sign(x) (0 at 0): E[sign(u) sign(v)] = (2 / pi) arcsin(rho), 0 where a variance is 0.
+    r""":math:`\operatorname{sign}(x)` (0 at 0):
+    :math:`\mathbb E[\operatorname{sign}(u) \operatorname{sign}(v)] = \frac{2}{\pi} \arcsin\rho`
+    (:math:`\rho` the correlation), 0 where a variance is 0.
 
     Its derivative is not a function (0 almost everywhere, a Dirac delta at 0): asking for its
     NTK, or back-propagating through it in a finite network, raises a ValueError.

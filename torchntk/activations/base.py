@@ -61,16 +61,19 @@ the adaptive order reaches (see the table above)."""
 
 
 class Activation:
-    """Elementwise nonlinearity layer, e.g. ``Activation(torch.tanh)``.
+    r"""Elementwise nonlinearity layer, e.g. ``Activation(torch.tanh)``: a nonlinearity
+    :math:`\sigma` and its two Gaussian expectations, :math:`\mathbb E[\sigma(u)\, \sigma(v)]`
+    for the NNGP and :math:`\mathbb E[\sigma'(u)\, \sigma'(v)]` for the NTK, here by a
+    two-dimensional quadrature (the subclasses have closed forms).
 
     Args:
-        fn: maps a tensor to a tensor of the same shape, elementwise; Lipschitz for the
-            paper's theorems to apply.
-        derivative: sigma' as a callable; by default taken from autograd on ``fn``.
+        fn: :math:`\sigma`, mapping a tensor to a tensor of the same shape, elementwise;
+            Lipschitz for the paper's theorems to apply.
+        derivative: :math:`\sigma'` as a callable; by default taken from autograd on ``fn``.
         name: shown in reprs and reports; defaults to ``fn.__name__``.
-        nodes: quadrature order (radial nodes) for the expectations (cost ~4 nodes^2 per
-            kernel entry), or None (the default) to choose it per entry from the variances;
-            see DEFAULT_NODES for measured accuracies.
+        nodes: quadrature order (radial nodes) for the expectations (cost about
+            :math:`4\, \text{nodes}^2` evaluations per kernel entry), or None (the default) to
+            choose it per entry from the variances; see DEFAULT_NODES for measured accuracies.
     """
 
     def __init__(self, fn: Callable[[Tensor], Tensor], derivative: Callable[[Tensor], Tensor] | None = None,
@@ -89,7 +92,7 @@ class Activation:
     # -- derivative -------------------------------------------------------------------
 
     def grad(self, x: Tensor) -> Tensor:
-        """sigma'(x), elementwise; differentiable in x when x requires grad."""
+        r""":math:`\sigma'(x)`, elementwise; differentiable in x when x requires grad."""
         if self.derivative is not None:
             return self.derivative(x)
         return elementwise_grad(self.fn, x)
@@ -98,11 +101,20 @@ class Activation:
 
     def expectations(self, var1: Tensor, var2: Tensor, cov: Tensor, derivative: bool = True,
                      overwrite: bool = False) -> tuple[Tensor, Tensor | None]:
-        """(E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)] or None) for the Gaussian pair.
+        r""":math:`\big(\mathbb E[\sigma(u)\, \sigma(v)],\ \mathbb E[\sigma'(u)\, \sigma'(v)]\big)`
+        for the centred Gaussian pair :math:`(u, v)` of variances ``var1``, ``var2`` and
+        covariance ``cov``.
 
-        var1 (n1, 1), var2 (1, n2), cov (n1, n2); or all three (n,) for the diagonal.
-        ``overwrite=True`` lets an implementation reuse cov's storage (the caller no longer
-        needs it); only done when autograd is off.
+        Args:
+            var1: the variances of u, shape (n1, 1); or (n,) for the diagonal.
+            var2: the variances of v, shape (1, n2); or (n,).
+            cov: the covariances, shape (n1, n2); or (n,).
+            derivative: whether to compute the second expectation (None in its place if not).
+            overwrite: lets an implementation reuse cov's storage (the caller no longer needs
+                it); only done when autograd is off.
+
+        Returns:
+            Two tensors of cov's shape (the second None when ``derivative`` is False).
         """
         return self.quadrature_expectations(var1, var2, cov, derivative)
 

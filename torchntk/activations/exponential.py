@@ -24,12 +24,15 @@ def _real(value: object, owner: str, name: str) -> float:
 
 
 class Exp(Activation):
-    """a exp(b x) (neural-tangents' ``stax.Exp(a, b)``, same parameters and defaults):
+    r""":math:`a\, e^{b x}` (neural-tangents' ``stax.Exp(a, b)``, same parameters and defaults).
+    With variances :math:`v_1, v_2` and covariance :math:`c`,
 
-        E[s(u) s(v)]   = a^2 exp(b^2 ((v1 + v2) / 2 + c)),
-        E[s'(u) s'(v)] = b^2 E[s(u) s(v)]
+    .. math::
 
-    (the Gaussian moment generating function at (b, b)). Not Lipschitz, so the paper's theorems
+        \mathbb E[s(u)\, s(v)] = a^2 \exp\Big(b^2 \big(\tfrac{v_1 + v_2}{2} + c\big)\Big), \qquad
+        \mathbb E[s'(u)\, s'(v)] = b^2\, \mathbb E[s(u)\, s(v)]
+
+    (the Gaussian moment generating function at :math:`(b, b)`). Not Lipschitz, so the paper's theorems
     do not cover it; the kernels are defined for every variance.
 
     Args:
@@ -65,20 +68,27 @@ class Exp(Activation):
 
 
 class Gaussian(Activation):
-    """a exp(b x^2) (neural-tangents' ``stax.Gaussian(a, b)``, same parameters and defaults: the bump
-    exp(-x^2) by default). With D = det(I - 2 b S) = 1 - 2 b (v1 + v2) + 4 b^2 (v1 v2 - c^2),
+    r""":math:`a\, e^{b x^2}` (neural-tangents' ``stax.Gaussian(a, b)``, same parameters and
+    defaults: the bump :math:`e^{-x^2}` by default). With :math:`S` the covariance matrix of
+    :math:`(u, v)` (variances :math:`v_1, v_2`, covariance :math:`c`) and
+    :math:`D = \det(I - 2 b S) = 1 - 2 b (v_1 + v_2) + 4 b^2 (v_1 v_2 - c^2)`,
 
-        E[s(u) s(v)]   = a^2 / sqrt(D),
-        E[s'(u) s'(v)] = 4 a^2 b^2 c / D^(3/2)       (= d/dc E[s(u) s(v)], Price's theorem).
+    .. math::
 
-    D is written as a sum so that for b <= 0 every term is >= 0 (v1 v2 >= c^2) and nothing cancels:
-    D >= 1 + 2|b|(v1 + v2). For b > 0 the function grows like exp(b x^2) and its Gaussian moments
-    are finite only while I - 2 b S is positive definite (on the diagonal: 4 b var < 1); beyond,
-    `expectations` raises a ValueError instead of returning inf or NaN.
+        \mathbb E[s(u)\, s(v)] = \frac{a^2}{\sqrt D},
+
+        \mathbb E[s'(u)\, s'(v)] = \frac{4 a^2 b^2 c}{D^{3/2}}
+        = \partial_c \mathbb E[s(u)\, s(v)] \quad \text{(Price's theorem)}.
+
+    :math:`D` is written as a sum so that for :math:`b \le 0` every term is :math:`\ge 0`
+    (:math:`v_1 v_2 \ge c^2`) and nothing cancels: :math:`D \ge 1 + 2|b|(v_1 + v_2)`. For
+    :math:`b > 0` the function grows like :math:`e^{b x^2}` and its Gaussian moments are finite
+    only while :math:`I - 2 b S` is positive definite (on the diagonal: :math:`4 b v < 1`);
+    beyond, `expectations` raises a ValueError instead of returning inf or NaN.
 
     Args:
         a: the scale (default 1).
-        b: the coefficient of x^2 in the exponent (default -1).
+        b: the coefficient of :math:`x^2` in the exponent (default -1).
     """
 
     def __init__(self, a: float = 1.0, b: float = -1.0) -> None:

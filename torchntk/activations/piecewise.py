@@ -21,7 +21,24 @@ from .base import Activation
 
 
 class PiecewiseLinear(Activation):
-    """sigma(x) = a x for x > 0 and b x for x <= 0; sigma'(0) = b, as autograd gives."""
+    r""":math:`\sigma(x) = a x` for :math:`x > 0` and :math:`b x` for :math:`x \le 0`;
+    :math:`\sigma'(0) = b`, as autograd gives. With :math:`J_0, J_1` the arc-cosine kernels and
+    :math:`\rho` the correlation of :math:`(u, v)`,
+
+    .. math::
+
+        \mathbb E[\sigma(u)\, \sigma(v)] = \frac{(a - b)^2}{2} \sqrt{v_1 v_2}\, J_1(\rho) + a b\, c,
+
+        \mathbb E[\sigma'(u)\, \sigma'(v)] = \frac{(a - b)^2}{2} J_0(\rho) + a b,
+
+    for variances :math:`v_1, v_2` and covariance :math:`c` (from :math:`\sigma(x) = a
+    \operatorname{relu}(x) - b \operatorname{relu}(-x)`).
+
+    Args:
+        a: the slope for :math:`x > 0` (default 1).
+        b: the slope for :math:`x \le 0` (default 0: ReLU).
+        name: shown in reprs and reports.
+    """
 
     def __init__(self, a: float = 1.0, b: float = 0.0, *, name: str | None = None) -> None:
         self.a, self.b = _slope("a", a), _slope("b", b)
@@ -100,7 +117,7 @@ def _slope(name: str, value: float) -> float:
 
 
 class ReLU(PiecewiseLinear):
-    """max(x, 0): the arc-cosine kernels of Cho and Saul."""
+    r""":math:`\max(x, 0)`: the arc-cosine kernels of Cho and Saul."""
 
     def __init__(self) -> None:
         super().__init__(1.0, 0.0, name="relu")
@@ -110,7 +127,12 @@ class ReLU(PiecewiseLinear):
 
 
 class LeakyReLU(PiecewiseLinear):
-    """x for x > 0, slope * x for x < 0 (``torch.nn.functional.leaky_relu``)."""
+    r""":math:`x` for :math:`x > 0`, :math:`\text{slope} \cdot x` for :math:`x < 0`
+    (``torch.nn.functional.leaky_relu``).
+
+    Args:
+        slope: the slope for negative inputs (default 0.01).
+    """
 
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__(1.0, slope, name="leaky_relu")
@@ -121,7 +143,7 @@ class LeakyReLU(PiecewiseLinear):
 
 
 class Abs(PiecewiseLinear):
-    """|x|."""
+    """:math:`|x|`."""
 
     def __init__(self) -> None:
         super().__init__(1.0, -1.0, name="abs")
@@ -131,7 +153,8 @@ class Abs(PiecewiseLinear):
 
 
 class Identity(PiecewiseLinear):
-    """x: a deep linear network; Sigma(l+1) = sigma_w^2 Sigma(l) + beta^2 exactly."""
+    r""":math:`x`: a deep linear network;
+    :math:`\Sigma^{(l+1)} = \sigma_w^2\, \Sigma^{(l)} + \beta^2` exactly."""
 
     def __init__(self) -> None:
         super().__init__(1.0, 1.0, name="identity")

@@ -67,17 +67,22 @@ def hermite_expectation(series: list[list[float]], var1: Tensor, var2: Tensor, c
 
 
 class Polynomial(Activation):
-    """p(x) = c_0 + c_1 x + ... + c_n x^n (``coefficients`` in ascending order, as in
-    ``numpy.polynomial.Polynomial`` and neural-tangents' ``stax.Polynomial``).
+    r""":math:`p(x) = c_0 + c_1 x + \dots + c_n x^n` (``coefficients`` in ascending order, as in
+    ``numpy.polynomial.Polynomial`` and neural-tangents' ``stax.Polynomial``). With variances
+    :math:`v_1, v_2` and covariance :math:`c`,
 
-        E[p(u) p(v)]   = sum_m cov^m m! P_m(var1) P_m(var2),   P_m(var) = E[p^(m)(u)] / m!,
-        E[p'(u) p'(v)] = the same with p' for p
+    .. math::
 
-    (module docstring). Exact polynomials in (var1, var2, cov). Only Lipschitz for degree <= 1, so
-    the paper's theorems do not cover it; the kernels are defined all the same.
+        \mathbb E[p(u)\, p(v)] = \sum_m c^m\, m!\, P_m(v_1)\, P_m(v_2), \qquad
+        P_m(v) = \frac{\mathbb E[p^{(m)}(u)]}{m!}, \quad u \sim \mathcal N(0, v),
+
+    and :math:`\mathbb E[p'(u)\, p'(v)]` the same with :math:`p'` for :math:`p` (module
+    docstring): exact polynomials in :math:`(v_1, v_2, c)`. Only Lipschitz for degree
+    :math:`\le 1`, so the paper's theorems do not cover it; the kernels are defined all the same.
 
     Args:
-        coefficients: real numbers c_0 .. c_n, at most 65 of them (degree <= 64).
+        coefficients: real numbers :math:`c_0, \dots, c_n`, at most 65 of them (degree
+            :math:`\le 64`).
     """
 
     def __init__(self, coefficients: Sequence[float]) -> None:
@@ -134,15 +139,19 @@ def _check_coefficients(coefficients: object) -> tuple[float, ...]:
 
 
 class Monomial(Polynomial):
-    """x^k for an integer k >= 0: the `Polynomial` with c_k = 1 and the others 0, so
+    r""":math:`x^k` for an integer :math:`k \ge 0`: the `Polynomial` with :math:`c_k = 1` and the
+    others 0, so with variances :math:`v_1, v_2` and covariance :math:`c`
 
-        E[u^k v^k] = sum_m cov^m m! a_km^2 (var1 var2)^((k - m)/2),   a_km = C(k, m) (k - m - 1)!!,
+    .. math::
 
-    e.g. E[u^2 v^2] = var1 var2 + 2 cov^2. neural-tangents 0.6.5's ``stax.Monomial`` stops at k = 5;
-    here k goes to 64.
+        \mathbb E[u^k v^k] = \sum_m c^m\, m!\, a_{km}^2 (v_1 v_2)^{(k - m)/2}, \qquad
+        a_{km} = \binom{k}{m} (k - m - 1)!!,
+
+    e.g. :math:`\mathbb E[u^2 v^2] = v_1 v_2 + 2 c^2`. neural-tangents 0.6.5's ``stax.Monomial``
+    stops at :math:`k = 5`; here :math:`k` goes to 64.
 
     Args:
-        degree: the power k, an integer in [0, 64].
+        degree: the power :math:`k`, an integer in [0, 64].
     """
 
     def __init__(self, degree: int) -> None:
@@ -192,14 +201,19 @@ def hermite_kernel(degree: int, var1: Tensor, var2: Tensor, cov: Tensor) -> Tens
 
 
 class Hermite(Polynomial):
-    """The normalised probabilists' Hermite polynomial h_n(x) = He_n(x) / sqrt(n!), neural-tangents'
-    ``stax.Hermite(degree)``: E[h_n(z)^2] = 1 for z ~ N(0, 1). In closed form, for any variances,
+    r"""The normalised probabilists' Hermite polynomial :math:`h_n(x) = \mathrm{He}_n(x) / \sqrt{n!}`,
+    neural-tangents' ``stax.Hermite(degree)``: :math:`E[h_n(z)^2] = 1` for :math:`z \sim N(0, 1)`.
+    In closed form, for a centred Gaussian pair of any variances :math:`v_1, v_2` and covariance
+    :math:`c`,
 
-        E[h_n(u) h_n(v)]   = sum_j n! / (j!^2 (n - 2j)!) cov^(n - 2j) ((var1 - 1)(var2 - 1) / 4)^j,
-        E[h_n'(u) h_n'(v)] = n E[h_(n-1)(u) h_(n-1)(v)]      (h_n' = sqrt(n) h_(n-1)),
+    .. math::
 
-    which at unit variances (after `LayerNorm`, where neural-tangents' formula applies) are cov^n and
-    n cov^(n-1).
+        E[h_n(u) h_n(v)] = \sum_{j \le n/2} \frac{n!}{j!^2 (n - 2j)!}\, c^{n - 2j}
+            \left(\frac{(v_1 - 1)(v_2 - 1)}{4}\right)^j, \qquad
+        E[h_n'(u) h_n'(v)] = n\, E[h_{n-1}(u) h_{n-1}(v)]
+
+    (:math:`h_n' = \sqrt n\, h_{n-1}`), which at unit variances (after `LayerNorm`, where
+    neural-tangents' formula applies) are :math:`c^n` and :math:`n c^{n-1}`.
 
     Args:
         degree: n, an integer in [0, 64].

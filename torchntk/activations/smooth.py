@@ -15,10 +15,16 @@ from .base import Activation, elementwise_grad
 
 
 class Erf(Activation):
-    """erf(x). Williams (1997):
+    r""":math:`\operatorname{erf}(x)`. Williams (1997), for :math:`(u, v)` centred Gaussian with
+    variances :math:`v_1, v_2` and covariance :math:`c`:
 
-        E[erf(u) erf(v)]     = (2 / pi) arcsin(2 c / sqrt((1 + 2 v1)(1 + 2 v2)))
-        E[erf'(u) erf'(v)]   = (4 / pi) / sqrt((1 + 2 v1)(1 + 2 v2) - 4 c^2)
+    .. math::
+
+        \mathbb E[\operatorname{erf}(u) \operatorname{erf}(v)]
+            = \frac{2}{\pi} \arcsin \frac{2 c}{\sqrt{(1 + 2 v_1)(1 + 2 v_2)}},
+
+        \mathbb E[\operatorname{erf}'(u) \operatorname{erf}'(v)]
+            = \frac{4}{\pi} \frac{1}{\sqrt{(1 + 2 v_1)(1 + 2 v_2) - 4 c^2}}.
     """
 
     def __init__(self) -> None:
@@ -44,7 +50,9 @@ def _trig_pair(var1: Tensor, var2: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]
 
 
 class Sin(Activation):
-    """sin(x): E[sin u sin v] = e^{-(v1+v2)/2} sinh c, E[cos u cos v] = e^{-(v1+v2)/2} cosh c."""
+    r""":math:`\sin(x)`: :math:`\mathbb E[\sin u \sin v] = e^{-(v_1 + v_2)/2} \sinh c` and
+    :math:`\mathbb E[\cos u \cos v] = e^{-(v_1 + v_2)/2} \cosh c` (variances :math:`v_1, v_2`,
+    covariance :math:`c`)."""
 
     def __init__(self) -> None:
         super().__init__(torch.sin, torch.cos, name="sin")
@@ -58,7 +66,9 @@ class Sin(Activation):
 
 
 class Cos(Activation):
-    """cos(x): E[cos u cos v] = e^{-(v1+v2)/2} cosh c, E[sin u sin v] = e^{-(v1+v2)/2} sinh c."""
+    r""":math:`\cos(x)`: :math:`\mathbb E[\cos u \cos v] = e^{-(v_1 + v_2)/2} \cosh c` and
+    :math:`\mathbb E[\sin u \sin v] = e^{-(v_1 + v_2)/2} \sinh c` (variances :math:`v_1, v_2`,
+    covariance :math:`c`)."""
 
     def __init__(self) -> None:
         super().__init__(torch.cos, lambda x: -torch.sin(x), name="cos")
@@ -99,11 +109,13 @@ def _gelu_nngp(var1: Tensor, var2: Tensor, cov: Tensor) -> Tensor:
 
 
 class Gelu(Activation):
-    """x Phi(x) (``torch.nn.functional.gelu``, exact form).
+    r""":math:`x\, \Phi(x)` (``torch.nn.functional.gelu``, exact form).
 
-    E[gelu(u) gelu(v)] in closed form (see `_gelu_nngp`); E[gelu'(u) gelu'(v)] is its
-    derivative in c at fixed variances, by Price's theorem d/dc E[f(u) g(v)] = E[f'(u) g'(v)],
-    taken by autograd through the closed form (exact, not a finite difference).
+    :math:`\mathbb E[\operatorname{gelu}(u) \operatorname{gelu}(v)]` in closed form;
+    :math:`\mathbb E[\operatorname{gelu}'(u) \operatorname{gelu}'(v)]` is its derivative in the
+    covariance :math:`c` at fixed variances, by Price's theorem
+    :math:`\partial_c \mathbb E[f(u)\, g(v)] = \mathbb E[f'(u)\, g'(v)]`, taken by autograd
+    through the closed form (exact, not a finite difference).
     """
 
     def __init__(self) -> None:
@@ -121,13 +133,15 @@ class Gelu(Activation):
 
 
 class Rbf(Activation):
-    """sqrt(2) sin(sqrt(2 gamma) x + pi/4), the dual activation of the RBF kernel
+    r""":math:`\sqrt 2 \sin(\sqrt{2\gamma}\, x + \pi/4)`, the dual activation of the RBF kernel
     (neural-tangents' ``stax.Rbf(gamma)``):
 
-        E[s(u) s(v)]   = exp(-gamma (var1 + var2 - 2 cov))       (= exp(-gamma |x - x'|^2 / d) after a Dense),
-        E[s'(u) s'(v)] = 2 gamma E[s(u) s(v)]
+    .. math::
 
-    (the sin(sqrt(2 gamma)(u + v) + pi/2) term has mean zero). var1 + var2 - 2 cov >= 0, so the
+        E[s(u) s(v)] = e^{-\gamma (v_1 + v_2 - 2c)}, \qquad E[s'(u) s'(v)] = 2\gamma\, E[s(u) s(v)],
+
+    (the :math:`\sin(\sqrt{2\gamma}(u + v) + \pi/2)` term has mean zero); after a `Dense` without
+    bias the first is :math:`e^{-\gamma |x - x'|^2 / d}`. :math:`v_1 + v_2 - 2c \ge 0`, so the
     exponent is never positive.
 
     Args:

@@ -1,4 +1,4 @@
-"""Training dynamics in the infinite-width limit: kernel gradient flow and gradient descent.
+r"""Training dynamics in the infinite-width limit: kernel gradient flow and gradient descent.
 
 >>> import torch, torchntk as tn
 >>> spec = tn.mlp(depth=3, activation="relu", bias_std=0.1)
@@ -9,8 +9,9 @@
 >>> pred.train_mean.shape, pred.train_cov.shape  # (T, N, k), (T, N, N)
 (torch.Size([4, 8, 1]), torch.Size([4, 8, 8]))
 
-Time is the paper's: t = lr * steps of full-batch gradient descent on C = (1/2N) sum |f - y|^2,
-so f_t(X) = y + exp(-t Theta / N) (f_0(X) - y) (docs/conventions.md). Modules: `flow` (closed forms through
+Time is the paper's: :math:`t = \eta\, s` after :math:`s` steps of full-batch gradient descent
+with learning rate :math:`\eta` on :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`, so
+:math:`f_t(X) = y + e^{-t \Theta / N} (f_0(X) - y)` (docs/conventions.md). Modules: `flow` (closed forms through
 one eigendecomposition, or `krylov` block Lanczos and a `refined` float32 Cholesky, chosen by
 `methods`), `stored` (means from a kernel store on disk), `spectral` (the time functions), `pca`
 (kernel principal components), `ode` (any cost, by solve_ivp), `losses` (costs shared with
@@ -32,8 +33,13 @@ from .stored import predict_from_store as predict_from_store
 
 
 def max_learning_rate(ntk_train) -> float:
-    """2 N / lambda_max(Theta(X, X)): the largest learning rate for which full-batch gradient descent
-    on C = (1/2N) sum |f - y|^2 with this (fixed) kernel converges; ``ntk_train`` is (N, N)."""
+    r""":math:`2N / \lambda_{\max}(\Theta(X, X))`: the largest learning rate for which full-batch
+    gradient descent on :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2` with this
+    (fixed) kernel converges.
+
+    Args:
+        ntk_train: :math:`\Theta(X, X)`, shape (N, N) (tensor or numpy array).
+    """
     import torch
 
     from ._checks import as_square_kernel

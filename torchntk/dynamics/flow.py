@@ -42,30 +42,31 @@ from .spectral import check_stable, descent_gain, flow_gain, max_learning_rate_f
 
 
 class GradientFlow:
-    """Closed-form training dynamics of a kernel on fixed training data (any number of times).
+    r"""Closed-form training dynamics of a kernel on fixed training data (any number of times).
 
-    The (ridge-regularised) training kernel Theta(X, X) + ridge * I is eigendecomposed once, in
+    The (ridge-regularised) training kernel :math:`\Theta(X, X) + \text{ridge}\, I` is eigendecomposed once, in
     float64, on first need; every requested time then costs matrix products only. A prediction
     at t = inf alone, before any finite time has been asked for, uses a Cholesky solve instead
     (about 10x cheaper than the eigendecomposition, and the same numbers to round-off).
 
     Args:
-        ntk_train: Theta(X, X), shape (N, N) (tensor or numpy array; float32 is promoted).
+        ntk_train: :math:`\Theta(X, X)`, shape (N, N) (tensor or numpy array; float32 is promoted).
         y_train: targets, shape (N,) or (N, k).
-        nngp_train: Sigma(X, X), shape (N, N), needed for covariances over initialisations.
-        ridge: absolute amount added to the diagonal of Theta(X, X) wherever it is inverted or
-            exponentiated (Theta_r = Theta(X, X) + ridge * I); the cross kernel Theta(x, X) is
-            not changed, so at t = inf the mean is kernel ridge regression
-            Theta(x, X) Theta_r^-1 y. The training-point predictions are this same function
-            evaluated at X (at t = inf they equal y only when ridge = 0). neural-tangents'
-            relative ``diag_reg`` is ridge = diag_reg * trace(Theta(X, X)) / N.
+        nngp_train: :math:`\Sigma(X, X)`, shape (N, N), needed for covariances over initialisations.
+        ridge: absolute amount added to the diagonal of :math:`\Theta(X, X)` wherever it is
+            inverted or exponentiated (:math:`\Theta_r = \Theta(X, X) + \text{ridge}\, I`); the
+            cross kernel :math:`\Theta(x, X)` is not changed, so at t = inf the mean is kernel
+            ridge regression :math:`\Theta(x, X)\, \Theta_r^{-1} y`. The training-point
+            predictions are this same function evaluated at X (at t = inf they equal y only when
+            ridge = 0). neural-tangents' relative ``diag_reg`` is
+            ``ridge = diag_reg * trace(ntk_train) / N``.
 
     A symmetric float64 ``ntk_train`` (or ``nngp_train``) tensor is kept by reference, not copied
     (an N x N copy would cost as much as the checks): do not change it in place while the flow is
     in use.
 
     Attributes:
-        eigenvalues: (N,) eigenvalues of Theta(X, X) + ridge * I (ascending).
+        eigenvalues: (N,) eigenvalues of :math:`\Theta(X, X) + \text{ridge}\, I` (ascending).
         eigenvectors: (N, N) its orthonormal eigenvectors (columns).
 
     Example:
@@ -91,8 +92,9 @@ class GradientFlow:
     @classmethod
     def from_eigh(cls, eigenvalues: Any, eigenvectors: Any, y_train: Any, *, nngp_train: Any = None,
                   ridge: float = 0.0) -> GradientFlow:
-        """Rebuild a flow from a saved ``flow.eigenvalues`` (N,) and ``flow.eigenvectors`` (N, N),
-        without recomputing them; they are those of Theta(X, X) + ridge * I, so pass the same ridge."""
+        r"""Rebuild a flow from a saved ``flow.eigenvalues`` (N,) and ``flow.eigenvectors`` (N, N),
+        without recomputing them; they are those of :math:`\Theta(X, X) + \text{ridge}\, I`, so pass
+        the same ridge."""
         values = as_tensor(eigenvalues, "eigenvalues")
         vectors = as_tensor(eigenvectors, "eigenvectors", values.device)
         n = values.shape[0] if values.dim() == 1 else -1
@@ -148,17 +150,18 @@ class GradientFlow:
 
     @property
     def eigenvalues(self) -> Tensor:
-        """(N,) eigenvalues of Theta(X, X) + ridge * I, ascending (computed on first access)."""
+        r"""(N,) eigenvalues of :math:`\Theta(X, X) + \text{ridge}\, I`, ascending (computed on first access)."""
         return self._decomposed()[0]
 
     @property
     def eigenvectors(self) -> Tensor:
-        """(N, N) orthonormal eigenvectors (columns) of Theta(X, X) + ridge * I."""
+        r"""(N, N) orthonormal eigenvectors (columns) of :math:`\Theta(X, X) + \text{ridge}\, I`."""
         return self._decomposed()[1]
 
     @property
     def max_learning_rate(self) -> float:
-        """2 N / lambda_max: gradient descent on C = (1/2N) sum |f - y|^2 converges iff lr is below it."""
+        r"""The largest learning rate, :math:`2N / \lambda_{\max}`, for which gradient descent on
+        :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2` converges (iff lr is below it)."""
         return max_learning_rate_from(self.eigenvalues, self.n)
 
     def principal_components(self) -> PrincipalComponents:
@@ -168,18 +171,21 @@ class GradientFlow:
     def predict(self, t: Any, *, ntk_test_train: Any = None, nngp_test_train: Any = None, nngp_test: Any = None,
                 cov: str | None = "full", f0_train: Any = None, f0_test: Any = None,
                 train_cov: bool = True, method: str = "auto") -> Prediction:
-        """Outputs under gradient flow at times ``t`` (scalar or (T,); float("inf") for the limit).
+        r"""Outputs under gradient flow at times ``t`` (scalar or (T,); float("inf") for the limit).
 
         Args:
-            t: times in the paper's units (t = lr * steps); t = inf is exact (1 / lambda, or a
-                Cholesky solve when only t = inf is asked before any eigendecomposition).
-            ntk_test_train: Theta(x, X), shape (M, N), for predictions on M test points.
-            nngp_test_train: Sigma(x, X), shape (M, N); nngp_test: Sigma(x, x), shape (M, M), or
-                (M,) when cov="diag". With nngp_train they give the test covariance.
+            t: times in the paper's units (t = lr * steps); t = inf is exact (:math:`1 / \lambda`,
+                or a Cholesky solve when only t = inf is asked before any eigendecomposition).
+            ntk_test_train: :math:`\Theta(x, X)`, shape (M, N), for predictions on M test points.
+            nngp_test_train: :math:`\Sigma(x, X)`, shape (M, N). With nngp_train and nngp_test
+                it gives the test covariance.
+            nngp_test: :math:`\Sigma(x, x)`, shape (M, M), or (M,) when cov="diag".
             cov: "full" (covariance matrices), "diag" (variances only: no M x M matrix) or None.
-            f0_train, f0_test: one network's outputs at initialisation, (N, k) and (M, k): then the
-                prediction is that network's trajectory f_0 + T_t (y - f_0(X)), without covariance.
-            train_cov: also compute the covariance on the training points (O(N^3) per time).
+            f0_train: one network's outputs at initialisation on the training points, (N, k):
+                then the prediction is that network's trajectory
+                :math:`f_0 + T_t (y - f_0(X))`, without covariance.
+            f0_test: the same network's outputs at initialisation on the test points, (M, k).
+            train_cov: also compute the covariance on the training points (:math:`O(N^3)` per time).
             method: "auto" (default), "eigh", "cholesky", "mixed" or "lanczos": see
                 `torchntk.dynamics.methods` for each, its accuracy check and the auto rules. Every
                 method other than "eigh" checks its result a posteriori and falls back to the exact
@@ -274,10 +280,11 @@ class GradientFlow:
     def predict_steps(self, steps: Any, lr: float, *, ntk_test_train: Any = None, nngp_test_train: Any = None,
                       nngp_test: Any = None, cov: str | None = "full", f0_train: Any = None, f0_test: Any = None,
                       train_cov: bool = True) -> Prediction:
-        """Outputs after exactly ``steps`` steps of full-batch gradient descent with rate ``lr``.
+        r"""Outputs after exactly ``steps`` steps of full-batch gradient descent with rate ``lr``.
 
-        The same as `predict` with exp(-t Theta / N) replaced by (I - lr Theta / N)^steps; the
-        returned times are lr * steps. It tends to `predict` at t = lr * steps as lr -> 0.
+        The same as `predict` with :math:`e^{-t \Theta / N}` replaced by
+        :math:`(I - \eta\, \Theta / N)^{\text{steps}}` (:math:`\eta` = ``lr``); the returned times
+        are lr * steps. It tends to `predict` at t = lr * steps as lr -> 0.
         Warns when lr >= `max_learning_rate` (the iteration does not converge).
         """
         steps = as_steps(steps)

@@ -17,30 +17,41 @@ _KERNELS = ("ntk", "nngp")
 def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = None, t: Any = float("inf"), *,
                           kernel: str = "ntk", ridge: float = 0.0, cov: str | None = "full", f0_train: Any = None,
                           f0_test: Any = None, train_cov: bool = True, method: str = "auto") -> Prediction:
-    """Outputs of the infinite-width network ``spec`` trained by gradient flow, at times ``t``.
+    r"""Outputs of the infinite-width network ``spec`` trained by gradient flow, at times ``t``.
 
-    Time is the paper's (docs/conventions.md): full-batch gradient descent on C = (1/2N) sum_i |f(x_i) - y_i|^2
-    with learning rate lr for k steps reaches t = lr * k, and
+    Time is the paper's (docs/conventions.md): full-batch gradient descent on
+    :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2` with learning rate :math:`\eta`
+    for :math:`s` steps reaches :math:`t = \eta\, s`, and
 
-        mean_t(x) = T_t(x) y,   T_t(x) = Theta(x, X) Theta^-1 (I - exp(-t Theta / N)),
-        cov_t(x, x') = Sigma(x, x') + T_t(x) Sigma(X, X) T_t(x')^T - T_t(x) Sigma(X, x') - Sigma(x, X) T_t(x')^T,
+    .. math::
 
-    with Theta = Theta(L) and Sigma = Sigma(L), shared by all k outputs (Theorem 1). neural-tangents'
-    ``nt.predict`` time t_nt (exp(-learning_rate t_nt K / y_train.size)) is t = learning_rate * t_nt / k.
+        \text{mean}_t(x) = T_t(x)\, y, \qquad
+        T_t(x) = \Theta(x, X)\, \Theta^{-1} \big(I - e^{-t \Theta / N}\big),
+
+        \text{cov}_t(x, x') = \Sigma(x, x') + T_t(x)\, \Sigma(X, X)\, T_t(x')^\top
+            - T_t(x)\, \Sigma(X, x') - \Sigma(x, X)\, T_t(x')^\top,
+
+    with :math:`\Theta = \Theta^{(L)}` and :math:`\Sigma = \Sigma^{(L)}`, shared by all :math:`k`
+    outputs (Theorem 1). neural-tangents' ``nt.predict`` time ``t_nt`` (its
+    ``exp(-learning_rate * t_nt * K / y_train.size)``) is ``t = learning_rate * t_nt / k``.
 
     Args:
         spec: a network description (`torchntk.mlp`, `torchntk.serial`).
-        x_train: (N, n0) training inputs; y_train: (N,) or (N, k) targets.
+        x_train: (N, n0) training inputs.
+        y_train: (N,) or (N, k) targets.
         x_test: (M, n0) test inputs, or None for training points only.
         t: time or times (T,), >= 0; float("inf") is the exact limit (a solve, not a large t).
-        kernel: "ntk" (all layers trained) or "nngp" (only the readout layer trained: Theta is
-            replaced by Sigma(L), and t = inf is exactly the Gaussian-process posterior).
-        ridge: absolute, added to Theta(X, X) (see `GradientFlow`); neural-tangents' relative
-            diag_reg corresponds to ridge = diag_reg * trace(Theta(X, X)) / N.
+        kernel: "ntk" (all layers trained) or "nngp" (only the readout layer trained:
+            :math:`\Theta` is replaced by :math:`\Sigma^{(L)}`, and t = inf is exactly the
+            Gaussian-process posterior).
+        ridge: absolute, added to :math:`\Theta(X, X)` (see `GradientFlow`); neural-tangents'
+            relative diag_reg corresponds to ``ridge = diag_reg * trace(Theta(X, X)) / N``.
         cov: "full", "diag" (variances only, never an M x M matrix) or None.
-        f0_train, f0_test: one network's initial outputs (N, k), (M, k): predict its own trajectory
-            f_0 + T_t (y - f_0(X)) instead of the distribution over initialisations.
-        train_cov: also compute the covariance on the training points (O(N^3) per time).
+        f0_train: one network's initial outputs on the training points, (N, k): predict its own
+            trajectory :math:`f_0 + T_t (y - f_0(X))` instead of the distribution over
+            initialisations.
+        f0_test: the same network's initial outputs on the test points, (M, k).
+        train_cov: also compute the covariance on the training points (:math:`O(N^3)` per time).
         method: "auto", "eigh", "cholesky", "mixed" or "lanczos" (see `GradientFlow.predict`).
 
     Returns:
@@ -55,9 +66,29 @@ def predict_gradient_flow(spec: Any, x_train: Any, y_train: Any, x_test: Any = N
 def predict_gradient_descent(spec: Any, x_train: Any, y_train: Any, x_test: Any = None, steps: Any = 1, *,
                              lr: float, kernel: str = "ntk", ridge: float = 0.0, cov: str | None = "full",
                              f0_train: Any = None, f0_test: Any = None, train_cov: bool = True) -> Prediction:
-    """As `predict_gradient_flow` after exactly ``steps`` full-batch gradient-descent steps of rate ``lr``:
-    exp(-t Theta / N) becomes (I - lr Theta / N)^steps, and pred.t = lr * steps. Stable iff
-    lr < 2 N / lambda_max(Theta(X, X)) (`GradientFlow.max_learning_rate`)."""
+    r"""As `predict_gradient_flow` after exactly ``steps`` full-batch gradient-descent steps of
+    rate ``lr`` (:math:`\eta`): :math:`e^{-t \Theta / N}` becomes
+    :math:`(I - \eta\, \Theta / N)^{\text{steps}}`, and ``pred.t = lr * steps``. Stable iff
+    :math:`\eta < 2N / \lambda_{\max}(\Theta(X, X))` (`GradientFlow.max_learning_rate`).
+
+    Args:
+        spec: a network description (`torchntk.mlp`, `torchntk.serial`).
+        x_train: (N, n0) training inputs.
+        y_train: (N,) or (N, k) targets.
+        x_test: (M, n0) test inputs, or None for training points only.
+        steps: a step count or counts (T,): non-negative integers, or inf for the limit.
+        lr: the learning rate :math:`\eta`, by name.
+        kernel: "ntk" or "nngp", as for `predict_gradient_flow`.
+        ridge: absolute, added to :math:`\Theta(X, X)`, as for `predict_gradient_flow`.
+        cov: "full", "diag" or None, as for `predict_gradient_flow`.
+        f0_train: one network's initial outputs on the training points, (N, k), to predict its
+            own trajectory.
+        f0_test: the same network's initial outputs on the test points, (M, k).
+        train_cov: also compute the covariance on the training points.
+
+    Returns:
+        A `Prediction` as for `predict_gradient_flow`, with ``pred.t = lr * steps``.
+    """
     flow, test, numpy_out = _flow_and_test_kernels(spec, x_train, y_train, x_test, kernel, ridge, cov)
     pred = flow.predict_steps(steps, lr, cov=cov, f0_train=f0_train, f0_test=f0_test, train_cov=train_cov, **test)
     return _maybe_numpy(pred, numpy_out)

@@ -20,13 +20,22 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 
 
 def mse(outputs: Tensor, targets: Tensor) -> Tensor:
-    """C = (1/2N) sum_i |f(x_i) - y_i|^2 (the paper's least-squares cost): outputs and targets (N, k)."""
+    r""":math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`, the paper's least-squares cost.
+
+    Args:
+        outputs: :math:`f(X)`, shape (N, k).
+        targets: :math:`y`, shape (N, k).
+    """
     return 0.5 * (outputs - targets).pow(2).sum(-1).mean()
 
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
-    """C = (1/N) sum_i -log softmax(f(x_i))[y_i]: outputs (N, k) logits, targets (N,) integer
-    classes in [0, k) or (N, k) class probabilities."""
+    r""":math:`C = -\frac{1}{N} \sum_i \log \operatorname{softmax}(f(x_i))_{y_i}`.
+
+    Args:
+        outputs: the logits :math:`f(X)`, shape (N, k).
+        targets: integer classes in [0, k), shape (N,), or class probabilities, shape (N, k).
+    """
     return F.cross_entropy(outputs, targets)
 
 

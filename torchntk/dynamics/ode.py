@@ -33,22 +33,35 @@ def solve_kernel_flow(ntk_train: Any, y_train: Any, t: Any, *, loss: str | Loss 
                       ntk_test_train: Any = None, f0_train: Any = None, f0_test: Any = None,
                       out_features: int | None = None, method: str = "RK45", rtol: float = 1e-8,
                       atol: float = 1e-10) -> Prediction:
-    """Outputs under kernel gradient flow on ``loss`` at times ``t`` (finite, >= 0).
+    r"""Outputs under kernel gradient flow on ``loss`` at times ``t`` (finite, >= 0):
+
+    .. math::
+
+        \frac{d}{dt} f_t(x) = -\sum_{i=1}^N \Theta(x, x_i)\, \nabla_{f(x_i)} C(f_t),
+
+    which for the mean squared error :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`
+    is the flow of `GradientFlow`.
 
     Args:
-        ntk_train: Theta(X, X), shape (N, N); the kernel acts as Theta (x) Id_k on k outputs.
+        ntk_train: :math:`\Theta(X, X)`, shape (N, N); the kernel acts as
+            :math:`\Theta \otimes \mathrm{Id}_k` on k outputs.
         y_train: targets; for "cross_entropy" integer classes (N,) or probabilities (N, k).
         t: times (scalar or (T,), any order) in the paper's units, t = lr * steps.
         loss: "cross_entropy", "mse", or a callable (outputs (N, k), targets) -> scalar mean cost.
-        ntk_test_train: Theta(x, X), shape (M, N), for test predictions.
-        f0_train, f0_test: outputs at t = 0, (N, k) and (M, k); zero when not given.
+        ntk_test_train: :math:`\Theta(x, X)`, shape (M, N), for test predictions.
+        f0_train: outputs at t = 0 on the training points, (N, k); zero when not given.
+        f0_test: outputs at t = 0 on the test points, (M, k); zero when not given.
         out_features: k when neither f0_train nor the targets fix it.
-        method, rtol, atol: passed to scipy.integrate.solve_ivp; for the implicit methods
-            ("Radau", "BDF", "LSODA") the exact Jacobian -H(F) (Theta (x) Id_k) is supplied.
+        method: the integrator of scipy.integrate.solve_ivp ("RK45" by default); for the implicit
+            ones ("Radau", "BDF", "LSODA") the exact Jacobian
+            :math:`-H(F)\, (\Theta \otimes \mathrm{Id}_k)` is supplied, :math:`H` the Hessian of the
+            cost in the outputs.
+        rtol: solve_ivp's relative tolerance.
+        atol: solve_ivp's absolute tolerance.
 
     Returns:
-        A `Prediction` with train_mean (T, N, k) = f_t(X) and mean (T, M, k) = f_t(x) (this one
-        trajectory, from f_0), no covariance.
+        A `Prediction` with train_mean (T, N, k) = :math:`f_t(X)` and mean (T, M, k) =
+        :math:`f_t(x)` (this one trajectory, from :math:`f_0`), no covariance.
     """
     theta = as_square_kernel(ntk_train, "ntk_train")
     n, device = theta.shape[0], theta.device

@@ -19,16 +19,18 @@ from ._checks import as_square_kernel, as_tensor, as_times
 
 @dataclass(frozen=True)
 class PrincipalComponents:
-    """Eigenpairs of Theta(X, X) / N, largest first.
+    r"""Eigenpairs of :math:`\Theta(X, X) / N`, largest first.
 
     Attributes:
-        eigenvalues: (N,) the paper's lambda_i, eigenvalues of Theta(X, X) / N, descending
-            (negative rounding noise is clamped to 0).
-        eigenvectors: (N, N) orthonormal columns v_i (unit Euclidean norm).
+        eigenvalues: (N,) the paper's :math:`\lambda_i`, eigenvalues of :math:`\Theta(X, X) / N`,
+            descending (negative rounding noise is clamped to 0).
+        eigenvectors: (N, N) orthonormal columns :math:`v_i` (unit Euclidean norm).
 
-    The eigenfunctions on the data, f^(i)(X) = sqrt(N) v_i, are normalised in the data inner
-    product ((1/N) sum_j f^(i)(x_j)^2 = 1), so a residual r(X) = sum_i c_i f^(i)(X) has
-    coordinates c_i = <r, f^(i)> = v_i^T r / sqrt(N), and under gradient flow c_i(t) = c_i(0) exp(-lambda_i t).
+    The eigenfunctions on the data, :math:`f^{(i)}(X) = \sqrt N\, v_i`, are normalised in the
+    data inner product (:math:`\frac1N \sum_j f^{(i)}(x_j)^2 = 1`), so a residual
+    :math:`r(X) = \sum_i c_i f^{(i)}(X)` has coordinates
+    :math:`c_i = \langle r, f^{(i)} \rangle = v_i^\top r / \sqrt N`, and under gradient flow
+    :math:`c_i(t) = c_i(0)\, e^{-\lambda_i t}`.
     """
 
     eigenvalues: Tensor
@@ -36,18 +38,19 @@ class PrincipalComponents:
 
     @classmethod
     def from_eigh(cls, eigenvalues: Tensor, eigenvectors: Tensor) -> PrincipalComponents:
-        """From the eigendecomposition of Theta(X, X) (not divided by N), in any order."""
+        r"""From the eigendecomposition of :math:`\Theta(X, X)` (not divided by N), in any order."""
         n = eigenvalues.shape[0]
         order = torch.argsort(eigenvalues, descending=True)
         return cls(eigenvalues=(eigenvalues[order] / n).clamp_min(0), eigenvectors=eigenvectors[:, order])
 
     @property
     def eigenfunctions(self) -> Tensor:
-        """(N, N): column i holds f^(i) on the training points, sqrt(N) v_i."""
+        r"""Column i holds :math:`f^{(i)}` on the training points, :math:`\sqrt N\, v_i`; shape (N, N)."""
         return self.eigenvectors * self.eigenvectors.shape[0] ** 0.5
 
     def coordinates(self, residual: Any) -> Tensor:
-        """c_i = <r, f^(i)> = v_i^T r / sqrt(N) for a residual r of shape (N,) or (N, k): (N,) or (N, k)."""
+        r""":math:`c_i = \langle r, f^{(i)} \rangle = v_i^\top r / \sqrt N` for a residual r of shape
+        (N,) or (N, k): (N,) or (N, k)."""
         n = self.eigenvectors.shape[0]
         r = as_tensor(residual, "residual", self.eigenvectors.device)
         if r.shape[:1] != (n,) or r.dim() > 2:
@@ -55,10 +58,11 @@ class PrincipalComponents:
         return self.eigenvectors.T @ r / n**0.5
 
     def decay(self, t: Any, coordinates: Any) -> Tensor:
-        """Predicted coordinates c_i(t) = c_i(0) exp(-lambda_i t) under gradient flow: (T, N) or (T, N, k).
+        r"""Predicted coordinates :math:`c_i(t) = c_i(0)\, e^{-\lambda_i t}` under gradient flow:
+        (T, N) or (T, N, k).
 
-        ``coordinates`` are c_i(0) from `coordinates`; t = inf gives 0 except along exact null
-        directions (lambda_i = 0), which never move.
+        ``coordinates`` are :math:`c_i(0)` from `coordinates`; t = inf gives 0 except along exact
+        null directions (:math:`\lambda_i = 0`), which never move.
         """
         times = as_times(t).to(self.eigenvalues)
         c = as_tensor(coordinates, "coordinates", self.eigenvalues.device)
@@ -71,7 +75,15 @@ class PrincipalComponents:
 
 
 def principal_components(ntk_train: Any) -> PrincipalComponents:
-    """Kernel principal components of Theta(X, X) (N, N): eigenpairs of Theta(X, X) / N, largest first."""
+    r"""Kernel principal components of :math:`\Theta(X, X)`: eigenpairs of :math:`\Theta(X, X) / N`,
+    largest first.
+
+    Args:
+        ntk_train: :math:`\Theta(X, X)`, shape (N, N) (tensor or numpy array).
+
+    Returns:
+        A `PrincipalComponents`.
+    """
     kernel = as_square_kernel(ntk_train, "ntk_train")
     eigenvalues, eigenvectors = torch.linalg.eigh(kernel)
     return PrincipalComponents.from_eigh(eigenvalues, eigenvectors)

@@ -10,14 +10,16 @@ from torch import Tensor
 
 @dataclass
 class Prediction:
-    """Predicted outputs at times ``t`` on test points (M of them) and on the N training points.
+    r"""Predicted outputs at times ``t`` on test points (M of them) and on the N training points.
 
     Attributes:
         t: times (T,), in the paper's units (t = lr * steps for gradient descent with the cost
-            C = (1/2N) sum_i |f(x_i) - y_i|^2); for a discrete prediction, the step counts times lr.
+            :math:`C = \frac{1}{2N} \sum_i \lVert f(x_i) - y_i \rVert^2`); for a discrete
+            prediction, the step counts times lr.
         mean: (T, M, k) outputs on the test points, or None without test kernels. Over random
-            initialisations this is the mean T_t(x) y; when the initial outputs f0 of one network
-            were given, it is that network's trajectory f_0(x) + T_t(x) (y - f_0(X)).
+            initialisations this is the mean :math:`T_t(x)\, y`; when the initial outputs f0 of
+            one network were given, it is that network's trajectory
+            :math:`f_0(x) + T_t(x) (y - f_0(X))`.
         cov: (T, M, M) covariance over initialisations, shared by the k outputs (the limit kernel
             is scalar, Theorem 1); None when not asked (cov="diag" or None), without the NNGP
             kernels, or when f0 was given (one network's trajectory is deterministic).

@@ -1,4 +1,4 @@
-"""The empirical (finite-width) neural tangent kernel of any torch.nn.Module.
+r"""The empirical (finite-width) neural tangent kernel of any torch.nn.Module.
 
 >>> import torch, torchntk as tn
 >>> net = tn.mlp(depth=3).network(width=64, out_features=2, seed=0)
@@ -8,13 +8,14 @@ torch.Size([5, 5, 2, 2])
 >>> tn.empirical_ntk(net, x1, torch.randn(3, 4), outputs="trace").shape
 torch.Size([5, 3])
 
-::
+.. math::
 
-    Theta_kk'(x, x') = sum_p d f_k(x) / d theta_p * d f_k'(x') / d theta_p
+    \Theta_{kk'}(x, x') = \sum_p \frac{\partial f_k(x)}{\partial \theta_p}\,
+    \frac{\partial f_{k'}(x')}{\partial \theta_p}
 
 summed over the model's trainable parameters (requires_grad=True). At initialisation and as the
-widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kernel that
-``spec.ntk`` computes. Methods:
+widths grow it tends to :math:`\Theta^{(L)} \otimes \mathrm{Id}_k` for our networks (Theorem 1),
+the kernel that ``spec.ntk`` computes. Methods:
 
 - "structured": dense networks (`NTKNetwork` in either parameterisation, or nn.Sequential of
   nn.Linear and elementwise activations) from layer-wise Grams, and nn.Sequential stacks of
@@ -22,14 +23,15 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
   per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
   It declines where a trainable parameter serves two layers (tied weights: their Gram's cross
   terms are not per-layer) and where a convolution's patches do not reproduce its module.
-- "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
+- "jacobian": any module; contracts per-sample Jacobians (memory :math:`B k P` per chunk of
+  :math:`B` inputs, :math:`P` parameters).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
 - "auto": "structured" where it applies, else "jacobian".
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
-only Theta(x_i, x_i), in O(N). `empirical_nngp` gives the outputs' outer products
-f_k(x) f_k'(x'), the finite-width counterpart of the NNGP kernel.
+only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outputs' outer products
+:math:`f_k(x)\, f_{k'}(x')`, the finite-width counterpart of the NNGP kernel.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ NNGP_BATCH = 1024
 def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: str = "auto",
                   outputs: str = "full", diagonal: bool = False, batch_size: int | None = None,
                   params: Selection = None) -> Any:
-    """The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs.
+    r"""The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs,
+    :math:`\Theta_{kk'}(x, x') = \sum_p \partial_{\theta_p} f_k(x)\, \partial_{\theta_p} f_{k'}(x')`
+    over the trainable parameters.
 
     Args:
         model: any torch.nn.Module mapping a batch (N, ...) to outputs of shape (N, k), or (N,)
@@ -82,17 +86,19 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
         x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
             diagonal are computed and the result is exactly symmetric).
         method: "auto" (default), "structured", "jacobian" or "ntk_vp" (see the module doc).
-        outputs: "full" gives Theta of shape (N1, N2, k, k), Theta[i, j, k, k'] =
-            grad f_k(x1_i) . grad f_k'(x2_j); "trace" gives the mean over the k diagonal output
-            pairs, (1/k) sum_k Theta[i, j, k, k], shape (N1, N2) (cheaper: the off-diagonal
-            pairs are never formed). In the infinite-width limit both carry the same scalar kernel.
+        outputs: "full" gives :math:`\Theta` of shape (N1, N2, k, k),
+            ``Theta[i, j, k, k']`` :math:`= \nabla_\theta f_k(x_{1,i}) \cdot \nabla_\theta f_{k'}(x_{2,j})`;
+            "trace" gives the mean over the k diagonal output pairs,
+            :math:`\frac1k \sum_k \Theta_{kk}`, shape (N1, N2) (cheaper: the off-diagonal pairs
+            are never formed). In the infinite-width limit both carry the same scalar kernel.
             For outputs of shape (N,) both give (N1, N2). "pntk" gives the kernel of the scalar
-            g(x) = (1/sqrt(k)) sum_k f_k(x) (Mohamadi et al. 2023), (N1, N2):
-            pNTK(x, x') = (1/k) sum_{k,k'} Theta_kk'(x, x'), the trace kernel plus the mean
-            off-diagonal pairs, at the cost of one output (every method applies: see
-            `torchntk.empirical.pntk`).
-        diagonal: only Theta(x1_i, x1_i) (x2 None) or Theta(x1_i, x2_i) (x2 with as many rows):
-            shape (N, k, k) ("full") or (N,) ("trace", or outputs of shape (N,)); O(N) work.
+            :math:`g(x) = \frac{1}{\sqrt k} \sum_k f_k(x)` (Mohamadi et al. 2023), (N1, N2):
+            :math:`\mathrm{pNTK}(x, x') = \frac1k \sum_{k,k'} \Theta_{kk'}(x, x')`, the trace
+            kernel plus the mean off-diagonal pairs, at the cost of one output (every method
+            applies: see `torchntk.empirical.pntk`).
+        diagonal: only :math:`\Theta(x_{1,i}, x_{1,i})` (x2 None) or :math:`\Theta(x_{1,i}, x_{2,i})`
+            (x2 with as many rows): shape (N, k, k) ("full") or (N,) ("trace", or outputs of
+            shape (N,)); :math:`O(N)` work.
         batch_size: inputs per chunk; by default the largest that keeps one chunk's features
             within about FEATURE_BYTES (2 GiB). Peak memory is about one chunk plus a panel of
             chunks kept for reuse (CACHE_BYTES, 4 GiB) plus the result.
@@ -161,11 +167,12 @@ def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str
 
 def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs: str = "full",
                    diagonal: bool = False, batch_size: int | None = None) -> Any:
-    """The outputs' outer products K_kk'(x, x') = f_k(x) f_k'(x') of one network.
+    r"""The outputs' outer products :math:`K_{kk'}(x, x') = f_k(x)\, f_{k'}(x')` of one network.
 
     Averaged over random networks (`torchntk.monte_carlo_kernels`) it estimates the outputs'
-    covariance, which tends to the NNGP kernel Sigma(L) (x) Id_k as the widths grow (Proposition 1;
-    the mean is 0 for networks symmetric under W -> -W, as ours are at initialisation).
+    covariance, which tends to the NNGP kernel :math:`\Sigma^{(L)} \otimes \mathrm{Id}_k` as the
+    widths grow (Proposition 1; the mean is 0 for networks symmetric under :math:`W \to -W`, as
+    ours are at initialisation).
 
     Args:
         model: any torch.nn.Module mapping (N, ...) to (N, k) or (N,), in eval() mode where that
@@ -174,7 +181,7 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
         x1: inputs (N1, ...) (tensor of the model's dtype and device, or numpy).
         x2: inputs (N2, ...), or None for x1 against itself.
         outputs: "full" gives (N1, N2, k, k); "trace" the mean over the k units,
-            (1/k) sum_k f_k(x) f_k(x'), (N1, N2). Outputs of shape (N,) give (N1, N2) either way.
+            :math:`\frac1k \sum_k f_k(x)\, f_k(x')`, (N1, N2). Outputs of shape (N,) give (N1, N2) either way.
         diagonal: only x1_i against x1_i (or x2_i): (N, k, k) or (N,).
         batch_size: inputs per forward pass (default NNGP_BATCH, 1024), run without gradients.
 

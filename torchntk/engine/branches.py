@@ -46,7 +46,11 @@ def _tuple_in(value, where: str, what: str) -> tuple:
 
 
 class FanOut(Layer):
-    """n copies of the input, for the branches of a following `parallel`."""
+    """``n`` copies of the input, for the branches of a following `parallel`.
+
+    Args:
+        n: the number of branches, 1 to 64.
+    """
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -170,7 +174,9 @@ class _FanIn(Layer):
 
 
 class FanInSum(_FanIn):
-    """Sum of the branches (a residual connection): K' = sum_b K_b for uncorrelated branches."""
+    r"""Sum of the branches (a residual connection): :math:`K' = \sum_b K_b` and
+    :math:`\Theta' = \sum_b \Theta_b` for uncorrelated branches (all but at most one freshly
+    weighted after the split; others are refused)."""
 
     op = "sum"
 
@@ -205,10 +211,12 @@ class FanInSum(_FanIn):
 
 
 class FanInProd(FanInSum):
-    """Elementwise product of the branches (neural-tangents' ``stax.FanInProd``). For independent
+    r"""Elementwise product of the branches (neural-tangents' ``stax.FanInProd``). For independent
     branches (all but at most one freshly weighted since the split, as for `FanInSum`):
 
-        K' = prod_b K_b,    Theta' = sum_b Theta_b prod_(b' != b) K_b'
+    .. math::
+
+        K' = \prod_b K_b, \qquad \Theta' = \sum_b \Theta_b \prod_{b' \ne b} K_{b'}
 
     at every pair of positions (the product rule; the cross terms vanish with the correlations).
     A product of Gaussians is not Gaussian: a nonlinearity cannot follow it directly.
@@ -249,7 +257,9 @@ class FanInProd(FanInSum):
 
 
 class FanInConcat(_FanIn):
-    """Concatenation of the branches' channels: K' = mean_b K_b (branches of equal width)."""
+    r"""Concatenation of the branches' channels: :math:`K' = \frac{1}{B} \sum_b K_b` and
+    :math:`\Theta' = \frac{1}{B} \sum_b \Theta_b` over the :math:`B` branches (of equal width),
+    whatever their correlations."""
 
     op = "concatenate"
 

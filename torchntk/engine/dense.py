@@ -14,20 +14,28 @@ from .state import KernelState
 
 
 class Dense(Layer):
-    """a~(l+1) = (weight_std / sqrt(n_l)) W a(l) + bias_std * b, with W, b iid N(0, 1).
+    r"""A dense layer in the NTK parameterisation,
+    :math:`\tilde a^{(l+1)} = \frac{\sigma_w}{\sqrt{n_l}} W a^{(l)} + \beta\, b`, with :math:`W, b`
+    iid :math:`\mathcal N(0, 1)`.
 
-    On kernels (docs/conventions.md, Proposition 1 and Theorem 1):
+    On kernels (docs/conventions.md, Proposition 1 and Theorem 1), with :math:`K` the covariance
+    and :math:`\Theta_K` the NTK of its input :math:`a^{(l)}`:
 
-        Sigma' = weight_std^2 * K + bias_std^2          (K the covariance of a(l))
-        Theta' = weight_std^2 * Theta_K + Sigma'        (Theta_K the NTK of a(l))
+    .. math::
 
-    After Flatten the fan-in is C * prod(positions), so K is the mean over positions of K(p, p).
-    Its width is its number of outputs, set by ``spec.network(width=...)``.
+        \Sigma' = \sigma_w^2 K + \beta^2, \qquad \Theta' = \sigma_w^2\, \Theta_K + \Sigma'.
+
+    After Flatten the fan-in is :math:`C \prod \text{positions}`, so :math:`K` is the mean over
+    positions of :math:`K(p, p)`. Its width :math:`n_{l+1}` is its number of outputs, set by
+    ``spec.network(width=...)``, not here.
 
     Args:
-        bias_std: beta, the scale of the bias (the paper's experiments use 0.1), by name.
-        weight_std: sigma_w (the paper's is 1), by name. Either may be a scalar tensor with
-            requires_grad=True to differentiate kernels in it.
+        bias_std: :math:`\beta`, the scale of the bias (the paper's experiments use 0.1), by name.
+        weight_std: :math:`\sigma_w`, the scale of the weights (the paper's is 1), by name.
+            Either may be a scalar tensor with requires_grad=True to differentiate kernels in it.
+        *positional: not accepted: a positional argument is a TypeError that says what it would
+            have meant (neural-tangents' ``stax.Dense(512)`` sets a width, which goes to
+            ``spec.network(width=512)`` here).
     """
 
     weighted = True

@@ -32,14 +32,16 @@ def is_linear(act: Activation) -> bool:
 
 
 def is_odd(act: Activation) -> bool:
-    """Whether sigma(-x) = -sigma(x), so that sigma of a centred Gaussian has mean zero."""
+    r"""Whether :math:`\sigma(-x) = -\sigma(x)`, so that :math:`\sigma` of a centred Gaussian has mean zero."""
     if isinstance(act, PiecewiseLinear):
         return act.a == act.b
     return bool(getattr(act, "odd", False)) or act.name in _ODD
 
 
 class Nonlinearity(Layer):
-    """A nonlinearity at every position: K' = E[s(u) s(v)], Theta' = Theta E[s'(u) s'(v)]."""
+    r"""A nonlinearity at every position: :math:`K' = \mathbb E[\sigma(u)\, \sigma(v)]`,
+    :math:`\Theta' = \Theta\, \mathbb E[\sigma'(u)\, \sigma'(v)]`, with :math:`(u, v)` centred
+    Gaussian of covariance :math:`K`."""
 
     def __init__(self, activation: Activation) -> None:
         self.activation = activation
@@ -79,13 +81,19 @@ class Nonlinearity(Layer):
 
 
 class LayerNorm(Layer):
-    """Normalise each input's features to zero mean and unit variance: the channels at each
+    r"""Normalise each input's features to zero mean and unit variance: the channels at each
     position (images, sequences), all features for vectors and after Flatten. No affine part.
 
     In the limit the mean over channels of a centred signal vanishes and the mean square
-    concentrates on the variance, so K'(x, x') = K(x, x') / sqrt((K(x, x) + eps)(K(x', x') + eps))
-    at each position (and the NTK likewise), with the finite layer's eps = 1e-12 (neural-tangents'
-    too) that keeps an input of zero variance finite. The input must be centred: the output of Dense/Conv (or
+    concentrates on the variance, so at each position
+
+    .. math::
+
+        K'(x, x') = \frac{K(x, x')}{\sqrt{(K(x, x) + \epsilon)(K(x', x') + \epsilon)}}, \qquad
+        \Theta'(x, x') = \frac{\Theta(x, x')}{\sqrt{(K(x, x) + \epsilon)(K(x', x') + \epsilon)}},
+
+    with the finite layer's :math:`\epsilon = 10^{-12}` (neural-tangents' too), which keeps an
+    input of zero variance finite. The input must be centred: the output of Dense/Conv (or
     sums/pools of them) or of an odd nonlinearity of such.
     """
 

@@ -1,4 +1,4 @@
-"""A network description: one object that gives both the infinite-width kernels and, from the
+r"""A network description: one object that gives both the infinite-width kernels and, from the
 same layers, finite networks in the same parameterisation.
 
 >>> import torch
@@ -10,9 +10,10 @@ same layers, finite networks in the same parameterisation.
 >>> K.shape, T.shape
 (torch.Size([5, 2]), torch.Size([5, 2]))
 
-Multiple outputs (Theorem 1): the limit NTK of a network with n_L outputs is Theta(L) (x) Id_{n_L}
-and the outputs are iid GPs of covariance Sigma(L) (Proposition 1), so the kernels are scalar;
-``out_features=k`` returns the full (N1, N2, k, k) form K[i, j] * Id_k for code that wants it.
+Multiple outputs (Theorem 1): the limit NTK of a network with :math:`n_L` outputs is
+:math:`\Theta^{(L)} \otimes \mathrm{Id}_{n_L}` and the outputs are iid Gaussian processes of
+covariance :math:`\Sigma^{(L)}` (Proposition 1), so the kernels are scalar; ``out_features=k``
+returns the full (N1, N2, k, k) form :math:`K_{ij}\, \mathrm{Id}_k` for code that wants it.
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ from .tiles import check_memory, default_tile, evaluate, memory_estimate
 
 
 class Serial(Layer):
-    """A network description: layers in order (``serial`` nests, so a Serial is itself a layer).
+    r"""A network description: layers in order (``serial`` nests, so a Serial is itself a layer).
 
     Any description, fully-connected or not, runs through the one kernel engine (a dense stack
     is the case with no spatial axes). ``depth`` counts weighted layers (Dense and Conv), as the
     paper counts dense layers: depth 1 is a random affine map, depth 4 has three hidden layers.
 
     Used as a whole network (``kernels``, ``network``) a description must end with the output of
-    a weighted layer, f = a~(L), possibly pooled or flattened; nested in another (a branch, a
-    block) it may start and end with any layer.
+    a weighted layer, :math:`f = \tilde a^{(L)}`, possibly pooled or flattened; nested in another
+    (a branch, a block) it may start and end with any layer.
+
+    Args:
+        layers: the layers in order, as `torchntk.serial` takes them (which checks them; prefer it).
     """
 
     def __init__(self, layers: Sequence[Any]) -> None:
@@ -54,7 +58,7 @@ class Serial(Layer):
 
     @property
     def depth(self) -> int:
-        """The number of weighted layers (Dense and Conv, branches included): L in the paper's count."""
+        """The number of weighted layers (Dense and Conv, branches included), :math:`L` in the paper's count."""
         return len(self.weighted_layers())
 
     @property
@@ -133,8 +137,16 @@ class Serial(Layer):
         """The description as a versioned plain-JSON document, ``{"format": "torchntk.spec",
         "version": 1, "network": node}``, the one form that kernel stores and model files hold too;
         `torchntk.from_dict` reads it back (the same kernels, and the same finite networks for a
-        seed). No pickle: a user's own activation callable cannot be saved and raises ValueError,
-        unless ``name_callables``, which records it by name (see `pointwise.naming_callables`)."""
+        seed).
+
+        Args:
+            name_callables: record a user's own activation callable by name (see
+                `pointwise.naming_callables`; `torchntk.from_dict` cannot rebuild it). Without it
+                such a callable cannot be saved (no pickle) and raises ValueError.
+
+        Returns:
+            The document, plain JSON data.
+        """
         if name_callables:
             with naming_callables():
                 return {"format": FORMAT, "version": VERSION, "network": self.node()}
@@ -148,8 +160,17 @@ class Serial(Layer):
     def analyse(self, shape: tuple[int, ...], *, kernels: bool = True) -> Signal:
         """The output signal of this description as a whole network, for inputs of per-example
         ``shape``; raises ArchitectureError naming the first layer that cannot take its input, or
-        saying why the description cannot be a whole network. ``kernels=False`` checks only what
-        a finite network needs (shapes), not what the infinite-width kernels need."""
+        saying why the description cannot be a whole network.
+
+        Args:
+            shape: the per-example input shape, (d,) for vectors or (C, *positions).
+            kernels: also check what the infinite-width kernels need (the default); False checks
+                only what a finite network needs (shapes).
+
+        Returns:
+            The output `Signal`: its spatial shape and what the limit knows of it (Gaussian,
+            centred, freshly weighted, flattened).
+        """
         if kernels:
             return self.check_whole(self.signal(input_signal(shape), ""))
         with shapes_only():
@@ -174,32 +195,56 @@ class Serial(Layer):
     def kernels(self, x1: Any, x2: Any | None = None, *, diagonal: bool = False,
                 out_features: int | None = None, dtype: torch.dtype = torch.float64,
                 tile: int | None = None) -> tuple[Any, Any]:
-        """(Sigma(L), Theta(L)): the NNGP and NTK of the infinite-width network, in one pass.
+        r""":math:`(\Sigma^{(L)}, \Theta^{(L)})`: the NNGP and NTK of the infinite-width network, in one pass.
 
         Args:
             x1: inputs of shape (N1, n0) for vectors, (N1, C, L) for sequences or (N1, C, H, W)
                 for images; a torch tensor (any device) or a numpy array.
             x2: inputs of the same per-example shape, or None for x1 against itself (then the
                 result is exactly symmetric and only half the blocks are computed).
-            diagonal: return only k(x1_i, x1_i), shape (N1,), in O(N1) work (x2 must be None).
-            out_features: if given, return the (N1, N2, k, k) form K (x) Id_k.
+            diagonal: return only :math:`k(x_i, x_i)` for the rows of x1, shape (N1,), in
+                :math:`O(N_1)` work (x2 must be None).
+            out_features: if given, the number of outputs :math:`k`: return the (N1, N2, k, k)
+                form :math:`K \otimes \mathrm{Id}_k` (see `expand_outputs`).
             dtype: torch.float64 (default) or torch.float32.
             tile: block side of the tiled computation; bounds temporary memory (default: 512,
                 smaller when a pair of inputs carries a large spatial kernel).
 
         Returns:
-            Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2).
+            Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2), or (N1,) with
+            ``diagonal=True``, or (N1, N2, k, k) with ``out_features=k``.
         """
         return self._compute(x1, x2, diagonal, out_features, dtype, tile, need_ntk=True)
 
     def nngp(self, x1: Any, x2: Any | None = None, **options: Any) -> Any:
-        """Sigma(L)(x1, x2): the covariance of each output at initialisation (Proposition 1).
-        Options as for `kernels`."""
+        r""":math:`\Sigma^{(L)}(x_1, x_2)`: the covariance of each output at initialisation
+        (Proposition 1). Computes only the NNGP, so it is cheaper than `kernels`.
+
+        Args:
+            x1: inputs (N1, ...), as for `kernels`.
+            x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
+            **options: ``diagonal``, ``out_features``, ``dtype`` and ``tile``, as for `kernels`
+                (any other name is a TypeError).
+
+        Returns:
+            A tensor (numpy array if the inputs were numpy) of shape (N1, N2), or the shapes
+            `kernels` gives with those options.
+        """
         return self._compute(x1, x2, **_options(options), need_ntk=False)[0]
 
     def ntk(self, x1: Any, x2: Any | None = None, **options: Any) -> Any:
-        """Theta(L)(x1, x2): the limiting neural tangent kernel (Theorem 1). Options as for
-        `kernels`."""
+        r""":math:`\Theta^{(L)}(x_1, x_2)`: the limiting neural tangent kernel (Theorem 1).
+
+        Args:
+            x1: inputs (N1, ...), as for `kernels`.
+            x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
+            **options: ``diagonal``, ``out_features``, ``dtype`` and ``tile``, as for `kernels`
+                (any other name is a TypeError).
+
+        Returns:
+            A tensor (numpy array if the inputs were numpy) of shape (N1, N2), or the shapes
+            `kernels` gives with those options.
+        """
         return self._compute(x1, x2, **_options(options), need_ntk=True)[1]
 
     def _compute(self, x1, x2, diagonal, out_features, dtype, tile, need_ntk):
@@ -247,10 +292,28 @@ class Serial(Layer):
                 parameterization: str = "ntk", dtype: torch.dtype = torch.float32,
                 device: torch.device | str | None = None, in_features: int | None = None,
                 input_shape: Sequence[int] | None = None) -> torch.nn.Module:
-        """A finite network of this description (a `torchntk.networks.NTKNetwork`); see
-        `torchntk.networks.build_network` for the arguments. Hidden Conv layers have ``width``
-        channels and hidden Dense layers ``width`` units (or a list, one per hidden weighted
-        layer, depth-first); the last weighted layer has ``out_features``."""
+        """A finite network of this description, in the same parameterisation, with weights drawn
+        from ``seed`` (`torchntk.networks.build_network` does the work).
+
+        Args:
+            width: the hidden width: ``width`` channels for each hidden Conv, ``width`` units for
+                each hidden Dense; or a list of depth - 1 ints, one per hidden weighted layer,
+                depth-first. Ignored for depth 1 (a random affine map).
+            out_features: :math:`n_L`, the number of outputs (the last weighted layer's width).
+            seed: a non-negative integer; the same seed gives the same parameters on any device
+                and dtype.
+            parameterization: "ntk" (the paper's, the default: weights scaled in the forward
+                pass) or "standard" (the scale in the initialisation; the same function at
+                initialisation, a different NTK).
+            dtype: torch.float32 (default) or torch.float64.
+            device: where the parameters live (default: torch's default device).
+            in_features: :math:`n_0` for vector inputs, the same as ``input_shape=(n0,)``.
+            input_shape: the per-example input shape, (d,) or (C, *positions): builds the network
+                at once. If None it is built at the first batch (with the same weights).
+
+        Returns:
+            A `torchntk.networks.NTKNetwork` mapping (N, *input_shape) to (N, out_features).
+        """
         return build_network(self, width, out_features, seed, parameterization=parameterization, dtype=dtype,
                              device=device, in_features=in_features, input_shape=input_shape)
 
@@ -279,7 +342,15 @@ def _options(options: dict) -> dict:
 
 
 def expand_outputs(kernel: Tensor, out_features: int) -> Tensor:
-    """K (x) Id_k as an (..., k, k) tensor: the multi-output form of a scalar kernel."""
+    r""":math:`K \otimes \mathrm{Id}_k` as an (..., k, k) tensor: the multi-output form of a scalar kernel.
+
+    Args:
+        kernel: a scalar kernel of any shape (...), such as (N1, N2).
+        out_features: :math:`k`, the number of outputs.
+
+    Returns:
+        ``kernel[..., None, None] * eye(k)``, of shape (..., k, k).
+    """
     eye = torch.eye(out_features, dtype=kernel.dtype, device=kernel.device)
     return kernel[..., None, None] * eye
 
@@ -287,12 +358,18 @@ def expand_outputs(kernel: Tensor, out_features: int) -> Tensor:
 def serial(*layers: Any) -> Serial:
     """A network description from its layers, in order.
 
-    Layers are Dense, Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm, activations (objects,
-    names such as "relu", or callables on tensors such as ``torch.tanh``), the branching layers
-    FanOut, `parallel`, FanInSum, FanInConcat, and other serials (``serial`` nests). What may
-    follow what is checked against the input shape when kernels or networks are asked for
-    (errors name the layer): a nonlinearity needs a Gaussian input (the output of a weighted
+    What may follow what is checked against the input shape when kernels or networks are asked
+    for (errors name the layer): a nonlinearity needs a Gaussian input (the output of a weighted
     layer), and a whole network ends with the output of a weighted layer.
+
+    Args:
+        *layers: the layers (or one list of them): Dense, Conv, AvgPool, GlobalAvgPool, Flatten,
+            LayerNorm, activations (objects, names such as "relu", or callables on tensors such
+            as ``torch.tanh``), the branching layers FanOut, `parallel`, FanInSum, FanInConcat,
+            and other serials (``serial`` nests).
+
+    Returns:
+        A `Serial`.
     """
     if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
         layers = tuple(layers[0])
@@ -310,7 +387,12 @@ def serial(*layers: Any) -> Serial:
 
 def parallel(*branches: Any) -> Layer:
     """Branches side by side: branch i takes element i of a preceding FanOut(n) and the
-    results go on to FanInSum() or FanInConcat(). Each branch is a layer or a serial(...)."""
+    results go on to FanInSum() or FanInConcat().
+
+    Args:
+        *branches: the branches (or one list of them), each a layer, an activation or a
+            serial(...).
+    """
     if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
         branches = tuple(branches[0])
     if not branches:
@@ -329,10 +411,29 @@ def _activation(layer: Any, position: int) -> Activation:
 
 def mlp(depth: int, activation: str | Activation | Callable = "relu", *, bias_std: float | Tensor = 0.1,
         weight_std: float | Tensor = 1.0) -> Serial:
-    """The paper's fully-connected network: ``depth`` Dense layers with ``activation`` between.
+    r"""The paper's fully-connected network: ``depth`` Dense layers with ``activation`` between,
 
-    depth 1 is a random affine map; depth 4 has three hidden layers. The same activation
-    object is shared by all hidden layers.
+    .. math::
+
+        \tilde a^{(1)} = \frac{\sigma_w}{\sqrt{n_0}}\, W^{(0)} x + \beta\, b^{(0)}, \qquad
+        \tilde a^{(l+1)} = \frac{\sigma_w}{\sqrt{n_l}}\, W^{(l)} \sigma\big(\tilde a^{(l)}\big)
+        + \beta\, b^{(l)},
+
+    and :math:`f = \tilde a^{(L)}` (the conventions).
+
+    Args:
+        depth: :math:`L`, the number of Dense layers, 1 to `torchntk.MAX_DEPTH`: depth 1 is a
+            random affine map, depth 4 has three hidden layers.
+        activation: :math:`\sigma`, the nonlinearity between Dense layers: a name ("relu",
+            "tanh", "erf", ...), an `Activation` object, or a callable on tensors (its kernels
+            then come from quadrature). The same object is shared by all hidden layers.
+        bias_std: :math:`\beta`, the scale of every bias (the paper's experiments use 0.1).
+        weight_std: :math:`\sigma_w`, the scale of every weight matrix (the paper's is 1).
+            Either scale may be a scalar tensor with requires_grad=True, to differentiate
+            kernels in it.
+
+    Returns:
+        A `Serial` of depth ``depth``.
     """
     depth = check_depth(depth)  # an int in 1..MAX_DEPTH (torchntk/_finite.py)
     act = get_activation(activation) if depth > 1 else None

@@ -92,19 +92,34 @@ class _Windowed(Layer):
 
 
 class Conv(_Windowed):
-    """Convolution with ``filter_shape`` (1-D, 2-D or 3-D), in the NTK parameterisation:
+    r"""Convolution with ``filter_shape`` :math:`F` (1-D, 2-D or 3-D), in the NTK parameterisation:
 
-        a~ = (weight_std / sqrt(C_in * prod(filter_shape))) W * a + bias_std * b,   W, b iid N(0, 1)
+    .. math::
 
-    (neural-tangents' ``stax.Conv(..., parameterization="ntk")``). Its width is its number of
-    output channels, set by ``spec.network(width=...)``.
+        \tilde a = \frac{\sigma_w}{\sqrt{C_\text{in}\, |F|}}\, W * a + \beta\, b,
+        \qquad W, b \text{ iid } \mathcal N(0, 1),
+
+    with :math:`|F|` the number of positions in the filter (neural-tangents'
+    ``stax.Conv(..., parameterization="ntk")``). On kernels, for positions :math:`p, q` and
+    stride :math:`s`,
+
+    .. math::
+
+        \Sigma'(p, q) = \sigma_w^2\, \frac{1}{|F|} \sum_{a \in F} K(s p + a, s q + a) + \beta^2,
+
+    and the NTK takes the same window mean of the incoming NTK, plus :math:`\Sigma'`. Its width
+    is its number of output channels, set by ``spec.network(width=...)``, not here.
 
     Args:
         filter_shape: the window, e.g. (3, 3); an int means that size in every axis.
-        stride: an int or a tuple.
+        stride: :math:`s`, an int (the same in every axis) or a tuple, one per axis.
         padding: "valid" (none), "same" (zeros, ceil(size / stride) outputs) or "circular"
             (wrap-around).
-        bias_std, weight_std: the scales of the bias and the weights.
+        bias_std: :math:`\beta`, the scale of the bias (0.1 by default), by name.
+        weight_std: :math:`\sigma_w`, the scale of the weights (1 by default), by name.
+        *positional: not accepted after ``filter_shape``: a TypeError that says what was meant
+            (neural-tangents' ``stax.Conv(out_chan, filter_shape)`` puts the width first, which
+            goes to ``spec.network(width=...)`` here).
     """
 
     weighted = True
@@ -217,13 +232,20 @@ class _LinearPool(_Pool):
 
 
 class AvgPool(_LinearPool):
-    """Average over windows of ``window_shape`` (stride None: the window), no parameters:
-    K'(p, q) = (1/|F|^2) sum_{a, b in F} K(s p + a, s q + b), padded zeros counted.
+    r"""Average over windows :math:`F` of ``window_shape``, no parameters:
+    :math:`K'(p, q) = \frac{1}{|F|^2} \sum_{a, b \in F} K(s p + a, s q + b)`, padded zeros counted.
 
-    With ``normalize_edges=True`` and "same" padding, each window is divided by the number of its
-    real (non-padding) positions instead, as torch's ``count_include_pad=False``:
-    K'(p, q) = (1/(n_p n_q)) sum_{a, b} K(s p + a, s q + b) (neural-tangents' option of that
-    name; it changes nothing under "valid" or "circular" padding)."""
+    With ``normalize_edges=True`` and "same" padding, each window is divided by the number
+    :math:`n_p` of its real (non-padding) positions instead, as torch's ``count_include_pad=False``:
+    :math:`K'(p, q) = \frac{1}{n_p n_q} \sum_{a, b \in F} K(s p + a, s q + b)` (neural-tangents'
+    option of that name; it changes nothing under "valid" or "circular" padding).
+
+    Args:
+        window_shape: the window, e.g. (2, 2); an int means that size in every axis.
+        stride: :math:`s`, an int or a tuple; None (the default) is the window.
+        padding: "valid", "same" or "circular", as for `Conv`.
+        normalize_edges: divide each window by its real positions (under "same" padding).
+    """
 
     def __init__(self, window_shape: int | tuple[int, ...], *, stride: int | tuple[int, ...] | None = None,
                  padding: str = "valid", normalize_edges: bool = False) -> None:
@@ -255,8 +277,14 @@ class AvgPool(_LinearPool):
 
 
 class SumPool(_LinearPool):
-    """Sum over windows of ``window_shape`` (stride None: the window), no parameters:
-    K'(p, q) = sum_{a, b in F} K(s p + a, s q + b) (neural-tangents' ``stax.SumPool``)."""
+    r"""Sum over windows :math:`F` of ``window_shape``, no parameters:
+    :math:`K'(p, q) = \sum_{a, b \in F} K(s p + a, s q + b)` (neural-tangents' ``stax.SumPool``).
+
+    Args:
+        window_shape: the window, e.g. (2, 2); an int means that size in every axis.
+        stride: :math:`s`, an int or a tuple; None (the default) is the window.
+        padding: "valid", "same" or "circular", as for `Conv`.
+    """
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         window, stride = self._resolve(sig.spatial)
@@ -271,7 +299,8 @@ def _real_counts(window, stride, sizes, like: torch.Tensor) -> list[torch.Tensor
 
 
 class MaxPool(_Pool):
-    """Maximum over windows. Its infinite-width kernels have no closed form (the maximum of
+    """Maximum over windows (arguments as for `AvgPool`). Its infinite-width kernels have no
+    closed form (the maximum of
     correlated Gaussians): finite networks work, and `torchntk.monte_carlo_kernels` estimates
     the kernels; ``spec.kernels`` raises."""
 
@@ -294,7 +323,8 @@ class MaxPool(_Pool):
 
 
 class GlobalAvgPool(Layer):
-    """Mean over all positions, (N, C, *positions) -> (N, C): K' = mean over (p, q) of K(p, q)."""
+    r"""Mean over all positions, (N, C, *positions) -> (N, C):
+    :math:`K' = \frac{1}{P^2} \sum_{p, q} K(p, q)` over the :math:`P` positions."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -324,8 +354,9 @@ class GlobalAvgPool(Layer):
 
 
 class GlobalSumPool(GlobalAvgPool):
-    """Sum over all positions, (N, C, *positions) -> (N, C): K' = sum over (p, q) of K(p, q),
-    |positions|^2 times GlobalAvgPool's (neural-tangents' ``stax.GlobalSumPool``)."""
+    r"""Sum over all positions :math:`P`, (N, C, *positions) -> (N, C):
+    :math:`K' = \sum_{p, q \in P} K(p, q)`, :math:`|P|^2` times GlobalAvgPool's
+    (neural-tangents' ``stax.GlobalSumPool``)."""
 
     def _scale(self, positions: int) -> float:
         return float(positions) ** 2
@@ -335,8 +366,9 @@ class GlobalSumPool(GlobalAvgPool):
 
 
 class Flatten(Layer):
-    """(N, C, *positions) -> (N, C * prod(positions)). A Dense layer after it has fan-in
-    C * prod(positions), so it sees the covariance averaged over positions, mean_p K(p, p)."""
+    r"""(N, C, *positions) -> (N, C * prod(positions)). A Dense layer after it has fan-in
+    :math:`C P` (:math:`P` positions), so it sees the covariance averaged over positions,
+    :math:`\frac{1}{P} \sum_p K(p, p)`."""
 
     def __repr__(self) -> str:
         return "Flatten()"

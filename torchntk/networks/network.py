@@ -95,7 +95,7 @@ class NTKNetwork(nn.Module):
 
     @property
     def weighted(self) -> tuple[nn.Module, ...]:
-        """The weighted modules (`NTKDense`, `NTKConv`), depth-first: the generator order."""
+        """The weighted modules (`NTKDense`, `NTKConv`), depth-first, the order of their generators."""
         return () if self.body is None else tuple(m for m in self.body.modules() if isinstance(m, (NTKDense, NTKConv)))
 
     @property
@@ -111,7 +111,7 @@ class NTKNetwork(nn.Module):
 
     @property
     def widths(self) -> tuple[int | None, ...]:
-        """(n_0, n_1, .., n_L): the input's features or channels (None until known) and each
+        r"""The widths :math:`(n_0, n_1, \dots, n_L)`, the input's features or channels (None until known) and each
         weighted layer's outputs (units or channels)."""
         first = self.weighted[0] if self.weighted else None
         n0 = first.fan_in if isinstance(first, NTKDense) else (self.input_shape[0] if self.input_shape else None)
@@ -119,23 +119,23 @@ class NTKNetwork(nn.Module):
 
     @property
     def depth(self) -> int:
-        """L, the number of weighted layers (L = 1: a random affine map)."""
+        """The number :math:`L` of weighted layers (depth 1 is a random affine map)."""
         return self.spec.depth
 
     @property
     def out_features(self) -> int:
-        """n_L, the number of outputs (the last weighted layer's width)."""
+        """The number of outputs :math:`n_L` (the last weighted layer's width)."""
         return self._out_features
 
     # -- forward ------------------------------------------------------------------------
 
     def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
-        """f(x): (N, out_features) after a readout, (N, out_features, *positions) otherwise.
+        r""":math:`f(x)`: (N, out_features) after a readout, (N, out_features, *positions) otherwise.
 
         With ``return_hidden=True`` also a dict with "preactivations", the output of every
         weighted layer but the last, and "activations", the output of every nonlinearity, in
-        the order the forward computes them: [a~(1), ..., a~(L-1)] and [a(1), ..., a(L-1)], each
-        (N, n_l), for a fully-connected network.
+        the order the forward computes them: :math:`[\tilde a^{(1)}, \dots, \tilde a^{(L-1)}]` and
+        :math:`[a^{(1)}, \dots, a^{(L-1)}]`, each (N, n_l), for a fully-connected network.
         """
         self._check_input(x)
         if self.body is None or self.input_shape is None:
@@ -195,12 +195,12 @@ def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: in
         spec: the description (a `torchntk.Serial`; its scales and activations are used as they are).
         width: the hidden width, one int for all hidden weighted layers or a list of depth - 1
             ints (depth-first). Ignored (any int, or []) for depth 1, a random affine map.
-        out_features: n_L, the number of outputs (the last weighted layer's width).
+        out_features: :math:`n_L`, the number of outputs (the last weighted layer's width).
         seed: a non-negative integer; the same seed gives the same parameters on any device/dtype.
         parameterization: "ntk" (the paper's, the default) or "standard" (see torchntk.networks.weighted).
         dtype: torch.float32 (default) or torch.float64.
         device: where the parameters live (default: torch's default device).
-        in_features: n0 for vector inputs, the same as ``input_shape=(n0,)``.
+        in_features: :math:`n_0` for vector inputs, the same as ``input_shape=(n0,)``.
         input_shape: the per-example input shape (d,) or (C, *positions): builds the network at
             once. If None it is taken from the first batch (the same weights either way).
 

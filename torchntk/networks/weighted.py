@@ -39,17 +39,20 @@ def layer_generator(seed: int, index: int) -> torch.Generator:
 
 
 class NTKDense(LazyModuleMixin, nn.Module):
-    """One dense layer, a~ = (weight_std / sqrt(n_in)) a W^T + bias_std * b (NTK parameterisation).
+    r"""One dense layer in the NTK parameterisation,
+    :math:`\tilde a = \frac{\sigma_w}{\sqrt{n_\text{in}}}\, a W^\top + \beta\, b`
+    (:math:`\sigma_w` = ``weight_std``, :math:`\beta` = ``bias_std``).
 
     Attributes:
-        weight: Parameter of shape (n_out, n_in), iid N(0, 1) ("ntk"); left uninitialised until
-            the first forward when ``in_features`` is None.
-        bias: Parameter of shape (n_out,), iid N(0, 1) ("ntk").
-        weight_std: sigma_w (a float).
-        bias_std: beta (a float).
-        fan_in: n_in (None until known).
-        parameterization: "ntk" or "standard" (W ~ N(0, weight_std^2 / n_in), b ~ N(0, bias_std^2),
-            forward a W^T + b).
+        weight: Parameter of shape (n_out, n_in), iid :math:`\mathcal N(0, 1)` ("ntk"); left
+            uninitialised until the first forward when ``in_features`` is None.
+        bias: Parameter of shape (n_out,), iid :math:`\mathcal N(0, 1)` ("ntk").
+        weight_std: :math:`\sigma_w` (a float).
+        bias_std: :math:`\beta` (a float).
+        fan_in: :math:`n_\text{in}` (None until known).
+        parameterization: "ntk" or "standard"
+            (:math:`W \sim \mathcal N(0, \sigma_w^2 / n_\text{in})`, :math:`b \sim \mathcal N(0, \beta^2)`,
+            forward :math:`a W^\top + b`).
     """
 
     def __init__(self, in_features: int | None, out_features: int, *, weight_std: float, bias_std: float,
@@ -71,19 +74,20 @@ class NTKDense(LazyModuleMixin, nn.Module):
 
     @property
     def fan_in(self) -> int | None:
-        """n_in, the input size (None until the weight is drawn)."""
+        r"""The input size :math:`n_\text{in}` (None until the weight is drawn)."""
         return None if is_lazy(self.weight) else self.weight.shape[1]
 
     @property
     def weight_scale(self) -> float:
-        """c in a~ = c a W^T + ...: weight_std / sqrt(n_in) ("ntk") or 1 ("standard")."""
+        r"""The factor :math:`c` in :math:`\tilde a = c\, a W^\top + \dots`, which is
+        :math:`\sigma_w / \sqrt{n_\text{in}}` ("ntk") or 1 ("standard")."""
         if self.parameterization == "standard":
             return 1.0
         return self.weight_std / math.sqrt(self.fan_in)
 
     @property
     def bias_scale(self) -> float:
-        """The factor on b in the forward: bias_std ("ntk") or 1 ("standard")."""
+        r"""The factor on :math:`b` in the forward, :math:`\beta` ("ntk") or 1 ("standard")."""
         return 1.0 if self.parameterization == "standard" else self.bias_std
 
     def materialize(self, in_features: int) -> None:
@@ -118,14 +122,17 @@ class NTKDense(LazyModuleMixin, nn.Module):
 
 
 class NTKConv(nn.Module):
-    """A convolution layer in the NTK parameterisation (see the module docstring).
+    r"""A convolution layer in the NTK parameterisation,
+    :math:`\tilde a = \frac{\sigma_w}{\sqrt{C_\text{in} |F|}}\, W * a + \beta\, b`, with :math:`|F|`
+    the number of positions in the filter.
 
     Attributes:
-        weight: (C_out, C_in, *filter_shape), iid N(0, 1) under "ntk".
-        bias: (C_out,), iid N(0, 1) under "ntk".
-        weight_scale: weight_std / sqrt(C_in |F|) ("ntk") or 1 ("standard").
-        bias_scale: bias_std ("ntk") or 1 ("standard").
-        stride: tuple of ints; padding: "valid", "same" or "circular".
+        weight: (C_out, C_in, *filter_shape), iid :math:`\mathcal N(0, 1)` under "ntk".
+        bias: (C_out,), iid :math:`\mathcal N(0, 1)` under "ntk".
+        weight_scale: :math:`\sigma_w / \sqrt{C_\text{in} |F|}` ("ntk") or 1 ("standard").
+        bias_scale: :math:`\beta` ("ntk") or 1 ("standard").
+        stride: tuple of ints.
+        padding: "valid", "same" or "circular".
     """
 
     def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,

@@ -144,12 +144,13 @@ def _size(count: int) -> str:
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
                   tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
                   progress: bool = True, verify: bool = False) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
-    """The infinite-width kernel matrix of ``spec`` on (x, x2), computed tile by tile into an
+    r"""The infinite-width kernel matrix of ``spec`` on (x, x2), computed tile by tile into an
     on-disk zarr store; resumable, and distributable over a Dask cluster.
 
-    Each (tile, tile) block is Theta(L)(x_I, x_J) (kind="ntk", Theorem 1) or Sigma(L)(x_I, x_J)
-    (kind="nngp", Proposition 1), exactly as ``spec.kernels`` computes it; for x2 None only the
-    tiles on and above the diagonal are computed and the matrix is read back symmetric.
+    Each (tile, tile) block is :math:`\Theta^{(L)}(x_I, x_J)` (kind="ntk", Theorem 1) or
+    :math:`\Sigma^{(L)}(x_I, x_J)` (kind="nngp", Proposition 1), exactly as ``spec.kernels``
+    computes it; for x2 None only the tiles on and above the diagonal are computed and the matrix
+    is read back symmetric.
     Temporary memory is a few tiles per CPU thread (tiles are computed in parallel, one thread
     each, while a background thread writes finished ones), whatever N.
 

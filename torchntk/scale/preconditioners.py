@@ -30,7 +30,7 @@ from .tiles import single_threaded_ops
 
 
 class NystromPreconditioner:
-    """P^-1 for (K + ridge I) from a rank-``rank`` randomized Nystrom sketch of K.
+    r""":math:`P^{-1}` for :math:`K + \text{ridge}\, I` from a rank-``rank`` randomized Nystrom sketch of K.
 
     Args:
         operator: K, with ``shape`` (N, N) and ``matmul(V, dtype)``; the sketch costs one product
@@ -74,7 +74,7 @@ class NystromPreconditioner:
 
     @property
     def rank(self) -> int:
-        """r', the number of eigenpairs kept (at most the requested rank: round-off ones are dropped)."""
+        """The number r' of eigenpairs kept (at most the requested rank; round-off ones are dropped)."""
         return self.eigenvalues.numel()
 
     def __call__(self, r: Tensor) -> Tensor:

@@ -33,8 +33,8 @@ class RunSummary:
 
     @property
     def gemm_gflops(self) -> float:
-        """The GEMM-equivalent rate, 2 d entries / s / 1e9 (d = ``features``): what a matrix product
-        of the inputs would need to run at to compute the same entries."""
+        """The GEMM-equivalent rate in GFLOP/s, 2 d entries / s / 1e9 (d = ``features``), the rate
+        a matrix product of the inputs would need to run at to compute the same entries."""
         return 2 * self.features * self.entries_per_second / 1e9
 
     def __str__(self) -> str:

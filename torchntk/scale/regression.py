@@ -43,8 +43,8 @@ def _cross_kernel_product(spec: Any, kind: str, x_test: Tensor, x_train: Tensor,
 
 
 class KernelRegression:
-    """mean(x) = k(x, X) (k(X, X) + ridge I)^-1 y for large N (t = inf NTK prediction, or the
-    NNGP posterior mean).
+    r""":math:`\text{mean}(x) = k(x, X)\, \big(k(X, X) + \text{ridge}\, I\big)^{-1} y` for large N
+    (the t = inf NTK prediction, or the NNGP posterior mean).
 
     The constructor only stores its arguments; ``fit`` builds (or resumes) the kernel store and
     solves, ``predict`` streams the cross kernel block by block.
@@ -64,7 +64,8 @@ class KernelRegression:
         progress: progress bar while the store is computed.
 
     Attributes (after fit):
-        dual_coef_: (K + ridge I)^-1 y, shape (N, k) float64. solve_: `SolveResult` (CG only).
+        dual_coef_: :math:`(K + \text{ridge}\, I)^{-1} y`, shape (N, k) float64.
+        solve_: `SolveResult` (CG only).
         kernel_: the `KernelMatrix` store, or None.
 
     Example:
@@ -144,7 +145,8 @@ class KernelRegression:
         return kernel(x_train, dtype=self.dtype)
 
     def predict(self, x: Any) -> Any:
-        """mean(x) = k(x, X) coef, shape (M,) or (M, k) like y; numpy in, numpy out."""
+        r""":math:`\text{mean}(x) = k(x, X)\, c` with :math:`c` = ``dual_coef_``, shape (M,) or (M, k)
+        like y; numpy in, numpy out."""
         if not hasattr(self, "dual_coef_"):
             raise RuntimeError("call fit(x, y) before predict(x).")
         x_test = as_batch(x, "x", torch.float64, device=self.x_train_.device)

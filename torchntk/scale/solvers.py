@@ -44,7 +44,7 @@ def _rhs(y: Any, n: int) -> tuple[Tensor, bool]:
 
 
 def cholesky_solve(kernel: Any, y: Any, ridge: float = 0.0) -> Tensor:
-    """x = (K + ridge I)^-1 y by Cholesky in float64, in memory.
+    r""":math:`x = (K + \text{ridge}\, I)^{-1} y` by Cholesky in float64, in memory.
 
     Args:
         kernel: K of shape (N, N): a tensor, a numpy array or a `KernelMatrix` (read whole).
@@ -84,12 +84,19 @@ def cholesky_solve(kernel: Any, y: Any, ridge: float = 0.0) -> Tensor:
 
 @dataclass
 class SolveResult:
-    """The outcome of `conjugate_gradients`.
+    r"""The outcome of `conjugate_gradients`.
 
-    solution: x, float64, shape of y. iterations: CG iterations (products with K, not counting
-    the preconditioner's sketch and the final residual check). residual: the achieved relative
-    residual ||b - (K + ridge I) x|| / ||b|| per right-hand side, recomputed from x at the end
-    (not the recurrence's estimate). converged: every residual <= tol. seconds: wall time.
+    Attributes:
+        solution: :math:`x`, float64, shape of y.
+        iterations: CG iterations (products with K, not counting the preconditioner's sketch and
+            the final residual check).
+        residual: the achieved relative residual
+            :math:`\lVert b - (K + \text{ridge}\, I)\, x \rVert / \lVert b \rVert` per right-hand
+            side, recomputed from x at the end (not the recurrence's estimate).
+        converged: every residual <= tol.
+        seconds: wall time.
+        tol: the target relative residual.
+        preconditioner_rank: the rank of the Nystrom preconditioner (0 without one).
     """
 
     solution: Tensor
@@ -111,11 +118,13 @@ def conjugate_gradients(kernel: Any, y: Any, *, ridge: float = 0.0, tol: float =
                         preconditioner: str | Callable[[Tensor], Tensor] | None = "nystrom", rank: int = 256,
                         seed: int = 0, client: Any = None,
                         callback: Callable[[int, Tensor], None] | None = None) -> SolveResult:
-    """x = (K + ridge I)^-1 y by preconditioned conjugate gradients, K never held in memory.
+    r""":math:`x = (K + \text{ridge}\, I)^{-1} y` by preconditioned conjugate gradients, K never
+    held in memory.
 
     Each iteration is one product with K: one pass over the stored tiles (or a recomputation of
     them), shared by all right-hand sides (the columns of y run as independent CG recurrences
-    in lockstep). Stops when every column's relative residual ||b - A x|| / ||b|| is <= tol; the
+    in lockstep). Stops when every column's relative residual
+    :math:`\lVert b - A x \rVert / \lVert b \rVert` is <= tol; the
     residual reported is recomputed from the final x, and CG restarts from x if the recurrence
     drifted from it.
 
@@ -123,12 +132,14 @@ def conjugate_gradients(kernel: Any, y: Any, *, ridge: float = 0.0, tol: float =
         kernel: K (N, N): a `KernelMatrix` store (streamed), an operator from
             `torchntk.scale.operators` (`StoredKernel`, `ComputedKernel`), or an in-memory tensor.
         y: (N,) or (N, k).
-        ridge: mu >= 0 added to the diagonal.
+        ridge: :math:`\mu \ge 0` added to the diagonal.
         tol: target relative residual per column.
         max_iter: iteration limit (default N).
         preconditioner: "nystrom" (randomized Nystrom of rank ``rank``, one extra pass), None,
-            or a callable r -> P^-1 r on (N, k) tensors (symmetric positive definite).
-        rank, seed: of the Nystrom preconditioner.
+            or a callable :math:`r \mapsto P^{-1} r` on (N, k) tensors (symmetric positive
+            definite).
+        rank: the rank of the Nystrom preconditioner.
+        seed: the seed of the Nystrom preconditioner's random sketch.
         client: Dask client or address for the products when ``kernel`` is a KernelMatrix.
         callback: called as callback(iteration, relative_residuals) after every iteration.
 

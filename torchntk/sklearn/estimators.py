@@ -78,13 +78,14 @@ class _InfiniteNetworkEstimator(BaseEstimator):
 
 
 class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
-    """Regression with an infinitely wide network trained by gradient flow (mean over initialisations).
+    r"""Regression with an infinitely wide network trained by gradient flow (mean over initialisations).
 
     Args:
         kernel: "ntk" (all layers trained) or "nngp" (only the readout trained).
         depth: number of dense layers (1 = a random affine map).
         activation: the nonlinearity's name ("relu", "erf", "tanh", ...).
-        bias_std, weight_std: beta and sigma_w of the NTK parameterisation.
+        bias_std: :math:`\beta`, the scale of the biases in the NTK parameterisation.
+        weight_std: :math:`\sigma_w`, the scale of the weights in the NTK parameterisation.
         time: training time in the paper's units (t = lr * steps); float("inf") = converged.
         ridge: added to the training kernel's diagonal; the tiny default (like
             GaussianProcessRegressor's alpha) keeps t = inf defined with duplicate inputs.
@@ -145,7 +146,7 @@ class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
 
 
 class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
-    """Classification by regressing centred one-hot targets with an infinitely wide network.
+    r"""Classification by regressing centred one-hot targets with an infinitely wide network.
 
     Each class c gets an output trained toward 1 - 1/K on its own points and -1/K elsewhere
     (K classes; centred because the network's outputs have mean 0 at initialisation), by
@@ -160,10 +161,14 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
     `predict_proba` is not a calibrated probability of the label. It is the probability, over
     random initialisations of the infinitely wide network, that the trained network's output
     for class c is the largest, i.e. the fraction of trained networks that would predict c: the
-    K outputs are independent Gaussians with the predicted means m_c and a common standard
-    deviation s (the limit kernel is K (x) Id, Theorem 1), so
+    :math:`K` outputs are independent Gaussians with the predicted means :math:`m_c` and a common
+    standard deviation :math:`s` (the limit kernel is one scalar kernel
+    times :math:`\mathrm{Id}_K`, Theorem 1), so
 
-        P(c) = E_z[ prod_{j != c} Phi((m_c - m_j) / s + z) ],   z ~ N(0, 1),
+    .. math::
+
+        P(c) = \mathbb E_z \Big[ \prod_{j \ne c} \Phi\big((m_c - m_j) / s + z\big) \Big],
+        \qquad z \sim \mathcal N(0, 1),
 
     computed by Gauss-Hermite quadrature. It orders classes as `predict` does. It saturates (is
     0 or 1 to rounding) wherever the gaps between mean outputs are large against s: on the

@@ -124,18 +124,23 @@ class _InfiniteWidthKernel(Kernel):
 
 
 class NNGPKernel(_InfiniteWidthKernel):
-    """Sigma(L)(x, x'): the NNGP kernel of an infinitely wide fully-connected network.
+    r""":math:`\Sigma^{(L)}(x, x')`: the NNGP kernel of an infinitely wide fully-connected network,
 
-    Sigma(1) = weight_std^2 x.x' / n0 + bias_std^2, then
-    Sigma(l+1) = weight_std^2 E[s(u) s(v)] + bias_std^2 over (u, v) ~ N(0, Sigma(l)), for
-    ``depth`` dense layers (depth 1 is a random affine map) and activation s (a name as in
-    `torchntk.mlp`).
+    .. math::
+
+        \Sigma^{(1)}(x, x') = \sigma_w^2\, \frac{x \cdot x'}{n_0} + \beta^2, \qquad
+        \Sigma^{(l+1)}(x, x') = \sigma_w^2\, \mathbb E[s(u)\, s(v)] + \beta^2,
+
+    over :math:`(u, v) \sim \mathcal N(0, \Sigma^{(l)})`, for ``depth`` dense layers (depth 1 is a
+    random affine map) and activation :math:`s` (a name as in `torchntk.mlp`).
 
     Args:
         depth: number of dense layers.
         activation: name of the nonlinearity ("relu", "erf", "tanh", ...).
-        bias_std, weight_std: beta and sigma_w, the hyperparameters (positive to be fitted).
-        bias_std_bounds, weight_std_bounds: (low, high) for the optimiser, or "fixed".
+        bias_std: :math:`\beta`, a hyperparameter (positive to be fitted).
+        weight_std: :math:`\sigma_w`, a hyperparameter (positive to be fitted).
+        bias_std_bounds: (low, high) for the optimiser, or "fixed".
+        weight_std_bounds: (low, high) for the optimiser, or "fixed".
 
     Example:
         >>> import numpy as np
@@ -149,10 +154,15 @@ class NNGPKernel(_InfiniteWidthKernel):
 
 
 class NTKKernel(_InfiniteWidthKernel):
-    """Theta(L)(x, x'): the limiting neural tangent kernel (Theorem 1) as a GP kernel.
+    r""":math:`\Theta^{(L)}(x, x')`: the limiting neural tangent kernel (Theorem 1) as a GP kernel,
 
-    Theta(1) = Sigma(1), Theta(l+1) = Theta(l) * SigmaDot(l+1) + Sigma(l+1) with
-    SigmaDot(l+1) = weight_std^2 E[s'(u) s'(v)]. Parameters as for `NNGPKernel`.
+    .. math::
+
+        \Theta^{(1)} = \Sigma^{(1)}, \qquad
+        \Theta^{(l+1)} = \Theta^{(l)}\, \dot\Sigma^{(l+1)} + \Sigma^{(l+1)}, \qquad
+        \dot\Sigma^{(l+1)} = \sigma_w^2\, \mathbb E[s'(u)\, s'(v)].
+
+    Parameters as for `NNGPKernel`.
     """
 
     _kind = "ntk"

@@ -32,7 +32,8 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    """The architecture: depth (dense layers), activation name, beta (bias_std), sigma_w."""
+    r"""The architecture: depth (dense layers), activation name, :math:`\beta` (bias_std),
+    :math:`\sigma_w` (weight_std)."""
 
     depth: int = 4
     activation: str = "relu"
@@ -52,7 +53,8 @@ class NetworkSettings:
 
 @dataclass(frozen=True)
 class Fig1Settings:
-    """Figure 1: Theta(x0, x) on the unit circle at init and after training on f* = x1 x2.
+    r"""Figure 1: :math:`\Theta(x_0, x)` on the unit circle at init and after training on
+    :math:`f^*(x) = x_1 x_2`.
 
     ``inits`` networks per width are drawn and trained (the paper's 10); the spread at
     initialization is measured over ``spread_inits`` >= inits draws (the extra ones untrained),
@@ -85,11 +87,12 @@ class Fig2Settings:
 
 @dataclass(frozen=True)
 class Fig3Settings:
-    """Figure 3: convergence along the 2nd kernel principal component on 512 digits.
+    r"""Figure 3: convergence along the 2nd kernel principal component on 512 digits.
 
-    The learning rate is ``lr_factor / lambda_1`` (gradient descent on the limit kernel needs
-    lr < 2 / lambda_1; at 1 / lambda_1 narrow ReLU networks showed loss spikes, at 0.7 / lambda_1
-    far fewer), and training runs until lambda_2 t = ``horizon``.
+    The learning rate is ``lr_factor`` :math:`/ \lambda_1` (gradient descent on the limit kernel
+    needs :math:`\eta < 2 / \lambda_1`; at :math:`1 / \lambda_1` narrow ReLU networks showed loss
+    spikes, at :math:`0.7 / \lambda_1` far fewer), and training runs until
+    :math:`\lambda_2 t` = ``horizon``.
     """
 
     depths: tuple[int, ...] = (4, 5)

@@ -47,7 +47,7 @@ class SlopeFit:
         confidence: e.g. 0.95.
         predicted: the theory's slope b0.
         points: m, the number of (width, seed) measurements fitted.
-        kind: "rate" (b0 is the exponent) or "bound" (the quantity is O(n^b0)).
+        kind: "rate" (b0 is the exponent) or "bound" (the quantity is :math:`O(n^{b_0})`).
     """
 
     slope: float
@@ -75,7 +75,7 @@ class SlopeFit:
 
     @property
     def faster(self) -> bool:
-        """For a bound: the whole interval lies below b0 (the quantity vanishes faster than the bound)."""
+        """For a bound, whether the whole interval lies below b0 (the quantity vanishes faster than the bound)."""
         return self.kind == "bound" and self.high < self.predicted
 
     @property
@@ -97,7 +97,7 @@ class SlopeFit:
         return text + (f"; faster than the n^{self.predicted:g} bound" if self.faster else "")
 
     def line(self, widths: np.ndarray) -> np.ndarray:
-        """The fitted power law exp(a) n^b at ``widths``."""
+        """The fitted power law :math:`e^a n^b` at ``widths``."""
         return np.exp(self.intercept) * np.asarray(widths, dtype=np.float64) ** self.slope
 
     def as_dict(self) -> dict:
