@@ -48,10 +48,11 @@ from .conv_method import ConvStructuredMethod
 from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
+from .layerwise import LayerwiseMethod
 from .ntk_vp import NTKVectorMethod
 from .structured import NotStructured, StructuredMethod, dense_plan
 
-METHODS = ("auto", "structured", "jacobian", "ntk_vp")
+METHODS = ("auto", "structured", "layerwise", "jacobian", "ntk_vp")
 OUTPUTS = ("full", "trace")
 FEATURE_BYTES = 2 << 30
 """Default memory for one chunk's features (2 GiB); ``batch_size`` overrides it. Large chunks
@@ -309,10 +310,14 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
                         "layers, elementwise activations, nn.Flatten and global average pooling; but "
                         f"{dense_reason if 'no convolution' in str(conv_reason) else conv_reason} Use "
                         "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
+                with contextlib.suppress(NotStructured):  # no recognised layer: the Jacobian does it all
+                    return LayerwiseMethod(model, k, x1)
         else:
             if x1.dim() != 2:
                 raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
             return StructuredMethod(ops, k)
+    if method == "layerwise":
+        return LayerwiseMethod(model, k, x1)
     fmodel = FunctionalModel(model)
     return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k)
 
