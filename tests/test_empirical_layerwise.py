@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from torchntk.empirical import _method, empirical_ntk
 from torchntk.empirical.jacobian import JacobianMethod
@@ -35,8 +36,9 @@ def reference(model, x1, x2=None):
         j = vmap(jacrev(single), in_dims=(None, 0))(params, x)
         return torch.cat([t.reshape(x.shape[0], t.shape[1], -1) for t in j.values()], dim=2)
 
-    j1 = jac(x1)
-    j2 = j1 if x2 is None else jac(x2)
+    with sdpa_kernel([SDPBackend.MATH]):  # torch.func has no batching rule for the fused CPU attention
+        j1 = jac(x1)
+        j2 = j1 if x2 is None else jac(x2)
     return torch.einsum("ikp,jlp->ijkl", j1, j2)
 
 
@@ -139,10 +141,26 @@ class Conv1dNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv1d(2, 4, 3, stride=2, padding=1, dilation=2, groups=2)
-        self.head = nn.Linear(4, 2)
+        self.same = nn.Conv1d(4, 3, 4, padding="same")  # even filter: one more zero on the right
+        self.head = nn.Linear(3, 2)
 
     def forward(self, x):
-        return self.head(torch.sin(self.conv(x)).mean(-1))
+        return self.head(torch.sin(self.same(torch.sin(self.conv(x)))).mean(-1))
+
+
+class SplitImages(nn.Module):
+    """Each input (2 C, H, W) is cut into two images (C, H, W) that one convolution sees as a batch
+    of two: the convolution's per-sample batch is 2, and both halves belong to the same input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.head = nn.Linear(2 * 3, 2)
+
+    def forward(self, x):
+        n, c2, h, w = x.shape
+        z = torch.tanh(self.conv(x.reshape(2 * n, c2 // 2, h, w))).mean((2, 3))
+        return self.head(z.reshape(n, -1))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -190,6 +208,9 @@ def test_convolutions_with_stride_dilation_groups_and_padding(seed):
     model1d = Conv1dNet().double()
     y1, y2 = torch.randn(4, 2, 9, generator=g, dtype=F64), torch.randn(3, 2, 9, generator=g, dtype=F64)
     check(model1d, y1, y2)
+    split = SplitImages().double()
+    z1, z2 = torch.randn(4, 4, 5, 5, generator=g, dtype=F64), torch.randn(3, 4, 5, 5, generator=g, dtype=F64)
+    check(split, z1, z2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -212,6 +233,7 @@ def test_both_contractions_on_every_layer_kind(mode, monkeypatch):
     g = torch.Generator().manual_seed(500)
     torch.manual_seed(5)
     cases = [(conv_net().double(), torch.randn(4, 2, 7, 7, generator=g, dtype=F64)),
+             (SplitImages().double(), torch.randn(4, 4, 5, 5, generator=g, dtype=F64)),
              (TinyEncoder().double().eval(), torch.randn(4, 4, 8, generator=g, dtype=F64)),
              (TokenModel().double(), torch.randint(0, 7, (4, 6), generator=g))]
     for model, x in cases:
@@ -282,6 +304,11 @@ def test_unrecognised_parameters_fall_back_and_float32():
     runner = _method(model, "auto", 2, x1)
     assert isinstance(runner, LayerwiseMethod)
     assert runner.plan.fallback == ["1.weight", "1.bias", "2.weight", "2.bias"]
+    check(model, x1, x2)
+    model[0].weight.requires_grad_(False)  # frozen tensors count nowhere; the bias alone still has its rule
+    model[4].bias.requires_grad_(False)
+    runner = _method(model, "auto", 2, x1)
+    assert runner.plan.weight_names == ["0.bias", "4.weight"]
     check(model, x1, x2)
     model.float()
     got = empirical_ntk(model, x1.float(), method="layerwise")

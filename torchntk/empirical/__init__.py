@@ -22,10 +22,16 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
   per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
   It declines where a trainable parameter serves two layers (tied weights: their Gram's cross
   terms are not per-layer) and where a convolution's patches do not reproduce its module.
+- "layerwise": any module (`layerwise`): nn.Linear (inputs (..., in), tokens too), nn.Conv1d/2d
+  and nn.Embedding contribute layer-wise products of their inputs and back-propagated vectors, or
+  per-example gradients, whichever costs less; every other trainable parameter (normalisation,
+  attention's in_proj, anything unrecognised) gets per-sample Jacobians of its own; tied weights
+  are exact (their per-example gradients are summed over the uses).
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
-- "auto": "structured" where it applies, else "jacobian".
+- "auto": "structured" where it applies, else "layerwise" where a trainable parameter belongs to a
+  recognised layer, else "jacobian".
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only Theta(x_i, x_i), in O(N). `empirical_nngp` gives the outputs' outer products
@@ -78,7 +84,7 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             (then converted to them, and the result is numpy).
         x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
             diagonal are computed and the result is exactly symmetric).
-        method: "auto" (default), "structured", "jacobian" or "ntk_vp" (see the module doc).
+        method: "auto" (default), "structured", "layerwise", "jacobian" or "ntk_vp" (see the module doc).
         outputs: "full" gives Theta of shape (N1, N2, k, k), Theta[i, j, k, k'] =
             grad f_k(x1_i) . grad f_k'(x2_j); "trace" gives the mean over the k diagonal output
             pairs, (1/k) sum_k Theta[i, j, k, k], shape (N1, N2) (cheaper: the off-diagonal
