@@ -17,7 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from torchntk.empirical import _method, empirical_ntk
 from torchntk.empirical.jacobian import JacobianMethod
-from torchntk.empirical.layerwise import LayerwiseMethod
+from torchntk.empirical.layerwise import AUTO_SAVING, LayerwiseMethod
 
 F64 = torch.float64
 SEEDS = (0, 1, 2)
@@ -171,8 +171,10 @@ def test_residual_block_with_eval_batchnorm_and_inplace_relu(seed):
     randomise_batchnorm(model, g)
     x1, x2 = torch.randn(5, 2, 6, 6, generator=g, dtype=F64), torch.randn(3, 2, 6, 6, generator=g, dtype=F64)
     saved = x1.clone()
-    runner = _method(model, "auto", 3, x1)
-    assert isinstance(runner, LayerwiseMethod)  # the Sequential conv path declines the residual blocks
+    runner = _method(model, "layerwise", 3, x1)
+    # every convolution takes (b), the Jacobian's own per-example gradients: nothing saved, so auto
+    # keeps the Jacobian (the Sequential conv path declines the residual blocks)
+    assert runner.saving(5) < AUTO_SAVING and isinstance(_method(model, "auto", 3, x1), JacobianMethod)
     assert set(runner.plan.fallback) == {n for n, _ in model.named_parameters() if ".bn" in n or "stem.1" in n
                                           or "skip.1" in n}  # only the BatchNorm affines
     check(model, x1, x2)
@@ -187,8 +189,7 @@ def test_transformer_encoder_layer(seed):
     model = TinyEncoder().double().eval()
     x1, x2 = torch.randn(4, 4, 8, generator=g, dtype=F64), torch.randn(3, 4, 8, generator=g, dtype=F64)
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    runner = _method(model, "auto", 3, x1)
-    assert isinstance(runner, LayerwiseMethod)
+    runner = _method(model, "layerwise", 3, x1)
     # attention reads in_proj and out_proj through F.multi_head_attention_forward: those fall back
     assert {"layer.self_attn.in_proj_weight", "layer.self_attn.out_proj.weight"} <= set(runner.plan.fallback)
     assert {"layer.linear1.weight", "layer.linear2.weight", "head.weight"} <= set(runner.plan.weight_names)
@@ -196,6 +197,7 @@ def test_transformer_encoder_layer(seed):
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own, from the model
 @pytest.mark.parametrize("seed", SEEDS)
 def test_convolutions_with_stride_dilation_groups_and_padding(seed):
     torch.manual_seed(seed)
@@ -220,8 +222,8 @@ def test_embedding_on_integer_tokens(seed):
     model = TokenModel().double()
     x1, x2 = torch.randint(0, 7, (5, 6), generator=g), torch.randint(0, 7, (3, 6), generator=g)
     x1[0, :2] = 0  # the padding index: no gradient for its row
-    runner = _method(model, "auto", 3, x1)
-    assert isinstance(runner, LayerwiseMethod) and runner.plan.fallback == []
+    runner = _method(model, "layerwise", 3, x1)
+    assert runner.plan.fallback == []
     check(model, x1, x2)
 
 
@@ -289,6 +291,41 @@ def test_tied_weights(seed):
     check(direct, x1, x2)
 
 
+class ResidualMLP(nn.Module):
+    """Pre-norm residual dense blocks: the dense layers are at one position each, so (a) saves
+    almost all of the Jacobian's work, but the module is no nn.Sequential."""
+
+    def __init__(self, d=6, width=12, k=3, blocks=2):
+        super().__init__()
+        self.inp = nn.Linear(4, d)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(blocks))
+        self.ups = nn.ModuleList(nn.Linear(d, width) for _ in range(blocks))
+        self.downs = nn.ModuleList(nn.Linear(width, d) for _ in range(blocks))
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for norm, up, down in zip(self.norms, self.ups, self.downs, strict=True):
+            h = h + down(F.gelu(up(norm(h))))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_auto_takes_layerwise_where_it_saves(seed):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(800 + seed)
+    model = ResidualMLP().double()
+    x1, x2 = torch.randn(6, 4, generator=g, dtype=F64), torch.randn(3, 4, generator=g, dtype=F64)
+    runner = _method(model, "auto", 3, x1)
+    assert isinstance(runner, LayerwiseMethod) and runner.saving(6) >= AUTO_SAVING
+    assert {u.mode for u in runner.plan.uses} == {"a"}
+    assert all(".norms." in "." + n for n in runner.plan.fallback) and len(runner.plan.fallback) == 4
+    check(model, x1, x2)
+    for outputs in ("full", "trace"):  # auto is this method
+        torch.testing.assert_close(empirical_ntk(model, x1, x2, outputs=outputs),
+                                   empirical_ntk(model, x1, x2, method="layerwise", outputs=outputs), rtol=0, atol=0)
+
+
 class CustomLinear(nn.Linear):
     """A Linear subclass with a forward of its own: not torch's rule, so its parameters fall back."""
 
@@ -301,13 +338,12 @@ def test_unrecognised_parameters_fall_back_and_float32():
     g = torch.Generator().manual_seed(700)
     model = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), CustomLinear(5, 4), nn.ReLU(), nn.Linear(4, 2)).double()
     x1, x2 = torch.randn(5, 3, generator=g, dtype=F64), torch.randn(3, 3, generator=g, dtype=F64)
-    runner = _method(model, "auto", 2, x1)
-    assert isinstance(runner, LayerwiseMethod)
+    runner = _method(model, "layerwise", 2, x1)
     assert runner.plan.fallback == ["1.weight", "1.bias", "2.weight", "2.bias"]
     check(model, x1, x2)
     model[0].weight.requires_grad_(False)  # frozen tensors count nowhere; the bias alone still has its rule
     model[4].bias.requires_grad_(False)
-    runner = _method(model, "auto", 2, x1)
+    runner = _method(model, "layerwise", 2, x1)
     assert runner.plan.weight_names == ["0.bias", "4.weight"]
     check(model, x1, x2)
     model.float()

@@ -30,8 +30,9 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
-- "auto": "structured" where it applies, else "layerwise" where a trainable parameter belongs to a
-  recognised layer, else "jacobian".
+- "auto": "structured" where it applies, else "layerwise" where its estimated flops save at least
+  a quarter of the Jacobian's (`layerwise.AUTO_SAVING`; layers at one position, such as dense
+  layers, tied or not, inside any module), else "jacobian".
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only Theta(x_i, x_i), in O(N). `empirical_nngp` gives the outputs' outer products
@@ -54,7 +55,7 @@ from .conv_method import ConvStructuredMethod
 from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
-from .layerwise import LayerwiseMethod
+from .layerwise import LayerwiseMethod, auto_layerwise
 from .ntk_vp import NTKVectorMethod
 from .structured import NotStructured, StructuredMethod, dense_plan
 
@@ -316,8 +317,9 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
                         "layers, elementwise activations, nn.Flatten and global average pooling; but "
                         f"{dense_reason if 'no convolution' in str(conv_reason) else conv_reason} Use "
                         "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
-                with contextlib.suppress(NotStructured):  # no recognised layer: the Jacobian does it all
-                    return LayerwiseMethod(model, k, x1)
+                layerwise = auto_layerwise(model, k, x1)  # None: it would not save enough
+                if layerwise is not None:
+                    return layerwise
         else:
             if x1.dim() != 2:
                 raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")

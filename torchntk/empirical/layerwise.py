@@ -67,6 +67,24 @@ _METADATA = frozenset({
 """Tensor methods that read only metadata: calling them on a parameter is not a use of its values."""
 
 
+AUTO_SAVING = 0.25
+"""``method="auto"`` takes this method over the Jacobian's only where it saves at least this
+fraction of the Jacobian's flops (`LayerwiseMethod.saving`): where it saves nothing (every weight
+takes (b), as in convolutional and long-sequence layers) it costs 10-20% more than the Jacobian
+(its hooks, probes and cloned inputs; measured on the resnet and transformer cases of
+benchmarks/bench_empirical.py, CPU time)."""
+
+
+def auto_layerwise(model: nn.Module, k: int, x1: Tensor) -> LayerwiseMethod | None:
+    """The layer-wise method for ``method="auto"``: None where no recognised layer serves a
+    trainable parameter, or where it would save less than AUTO_SAVING of the Jacobian's flops."""
+    try:
+        runner = LayerwiseMethod(model, k, x1)
+    except NotStructured:
+        return None
+    return runner if runner.saving(x1.shape[0]) >= AUTO_SAVING else None
+
+
 GRAM_SLOWDOWN = 4
 """How much slower (a)'s batched small products run per flop than (b)'s one large matrix product,
 for T > 1 (at T = 1, (a) is matrix products too). Measured on a 2-layer transformer encoder
@@ -246,16 +264,39 @@ class LayerwiseMethod:
             batch = math.prod(u.out_shape[:-dims - 1])  # 1 for an unbatched input (C, *S)
             u.positions = batch * math.prod(u.out_shape[-dims:])
 
-    def _cheaper(self, u: _Use, n: int) -> str:
-        """"a" or "b" for a weight used once, by the flop counts of the module docstring over n x n
-        pairs of inputs (with k^2 output pairs), (a)'s weighted by GRAM_SLOWDOWN where T > 1."""
+    def _costs(self, u: _Use, n: int) -> tuple[float, float]:
+        """The flop counts of (a) and (b) for one use over n x n pairs of inputs with k^2 output
+        pairs (module docstring), (a)'s weighted by GRAM_SLOWDOWN where T > 1."""
         k, t, g, fan_in, fan_out = self.k, u.positions, u.groups, u.fan_in, u.fan_out
         gram = t * t if u.kind == "embedding" else t * t * fan_in
         pair_a = g * (gram + min(t * t * k * k * fan_out, t * t * k * fan_out + t * k * k * fan_out))
         cost_a = n * n * pair_a * (1 if t == 1 else GRAM_SLOWDOWN)
         per_input = k * g * t * (1 if u.kind == "embedding" else fan_in) * fan_out  # forming G
         cost_b = n * per_input + n * n * k * k * g * fan_in * fan_out
+        return float(cost_a), float(cost_b)
+
+    def _cheaper(self, u: _Use, n: int) -> str:
+        """"a" or "b" for a weight used once: the one with the smaller `_costs`."""
+        cost_a, cost_b = self._costs(u, n)
         return "a" if cost_a <= cost_b else "b"
+
+    def saving(self, n: int) -> float:
+        """The estimated fraction of the Jacobian method's flops that this method saves on n x n
+        inputs: sum over the (a) uses of (b)'s cost minus (a)'s, over the Jacobian's
+        N k P (forward and backward) + N k sum_uses T P_use (forming the per-example weight
+        gradients) + N^2 k^2 P (contraction). (b) uses and fallback parameters cost the same in both."""
+        k = self.k
+        p_total = self.fmodel.num_params
+        jacobian = n * k * p_total + n * n * k * k * p_total
+        saved = 0.0
+        for u in self.plan.uses:
+            if u.weight is None:
+                continue
+            cost_a, cost_b = self._costs(u, n)
+            jacobian += n * k * u.groups * u.positions * u.fan_out * (1 if u.kind == "embedding" else u.fan_in)
+            if u.mode == "a":
+                saved += cost_b - cost_a
+        return saved / jacobian
 
     # --- the ChunkMethod -------------------------------------------------------------------------
 
