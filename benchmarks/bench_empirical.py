@@ -4,7 +4,7 @@ convolutional network.
     .venv/bin/python benchmarks/bench_empirical.py                  # both cases
     .venv/bin/python benchmarks/bench_empirical.py --cases cnn      # the CNN only
     .venv/bin/python benchmarks/bench_empirical.py --quick          # small, a few seconds
-    .venv/bin/python benchmarks/bench_empirical.py --cases resnet transformer --no-nt   # any-module cases
+    .venv/bin/python benchmarks/bench_empirical.py --cases resnet transformer resmlp --no-nt   # any module
 
 MLP case: 784 -> 3 x 2048 -> k (ReLU, bias_std 0.1, NTK parameterisation), N = 256 inputs
 against themselves, float32, k = 1 and 10, outputs "trace" and "full". CNN case: nn.Sequential
@@ -22,14 +22,17 @@ down several-fold (a descheduled thread stalls every parallel op), so torch work
 OMP_WAIT_POLICY=PASSIVE unless --omp-active is given; neural-tangents (XLA) does not use OpenMP.
 
 Any-module cases (``--cases resnet transformer``), float32, k = 10, N = --any-n inputs against
-themselves, outputs "trace" and "full": a small ResNet written here (a 3x3 stem, one BasicBlock
-per stage at 16, 32 and 64 channels with strides 1, 2, 2, eval BatchNorm, ReLU(inplace=True),
-global average pooling, Linear(64, 10); 3 x 32 x 32 inputs) and a transformer encoder (2 x
+themselves, outputs "trace" and "full": a small ResNet written here (a 3x3 stem, one BasicBlock per
+stage at 16, 32 and 64 channels with strides 1, 2, 2, eval BatchNorm, ReLU(inplace=True), global
+average pooling, Linear(64, 10); 3 x 32 x 32 inputs) and a transformer encoder (2 x
 nn.TransformerEncoderLayer, d_model 64, 4 heads, feed-forward 128, batch_first, eval; 16 tokens;
-mean over tokens, Linear(64, 10)). Methods: "layerwise", "jacobian", "ntk_vp" and "vmap(jacrev)",
-a plain torch.func baseline written here (vmap(jacrev) over all parameters, concatenated, one
-matrix product). Ratios are medians against "jacobian" and against "vmap(jacrev)"; each row notes
-its largest difference from the "jacobian" kernel, relative to that kernel's largest entry.
+mean over tokens, Linear(64, 10)); ``--cases resmlp``: a residual MLP (Linear(128, 128), 3 pre-norm
+blocks x + Linear(GELU(Linear(LayerNorm(x)))) of width 256, Linear(128, 10)), where every weight
+sits at one position, the case the layer-wise Grams are for. Methods: "layerwise", "jacobian",
+"ntk_vp" and "vmap(jacrev)", a plain torch.func baseline written here (vmap(jacrev) over all
+parameters, concatenated, one matrix product). Ratios are medians against "jacobian" and against
+"vmap(jacrev)"; each row notes its largest difference from the kernel computed in float64 (by
+"jacobian" on float64 copies), relative to that kernel's largest entry.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ CNN_METHODS = ("structured", "jacobian")
 NT_IMPLEMENTATIONS = {"nt structured": 3, "nt jacobian": 1}
 CNN_NT_IMPLEMENTATIONS = {"nt structured": 3}
 ANY_METHODS = ("layerwise", "jacobian", "ntk_vp", "vmap(jacrev)")
+ANY_CASES = ("resnet", "transformer", "resmlp")
 
 
 def cnn(channels: int = 64, layers: int = 3, k: int = 10, seed: int = 0):
@@ -127,6 +131,30 @@ def transformer(k: int = 10, seed: int = 0, d: int = 64, layers: int = 2):
     return Encoder().eval()
 
 
+def resmlp(k: int = 10, seed: int = 0, d: int = 128, width: int = 256, blocks: int = 3):
+    """The residual MLP of the module doc: Linear(128, d), blocks x (x + Linear(GELU(Linear(LayerNorm(x))))),
+    Linear(d, k)."""
+    import torch
+    from torch import nn
+
+    class ResMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(128, d)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, width), nn.GELU(),
+                                                      nn.Linear(width, d)) for _ in range(blocks))
+            self.fc = nn.Linear(d, k)
+
+        def forward(self, x):
+            h = self.inp(x)
+            for block in self.blocks:
+                h = h + block(h)
+            return self.fc(h)
+
+    torch.manual_seed(seed)
+    return ResMLP()
+
+
 def vmap_jacrev_ntk(net, x, full: bool):
     """The plain torch.func baseline: per-sample Jacobians over all parameters, one contraction."""
     import torch
@@ -153,7 +181,7 @@ def worker(args: argparse.Namespace) -> None:
     import torchntk as tn
     from torchntk.empirical import empirical_ntk
 
-    if args.case in ("resnet", "transformer"):
+    if args.case in ANY_CASES:
         return any_worker(args)
     if args.case == "cnn":
         net = cnn(args.channels, args.depth, args.k)
@@ -198,8 +226,12 @@ def any_worker(args: argparse.Namespace) -> None:
     g = torch.Generator().manual_seed(1)
     if args.case == "resnet":
         net, x = resnet(args.k), torch.randn(args.n, 3, 32, 32, generator=g)
+    elif args.case == "resmlp":
+        net, x = resmlp(args.k), torch.randn(args.n, 128, generator=g)
     else:
         net, x = transformer(args.k), torch.randn(args.n, args.seq, 64, generator=g)
+    if args.float64:
+        net, x = net.double(), x.double()
     full = args.outputs == "full"
 
     def call():
@@ -228,16 +260,21 @@ def any_worker(args: argparse.Namespace) -> None:
 def run_any(args: argparse.Namespace, case: str, torch_env: dict[str, str], tmp: Path) -> None:
     import numpy as np
 
-    what = "small ResNet (16-32-64, 3 BasicBlocks), 3 x 32 x 32" if case == "resnet" else \
-        f"transformer encoder (2 layers, d_model 64, 4 heads), {args.seq} tokens"
+    what = {"resnet": "small ResNet (16-32-64, 3 BasicBlocks), 3 x 32 x 32",
+            "transformer": f"transformer encoder (2 layers, d_model 64, 4 heads), {args.seq} tokens",
+            "resmlp": "residual MLP (128 -> 3 pre-norm blocks 128-256-128 -> 10)"}[case]
     print(f"\n{what}, N = {args.any_n} against itself, k = 10, float32; torch threads "
           f"{os.environ.get('OMP_NUM_THREADS', 'default')}; load average {os.getloadavg()[0]:.1f}")
     header = f"{'outputs':>7} {'method':>13} {'median s':>9} {'min s':>8} {'cpu s':>7} {'vs jacobian':>11} " \
-             f"{'vs vmap':>8} {'peak MB':>8}  max |diff| / max |jacobian|"
+             f"{'vs vmap':>8} {'peak MB':>8}  max |diff| / max |float64|"
     print(header)
     print("-" * len(header))
     for outputs in args.outputs:
         rows: dict[str, dict] = {}
+        reference = tmp / f"{case}_{outputs}_float64.npy"
+        run([sys.executable, __file__, "--worker", "--case", case, "--method", "jacobian", "--n", str(args.any_n),
+             "--seq", str(args.seq), "--k", "10", "--outputs", outputs, "--repeats", "0", "--float64", "--save",
+             str(reference)], args.timeout, torch_env)
         for method in args.any_methods:
             save = tmp / f"{case}_{outputs}_{method.replace('(', '_').replace(')', '')}.npy"
             command = [sys.executable, __file__, "--worker", "--case", case, "--method", method, "--n",
@@ -247,7 +284,7 @@ def run_any(args: argparse.Namespace, case: str, torch_env: dict[str, str], tmp:
             rows[method]["file"] = save
         base = {m: statistics.median(rows[m]["times"]) for m in ("jacobian", "vmap(jacrev)")
                 if "times" in rows.get(m, {})}
-        ref = np.load(rows["jacobian"]["file"], allow_pickle=False) if "jacobian" in base else None
+        ref = np.load(reference, allow_pickle=False) if reference.exists() else None
         for method, row in rows.items():
             if "error" in row:
                 print(f"{outputs:>7} {method:>13} {'-':>9} {'-':>8} {'-':>7} {'-':>11} {'-':>8} {'-':>8}  "
@@ -279,7 +316,7 @@ def run(command: list[str], timeout: float, env: dict[str, str] | None = None) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn", "resnet", "transformer"])
+    parser.add_argument("--cases", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn", *ANY_CASES])
     parser.add_argument("--n", type=int, default=256, help="MLP inputs")
     parser.add_argument("--n0", type=int, default=784)
     parser.add_argument("--width", type=int, default=2048)
@@ -304,6 +341,7 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--case", default="mlp", help=argparse.SUPPRESS)
+    parser.add_argument("--float64", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.k, args.outputs = args.k[0], args.outputs[0]
@@ -317,7 +355,7 @@ def main() -> None:
             run_mlp(args, use_nt, torch_env, Path(tmp))
         if "cnn" in args.cases:
             run_cnn(args, use_nt, torch_env, Path(tmp))
-        for case in ("resnet", "transformer"):
+        for case in ANY_CASES:
             if case in args.cases:
                 run_any(args, case, torch_env, Path(tmp))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
