@@ -70,9 +70,9 @@ _METADATA = frozenset({
 AUTO_SAVING = 0.25
 """``method="auto"`` takes this method over the Jacobian's only where it saves at least this
 fraction of the Jacobian's flops (`LayerwiseMethod.saving`): where it saves nothing (every weight
-takes (b), as in convolutional and long-sequence layers) it costs 10-20% more than the Jacobian
-(its hooks, probes and cloned inputs; measured on the resnet and transformer cases of
-benchmarks/bench_empirical.py, CPU time)."""
+takes (b), as in convolutional and long-sequence layers) it does the Jacobian's work plus its
+hooks, probes and cloned inputs: measured (benchmarks/bench_empirical.py, CPU time) 8-30% more
+on its ResNet case and -17% to +3% on its transformer case."""
 
 
 def auto_layerwise(model: nn.Module, k: int, x1: Tensor) -> LayerwiseMethod | None:
