@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from torchntk.empirical import _method, empirical_ntk
+from torchntk.empirical import _method, empirical_ntk, layerwise
 from torchntk.empirical.jacobian import JacobianMethod
 from torchntk.empirical.layerwise import AUTO_SAVING, LayerwiseMethod
 
@@ -242,6 +242,42 @@ def test_both_contractions_on_every_layer_kind(mode, monkeypatch):
         runner = _method(model, "layerwise", 3, x)
         assert {u.mode for u in runner.plan.uses if u.weight is not None} == {mode}
         check(model, x[:3], x[3:])
+
+
+def test_a_blocks_in_slices(monkeypatch):
+    """(a) over positions with one row of the first chunk per slice (PAIR_BYTES of 1 byte)."""
+    monkeypatch.setattr(LayerwiseMethod, "_cheaper", lambda self, use, n: "a")
+    monkeypatch.setattr(layerwise, "PAIR_BYTES", 1)
+    g = torch.Generator().manual_seed(510)
+    torch.manual_seed(6)
+    for model, x in [(TinyEncoder().double().eval(), torch.randn(5, 4, 8, generator=g, dtype=F64)),
+                     (conv_net().double(), torch.randn(5, 2, 7, 7, generator=g, dtype=F64))]:
+        check(model, x[:3], x[3:])
+
+
+class Flaky(nn.Module):
+    """Calls its layer once more from its third forward on: a layer structure the first input does not show."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = torch.tanh(self.lin(x))
+        return self.lin(h) if self.calls > 2 else h
+
+
+def test_a_changing_layer_structure_is_an_error_and_leaves_no_hooks():
+    model = Flaky().double()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="depends on the input values; use method='jacobian'"):
+        empirical_ntk(model, torch.randn(4, 3, dtype=F64), method="layerwise")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 class TiedModel(nn.Module):

@@ -85,6 +85,10 @@ def auto_layerwise(model: nn.Module, k: int, x1: Tensor) -> LayerwiseMethod | No
     return runner if runner.saving(x1.shape[0]) >= AUTO_SAVING else None
 
 
+PAIR_BYTES = 256 << 20
+"""Temporary memory of one slice of an (a) block over positions (256 MiB): those temporaries grow
+like B1 B2 T^2, so rows of the first chunk are taken a slice at a time."""
+
 GRAM_SLOWDOWN = 4
 """How much slower (a)'s batched small products run per flop than (b)'s one large matrix product,
 for T > 1 (at T = 1, (a) is matrix products too). Measured on a 2-layer transformer encoder
@@ -451,7 +455,18 @@ class LayerwiseMethod:
 
     def _pair_a(self, kind: str, x1: Tensor, d1: Tensor, x2: Tensor, d2: Tensor, full: bool) -> Tensor:
         """sum_{t, s} (x_t . x'_s) (delta_kt . delta'_k's) for every pair of inputs: (B1, B2, k, k)
-        with ``full``, else the sum over k of the diagonal, (B1, B2)."""
+        with ``full``, else the sum over k of the diagonal, (B1, B2). Rows of the first chunk go in
+        slices whose temporaries (B2 g T^2 per row, times k^2 or k out / T) stay within PAIR_BYTES."""
+        k, (b1, _, g, t, out), b2 = self.k, d1.shape, d2.shape[0]
+        if t > 1:
+            per_row = b2 * g * t * max(t, t * k * k if full and t * k <= out else k * out) * d1.element_size()
+            rows = max(1, PAIR_BYTES // per_row)
+            if rows < b1:
+                return torch.cat([self._pair_a_rows(kind, x1[s:s + rows], d1[s:s + rows], x2, d2, full)
+                                  for s in range(0, b1, rows)])
+        return self._pair_a_rows(kind, x1, d1, x2, d2, full)
+
+    def _pair_a_rows(self, kind: str, x1: Tensor, d1: Tensor, x2: Tensor, d2: Tensor, full: bool) -> Tensor:
         k, (b1, _, g, t, out), b2 = self.k, d1.shape, d2.shape[0]
         if kind == "embedding":  # one-hot rows: x_t . x'_s = [i_t = i'_s]
             gram = (x1[:, None, :, :, None] == x2[None, :, :, None, :]).to(d1.dtype)
