@@ -23,11 +23,18 @@ the kernel that ``spec.ntk`` computes. Methods:
   per-layer gradients built out of unfolded patches (`conv_method`); never forms the Jacobian.
   It declines where a trainable parameter serves two layers (tied weights: their Gram's cross
   terms are not per-layer) and where a convolution's patches do not reproduce its module.
+- "layerwise": any module (`layerwise`): nn.Linear (inputs (..., in), tokens too), nn.Conv1d/2d
+  and nn.Embedding contribute layer-wise products of their inputs and back-propagated vectors, or
+  per-example gradients, whichever costs less; every other trainable parameter (normalisation,
+  attention's in_proj, anything unrecognised) gets per-sample Jacobians of its own; tied weights
+  are exact (their per-example gradients are summed over the uses).
 - "jacobian": any module; contracts per-sample Jacobians (memory :math:`B k P` per chunk of
   :math:`B` inputs, :math:`P` parameters).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
-- "auto": "structured" where it applies, else "jacobian".
+- "auto": "structured" where it applies, else "layerwise" where its estimated flops save at least
+  a quarter of the Jacobian's (`layerwise.AUTO_SAVING`; layers at one position, such as dense
+  layers, tied or not, inside any module), else "jacobian".
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outputs' outer products
@@ -50,12 +57,13 @@ from .conv_method import ConvStructuredMethod
 from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
+from .layerwise import LayerwiseMethod, auto_layerwise
 from .ntk_vp import NTKVectorMethod
 from .pntk import pntk_module
 from .selection import Selection, only, select
 from .structured import NotStructured, StructuredMethod, dense_plan
 
-METHODS = ("auto", "structured", "jacobian", "ntk_vp")
+METHODS = ("auto", "structured", "layerwise", "jacobian", "ntk_vp")
 OUTPUTS = ("full", "trace")
 NTK_OUTPUTS = OUTPUTS + ("pntk",)
 FEATURE_BYTES = 2 << 30
@@ -85,7 +93,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             (then converted to them, and the result is numpy).
         x2: inputs (N2, ...), or None for x1 against itself (then only blocks on and above the
             diagonal are computed and the result is exactly symmetric).
-        method: "auto" (default), "structured", "jacobian" or "ntk_vp" (see the module doc).
+        method: "auto" (default), "structured", "layerwise", "jacobian" or "ntk_vp" (see the module
+            doc).
         outputs: "full" gives :math:`\Theta` of shape (N1, N2, k, k),
             ``Theta[i, j, k, k']`` :math:`= \nabla_\theta f_k(x_{1,i}) \cdot \nabla_\theta f_{k'}(x_{2,j})`;
             "trace" gives the mean over the k diagonal output pairs,
@@ -344,10 +353,15 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
                         "layers, elementwise activations, nn.Flatten and global average pooling; but "
                         f"{dense_reason if 'no convolution' in str(conv_reason) else conv_reason} Use "
                         "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
+                layerwise = auto_layerwise(model, k, x1)  # None: it would not save enough
+                if layerwise is not None:
+                    return layerwise
         else:
             if x1.dim() != 2:
                 raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
             return StructuredMethod(ops, k)
+    if method == "layerwise":
+        return LayerwiseMethod(model, k, x1)
     fmodel = FunctionalModel(model)
     return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k)
 
