@@ -19,14 +19,14 @@ def x(tmp_path):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("block_rows", [1, 4, 100])
-def test_blocked_kernels_equal_one_call(symmetric, block_rows):
+@pytest.mark.parametrize("tile", [1, 4, 100, None])
+def test_blocked_kernels_equal_one_call(symmetric, tile):
     rng = np.random.default_rng(0)
     x1 = torch.from_numpy(rng.normal(size=(10, 3)))
     x2 = None if symmetric else torch.from_numpy(rng.normal(size=(7, 3)))
     spec = tn.mlp(4, "relu", bias_std=0.2)
     nngp, ntk = spec.kernels(x1, x2)
-    out = blocked_kernels(spec, x1, x2, block_rows=block_rows)
+    out = blocked_kernels(spec, x1, x2, tile=tile)
     # Each block is the same recursion on the same float64 numbers; only GEMM blocking can
     # reorder sums, so entries agree to a few ulps.
     torch.testing.assert_close(out["nngp"], nngp, rtol=1e-13, atol=1e-14)
@@ -35,9 +35,54 @@ def test_blocked_kernels_equal_one_call(symmetric, block_rows):
         assert torch.equal(out["ntk"], out["ntk"].T)
 
 
+class _Bar:
+    """Records what `blocked_kernels` tells a progress bar."""
+
+    def __init__(self):
+        self.total, self.advances = None, []
+
+    def add_task(self, description, total):
+        self.total = total
+        return 0
+
+    def advance(self, task, size):
+        self.advances.append(size)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_progress_moves_within_one_tile(symmetric):
+    # 40 images of 4 x 4 pixels through a pooling CNN fit in one tile of a single call; the bar
+    # must still move many times, and end exactly at its total.
+    rng = np.random.default_rng(2)
+    x1 = torch.from_numpy(rng.normal(size=(40, 1, 4, 4)))
+    x2 = None if symmetric else torch.from_numpy(rng.normal(size=(6, 1, 4, 4)))
+    spec = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
+    bar = _Bar()
+    out = blocked_kernels(spec, x1, x2, tile=512, progress=bar)
+    rows = bar.advances[0] // (40 if symmetric else 6)
+    # Each step counts its block of rows against itself and the later rows (symmetric), or all columns.
+    entries = sum(rows * (40 - start) for start in range(0, 40, rows)) if symmetric else 40 * 6
+    assert len(bar.advances) >= 16 and sum(bar.advances) == bar.total == entries
+    nngp, ntk = spec.kernels(x1, x2)
+    torch.testing.assert_close(out["ntk"], ntk, rtol=1e-13, atol=1e-14)  # as above: only GEMM order differs
+    if symmetric:
+        assert torch.equal(out["ntk"], out["ntk"].T) and torch.equal(out["nngp"], out["nngp"].T)
+
+
+def test_steps_of_whole_tiles_are_the_one_calls_bits():
+    # With many tiles, every step computes the very tiles that one call computes: the same bits.
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(70, 3)))
+    spec = tn.mlp(3, "erf")
+    bar = _Bar()
+    out = blocked_kernels(spec, x, tile=2, progress=bar)
+    nngp, ntk = spec.kernels(x, tile=2)
+    assert torch.equal(out["nngp"], nngp) and torch.equal(out["ntk"], ntk)
+    assert len(bar.advances) == 35 and sum(bar.advances) == bar.total == sum(2 * (70 - s) for s in range(0, 70, 2))
+
+
 def test_kernel_command_writes_the_ntk(tmp_path, x):
     result = run("kernel", tmp_path / "x.npy", "--depth", 4, "--activation", "relu", "--bias-std", 0.1,
-                 "--kind", "ntk", "-o", tmp_path / "K.npy", "--block-rows", 4)
+                 "--kind", "ntk", "-o", tmp_path / "K.npy", "--tile", 4)
     assert result.exit_code == 0, result.output
     want = tn.mlp(4, "relu", bias_std=0.1).ntk(x)
     np.testing.assert_allclose(np.load(tmp_path / "K.npy"), want, rtol=1e-13, atol=1e-14)  # as above

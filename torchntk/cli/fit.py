@@ -24,7 +24,7 @@ import numpy as np
 from ..model_io import KernelModel, ModelSettings, check_save_target
 from .data import read_table, select_features
 from .kernel import (
-    DEFAULT_BLOCK_ROWS,
+    TILE_HELP,
     architecture_options,
     blocked_kernels,
     chosen_spec,
@@ -68,14 +68,14 @@ class _Time(click.ParamType):
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory to write the model into (model.json + arrays.npz).")
 @click.option("--array", default=None, help="In an .npz input, the name of the features array.")
-@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
-              help="Kernel rows computed per step.")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help=TILE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @architecture_options
 @user_errors
 def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias_std: float, weight_std: float,
         kernel: str, time_: float, ridge: float, standardize: bool, output: Path, array: str | None,
-        block_rows: int, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
+        tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
     """Fit an infinitely wide network to TRAIN (.csv, .npy or .npz) and save it to a directory.
 
     The saved model predicts, for new inputs, the mean and standard deviation over random
@@ -92,7 +92,7 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
         settings = ModelSettings.with_spec(spec, example_shape(table, input_shape, train), kernel=kernel, time=time_,
                                            ridge=ridge)
     with make_progress(quiet) as progress:
-        kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
+        kernels = functools.partial(blocked_kernels, tile=tile, progress=progress,
                                     description=f"training kernel {table.x.shape[0]}x{table.x.shape[0]}")
         model = KernelModel.fit(table.x, table.y, settings, standardize_x=standardize, standardize_y=standardize,
                                 feature_names=table.feature_names, target_names=table.target_names, kernels=kernels)
@@ -110,12 +110,12 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
 @click.option("--time", "time_", type=_Time(), default=None,
               help="Predict at this training time instead of the model's own (same eigendecomposition).")
 @click.option("--array", default=None, help="In an .npz input, the name of the features array.")
-@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
-              help="Kernel rows computed per step.")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help=TILE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def predict(model_dir: Path, data: Path, output: Path | None, time_: float | None, array: str | None,
-            block_rows: int, quiet: bool) -> None:
+            tile: int | None, quiet: bool) -> None:
     """Predict with a fitted MODEL directory on DATA (.csv, .npy or .npz): mean and std per row.
 
     Writes a CSV with columns ``mean`` and ``std`` (one target), or ``mean_<name>`` and
@@ -133,7 +133,7 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
                                    f"on shape {wanted}.")
     x = select_features(table, model.feature_names, model.target_names, data)
     with make_progress(quiet) as progress:
-        kernels = functools.partial(blocked_kernels, block_rows=block_rows, progress=progress,
+        kernels = functools.partial(blocked_kernels, tile=tile, progress=progress,
                                     description=f"test kernel {x.shape[0]}x{model.x_train.shape[0]}")
         mean, std = model.predict(x, time=time_, kernels=kernels)
     write_predictions(output, mean, std, model.target_names)
