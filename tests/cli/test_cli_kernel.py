@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from cli_runner import assert_one_line_error, run
 
 import torchntk as tn
 from torchntk.cli.kernel import blocked_kernels
+from torchntk.model_io import KernelModel
 
 
 @pytest.fixture
@@ -81,8 +84,8 @@ def test_steps_of_whole_tiles_are_the_one_calls_bits():
 
 
 def test_kernel_command_writes_the_ntk(tmp_path, x):
-    result = run("kernel", tmp_path / "x.npy", "--depth", 4, "--activation", "relu", "--bias-std", 0.1,
-                 "--kind", "ntk", "-o", tmp_path / "K.npy", "--tile", 4)
+    result = run("kernel", "--no-standardize", tmp_path / "x.npy", "--depth", 4, "--activation", "relu",
+                 "--bias-std", 0.1, "--kind", "ntk", "-o", tmp_path / "K.npy", "--tile", 4)
     assert result.exit_code == 0, result.output
     want = tn.mlp(4, "relu", bias_std=0.1).ntk(x)
     np.testing.assert_allclose(np.load(tmp_path / "K.npy"), want, rtol=1e-13, atol=1e-14)  # as above
@@ -93,8 +96,8 @@ def test_kernel_command_both_kinds_cross_and_csv(tmp_path, x):
     data = np.column_stack([x, np.arange(9.0)])
     np.savetxt(tmp_path / "train.csv", data, delimiter=",", header=header, comments="")
     np.savetxt(tmp_path / "test.csv", data[:3], delimiter=",", header=header, comments="")
-    result = run("kernel", tmp_path / "train.csv", tmp_path / "test.csv", "--drop", "y", "--kind", "both",
-                 "--activation", "erf", "--depth", 2, "--weight-std", 1.5, "-o", tmp_path / "K.npz")
+    result = run("kernel", "--no-standardize", tmp_path / "train.csv", tmp_path / "test.csv", "--drop", "y",
+                 "--kind", "both", "--activation", "erf", "--depth", 2, "--weight-std", 1.5, "-o", tmp_path / "K.npz")
     assert result.exit_code == 0, result.output
     nngp, ntk = tn.mlp(2, "erf", weight_std=1.5).kernels(x, x[:3])
     with np.load(tmp_path / "K.npz") as out:
@@ -104,7 +107,7 @@ def test_kernel_command_both_kinds_cross_and_csv(tmp_path, x):
 
 
 def test_standardize_and_csv_output(tmp_path, x):
-    result = run("kernel", tmp_path / "x.npy", "--kind", "nngp", "--standardize", "-o", tmp_path / "K.csv")
+    result = run("kernel", tmp_path / "x.npy", "--kind", "nngp", "-o", tmp_path / "K.csv")
     assert result.exit_code == 0, result.output
     xs = (x - x.mean(0)) / x.std(0)
     # The CSV is written with 17 significant digits, enough to round-trip float64.
@@ -129,3 +132,32 @@ def test_kernel_errors_are_one_line(tmp_path, x):
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert_one_line_error(run("kernel", tmp_path / "x.npy", "--depth", 0, "-o", tmp_path / "K.npy"),
                           "--depth", code=2)
+
+
+def test_kernel_is_the_fitted_models_training_kernel_and_names_its_columns(tmp_path, x):
+    # Same file, same network, both defaults: `kernel` standardises as `fit` does.
+    data = np.column_stack([x * [1, 10, 100, 1000], np.arange(9.0)])
+    np.savetxt(tmp_path / "t.csv", data, delimiter=",", header="a,b,c,d,price", comments="")
+    result = run("kernel", tmp_path / "t.csv", "--drop", "price", "--kind", "both", "-o", tmp_path / "K.npz")
+    assert result.exit_code == 0, result.output
+    assert "9 rows of 4 feature columns: a, b, c, d, standardised" in result.stderr
+    assert run("fit", tmp_path / "t.csv", "--target", "price", "--ridge", 0, "-o", tmp_path / "m", "-q").exit_code == 0
+    model = KernelModel.load(tmp_path / "m")
+    with np.load(tmp_path / "K.npz") as k:
+        # The same tiles on the same standardised numbers: the NNGP matrix is stored as computed.
+        np.testing.assert_array_equal(k["nngp"], model.nngp_train)
+        # The NTK is stored as its eigendecomposition: V diag(l) V^T rebuilds it to ~N eps |K|.
+        rebuilt = (model.eigenvectors * model.eigenvalues) @ model.eigenvectors.T
+        np.testing.assert_allclose(rebuilt, k["ntk"], rtol=0, atol=1e-12 * np.abs(k["ntk"]).max())
+    # Forgetting --drop is visible: the target is named among the features.
+    result = run("kernel", tmp_path / "t.csv", "-o", tmp_path / "K.npy")
+    assert "5 feature columns: a, b, c, d, price" in result.stderr
+
+
+def test_flat_rows_for_a_conv_network_suggest_the_input_shape(tmp_path):
+    np.savetxt(tmp_path / "px.csv", np.ones((3, 64)), delimiter=",", header=",".join(f"p{i}" for i in range(64)),
+               comments="")
+    (tmp_path / "cnn.json").write_text(json.dumps(tn.serial(tn.Conv((3, 3)), tn.ReLU(), tn.Flatten(),
+                                                            tn.Dense()).to_dict()))
+    assert_one_line_error(run("kernel", tmp_path / "px.csv", "--spec", tmp_path / "cnn.json", "-o", tmp_path / "K.npy"),
+                          "give --input-shape 1,8,8")

@@ -30,7 +30,7 @@ from ..activations import CLOSED_FORM, QUADRATURE
 from ..engine.serial import Serial, mlp
 from ..engine.tiles import default_tile
 from ..model_io import column_moments
-from .data import Table, read_table, select_features
+from .data import Table, column_names, read_table, select_features
 from .paths import check_output_file
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
@@ -125,9 +125,11 @@ def chosen_spec(spec_file: Path | None, input_shape: tuple[int, ...] | None) -> 
     return read_spec(spec_file)
 
 
-def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path) -> tuple[int, ...] | None:
+def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path,
+                  spec: Serial | None = None) -> tuple[int, ...] | None:
     """The per-example shape each row of ``table`` is reshaped to for an architecture: the array's
-    own (N, C, H, W) layout, or --input-shape for a 2-D table (None: rows as they are)."""
+    own (N, C, H, W) layout, or --input-shape for a 2-D table (None: rows as they are). Flat rows
+    for a ``spec`` whose first layer needs positions (a Conv) are refused with the flag to give."""
     shape = table.example_shape
     if input_shape is not None:
         if shape is not None and shape != input_shape:
@@ -139,7 +141,23 @@ def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path)
             raise click.ClickException(f"{path}: {table.x.shape[1]} feature column(s) cannot be reshaped to "
                                        f"--input-shape {','.join(map(str, input_shape))} ({size} values per row).")
         shape = input_shape
+    if shape is None and spec is not None and not spec.starts_with_dense():
+        d = table.x.shape[1]
+        raise click.ClickException(f"{path}: each row is a flat vector of {d} values, but the --spec network starts "
+                                   f"with a layer that needs images (C, H, W) or sequences (C, L); give "
+                                   f"--input-shape {_shape_hint(d)} (channels first, {d} values in all), or save the "
+                                   "images as an (N, C, H, W) array.")
     return shape
+
+
+def _shape_hint(d: int) -> str:
+    """A plausible C,H,W for rows of d values: one channel of a square image, or three of a
+    square colour image; else the form to fill in."""
+    for channels in (1, 3):
+        side = round((d / channels) ** 0.5)
+        if channels * side * side == d:
+            return f"{channels},{side},{side}"
+    return "C,H,W"
 
 
 def user_errors(command: Callable) -> Callable:
@@ -275,7 +293,7 @@ def load_table(path: Path, *, array: str | None, drop: Sequence[str], lenient: b
     ``lenient``: a CSV may lack some of the ``drop`` columns (a test file without the target);
     the caller checks that each one named exists somewhere."""
     if lenient and path.suffix.lower() == ".csv":
-        names = read_table(path, array=array).feature_names
+        names = column_names(path)
         drop = [name for name in drop if name in names]
     return read_table(path, target=drop, array=array)
 
@@ -332,7 +350,9 @@ def _matching_columns(table1: Table, table2: Table, data: Path, data2: Path) -> 
               help="Where to write the kernel: .npy, .csv, or .npz (arrays 'nngp' and 'ntk').")
 @click.option("--array", default=None, help="In an .npz input, the name of the features array.")
 @click.option("--drop", multiple=True, help="A column to leave out (e.g. the target); repeat for more.")
-@click.option("--standardize", is_flag=True, help="Centre and scale each column (by DATA's mean and std) first.")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Centre and scale each feature column by DATA's mean and std first, as `torchntk fit` does, so "
+                   "that the kernel is the one a model fitted on DATA uses.")
 @click.option("--float32", "single", is_flag=True, help="Compute in float32 (half the memory, ~1e-6 relative).")
 @click.option("--tile", type=click.IntRange(min=1), default=None,
               help=TILE_HELP)
@@ -358,7 +378,7 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
         spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
     lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
     table1 = load_table(data, array=array, drop=drop, lenient=lenient)
-    shape = example_shape(table1, input_shape, data) if spec_file is not None else None
+    shape = example_shape(table1, input_shape, data, spec) if spec_file is not None else None
     x1, x2 = table1.x, None
     if data2 is not None:
         table2 = load_table(data2, array=array, drop=drop, lenient=lenient)
@@ -367,7 +387,7 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
             raise click.UsageError(f"--drop {unknown[0]!r}: neither {data.name} nor {data2.name} has a column of that "
                                    "name.")
         x2 = _matching_columns(table1, table2, data, data2)
-        if spec_file is not None and example_shape(table2, input_shape, data2) != shape:
+        if spec_file is not None and example_shape(table2, input_shape, data2, spec) != shape:
             raise click.ClickException(f"{data2} holds examples of shape {table2.example_shape} but {data} of shape "
                                        f"{shape}; both need the same shape.")
     if standardize:
@@ -385,6 +405,22 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
                                  description=f"{'+'.join(kinds)} {t1.shape[0]}x{n2}")
     write_kernels(output, {k: v.numpy() for k, v in result.items()})
     if not quiet:
-        shape = tuple(next(iter(result.values())).shape)
-        click.echo(f"wrote {'+'.join(kinds)} {shape} to {output}", err=True)
+        size = tuple(next(iter(result.values())).shape)
+        inputs = describe_inputs(table1, shape or table1.example_shape)
+        click.echo(f"wrote {'+'.join(kinds)} {size} to {output}; inputs: {inputs}"
+                   f"{', standardised' if standardize else ''}", err=True)
+
+
+def describe_inputs(table: Table, shape: tuple[int, ...] | None) -> str:
+    """What the network sees, for a summary line: "60 rows of 4 feature columns: a, b, c, price"
+    (names of a CSV shown, so that a forgotten --drop is plain), or "300 images of shape 1x8x8"."""
+    n = table.x.shape[0]
+    if shape is not None:
+        return f"{n} {'images' if len(shape) == 3 else 'examples'} of shape {'x'.join(map(str, shape))}"
+    d = table.x.shape[1]
+    if not table.named:
+        return f"{n} rows of {d} feature column{'s' if d != 1 else ''}"
+    names = list(table.feature_names)
+    shown = ", ".join(names[:12]) + (f", ... ({d} in all)" if d > 12 else "")
+    return f"{n} rows of {d} feature column{'s' if d != 1 else ''}: {shown}"
 
