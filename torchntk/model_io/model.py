@@ -198,7 +198,7 @@ def _one_hot(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise ValueError(f"class labels must be one per row, shape (N,); got shape {arr.shape}.")
-    if arr.dtype.kind == "O" and arr.size and all(isinstance(v, str) for v in arr.tolist()):
+    if arr.dtype.kind == "O" and arr.size and (arr.astype(str) == arr).all():  # e.g. a pandas column of str
         arr = arr.astype(str)
     if arr.dtype.kind not in "iuUS":
         hint = (" (if they are class numbers stored as floats, pass labels.astype(int))"
