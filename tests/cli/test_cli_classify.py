@@ -133,3 +133,17 @@ def test_classification_errors_are_one_line(tmp_path, digits):
     result = run("fit", tmp_path / "t.csv", "--target", "half", "-o", tmp_path / "r")
     assert result.exit_code == 0 and "hint" not in result.stderr      # not integers: no hint
     assert_one_line_error(run("predict", tmp_path / "r", tmp_path / "t.csv", "--scores"), "--scores is for", code=2)
+
+
+def test_string_arrays_of_an_npz_are_labels_and_kernel_drops_a_text_column(tmp_path):
+    x, labels = _text_tables(tmp_path)
+    np.savez(tmp_path / "train.npz", x=x[:24], kind=labels[:24])
+    result = run("fit", tmp_path / "train.npz", "--array", "x", "--target", "kind", "-o", tmp_path / "m", "-q")
+    assert result.exit_code == 0, result.output
+    np.save(tmp_path / "test.npy", x[24:])
+    header, rows = read_rows(run("predict", tmp_path / "m", tmp_path / "test.npy", "-q").stdout)
+    assert [row[0] for row in rows] == labels[24:].tolist()
+    # A text column is a feature nowhere: `kernel` drops it like any other.
+    result = run("kernel", tmp_path / "train.csv", "--drop", "kind", "-o", tmp_path / "K.npy")
+    assert result.exit_code == 0, result.output
+    assert "24 rows of 2 feature columns: a, b" in result.stderr

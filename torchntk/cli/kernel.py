@@ -36,10 +36,11 @@ from .paths import check_output_file
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 KINDS = ("nngp", "ntk")
 MIN_STEPS = 32
-"""Steps a kernel is split into at least (when it has that many rows), so that progress moves."""
+"""The steps a kernel is split into, about: 16 to 64 steps of whole tiles when it has at least 16
+tile rows, else ~N/32 rows a step, so that progress moves (`blocked_kernels`)."""
 TILE_HELP = ("Block side of the kernel computation, as tile= in Python: bounds temporary memory (default: 512, "
-             "smaller for images whose pairs carry a large spatial kernel). The progress bar moves by whole tiles, "
-             f"or by about 1/{MIN_STEPS} of the rows for a kernel of few tiles.")
+             "smaller for images whose pairs carry a large spatial kernel). The progress bar moves in steps of whole "
+             f"tiles (16 or more), or of about 1/{MIN_STEPS} of the rows for a kernel of fewer than 16 tile rows.")
 
 
 def network_options(command: Callable) -> Callable:
