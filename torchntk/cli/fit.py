@@ -186,7 +186,7 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
 
     For a classifier the CSV has one column ``label``, the class with the largest mean output,
     written as the training labels were (integers or text); with --scores also ``score_<label>``
-    for each class (one-hot units: 1 at a training point of that class) and ``std`` (the same
+    for each class (one-hot units: 1 at a training point of that class at t = inf) and ``std`` (the same
     for every class). When DATA holds the target column, the summary gives the accuracy.
     """
     if output is not None:
