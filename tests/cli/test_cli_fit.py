@@ -127,3 +127,16 @@ def test_fit_refuses_to_write_into_a_foreign_directory(tmp_path):
     write_csv(tmp_path / "t.csv", ["a", "y"], np.arange(6.0).reshape(3, 2))
     assert_one_line_error(run("fit", tmp_path / "t.csv", "--target", "y", "-o", tmp_path / "docs"),
                           "not a torchntk model")
+
+
+def test_fit_and_predict_print_one_summary_line_unless_quiet(tmp_path, tables):
+    result = run("fit", tmp_path / "train.csv", "--target", "price", "-o", tmp_path / "model")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (f"fitted ntk regression of price on 15 rows of 3 feature columns: a, b, c; "
+                                     f"saved to {tmp_path / 'model'}")
+    result = run("predict", tmp_path / "model", tmp_path / "test.csv", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (f"predicted 5 rows of 3 feature columns: c, a, b with the ntk regression at "
+                                     f"t = inf; wrote {tmp_path / 'p.csv'}")
+    result = run("predict", tmp_path / "model", tmp_path / "test.csv", "-q")
+    assert result.exit_code == 0 and result.stderr == "" and result.stdout.startswith("mean,std")

@@ -58,7 +58,8 @@ def test_predict_checks_its_output_before_loading(cli, table, tmp_path):
 def test_capital_suffixes_write_exactly_the_given_name(cli, table, tmp_path, name):
     data, values = table
     out = tmp_path / name
-    cli.ok("kernel", data, "--drop", "y", "--kind", "both" if name.lower().endswith("npz") else "ntk", "-o", out, "-q")
+    cli.ok("kernel", data, "--drop", "y", "--kind", "both" if name.lower().endswith("npz") else "ntk", "-o", out, "-q",
+           "--no-standardize")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["train.csv", name])
     expected = tn.mlp(3, bias_std=0.1).ntk(values[:, :3])
     suffix = name.lower()[-3:]

@@ -52,3 +52,16 @@ def test_same_input_same_files(tmp_path):
 
 def test_fmt():
     assert fmt(10_000) == "10,000" and fmt(0.000123456) == "0.0001235" and fmt(True) == "yes" and fmt("x") == "x"
+
+
+def test_html_renders_code_spans_as_code(tmp_path):
+    section = Section("demo", "Demo", ["Run `torchntk reproduce --full` for the <settings>."], {}, [],
+                      [Table("Numbers", ["n"], [[1]], "see `tn.mlp(3)`")], [], {})
+    text = write_report([section], tmp_path, title="T", meta={},
+                        intro=["`a < b` and a lone ` stays"])["html"].read_text(encoding="utf-8")
+    assert "<code>torchntk reproduce --full</code> for the &lt;settings&gt;." in text
+    assert "<code>tn.mlp(3)</code>" in text
+    assert "<code>a &lt; b</code> and a lone ` stays" in text     # escaped inside code too; no span, no tag
+    assert "`torchntk" not in text
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "`torchntk reproduce --full`" in md                     # Markdown keeps its own code spans

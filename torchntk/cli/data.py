@@ -40,6 +40,9 @@ class Table:
         example_shape: for an array of images (N, C, H, W) (or (N, C, L), (N, C, D, H, W)),
             the per-example shape (C, ...) of each row of ``x``, which holds the rows flattened
             (d = C * H * W, column names "0", "1", ...); None for a 2-D table.
+        labels: when a target is text (a CSV column that is not numeric, or an .npz array of
+            strings), the targets as text, shape (N, k), and ``y`` is None: text targets can
+            only be class labels. None otherwise.
     """
 
     x: np.ndarray
@@ -48,6 +51,27 @@ class Table:
     target_names: tuple[str, ...]
     named: bool
     example_shape: tuple[int, ...] | None = None
+    labels: np.ndarray | None = None
+
+
+def column_names(path: str | Path) -> tuple[str, ...]:
+    """The names a target may have in ``path`` without reading its values: a CSV's header, an
+    .npz file's array names; () for anything else (or a file that cannot be read: the reader
+    that follows says why)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                for row in csv.reader(handle):
+                    if row and any(cell.strip() for cell in row):
+                        return tuple(name.strip() for name in row)
+        elif suffix == ".npz":
+            with NpzArchive(path) as archive:
+                return tuple(archive.files)
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+        pass
+    return ()
 
 
 def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | None = None) -> Table:
@@ -72,8 +96,12 @@ def read_table(path: str | Path, *, target: Sequence[str] = (), array: str | Non
     if array is not None and suffix != ".npz":
         raise click.ClickException(f"{path}: --array picks an array inside an .npz file; this is a {suffix} file.")
     if suffix == ".csv":
-        names, values = _read_csv(path)
-        return _split(path, values, names, target, named=True)
+        names, values, cells, text = _read_csv(path, set(target))
+        table = _split(path, values, names, target, named=True)
+        chosen = [names.index(name) for name in target]
+        if text & set(chosen):
+            table = Table(table.x, None, table.feature_names, table.target_names, True, labels=cells[:, chosen])
+        return table
     if suffix == ".npy":
         data = _load_npy(path)
         if data.ndim > 2:
@@ -116,8 +144,10 @@ def select_features(table: Table, feature_names: Sequence[str], target_names: Se
 
 # -- CSV ----------------------------------------------------------------------------------
 
-def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    """(header, (N, d) float64 values) of a CSV file with a header row."""
+def _read_csv(path: Path, text_ok: set[str] = frozenset()) -> tuple[list[str], np.ndarray, np.ndarray, set[int]]:
+    """(header, (N, d) float64 values, (N, d) cells as text, indices of text columns) of a CSV
+    file with a header row; only the columns named in ``text_ok`` may hold text (their values
+    are then 0)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
@@ -145,15 +175,20 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
         raise click.ClickException(f"{path}: missing value in column {header[col]!r} (data row {row + 1}, "
                                    f"{int(missing.sum())} missing in all); impute or drop them first.")
     values = np.empty(cells.shape, dtype=np.float64)
+    text: set[int] = set()
     for col, name in enumerate(header):  # columns, not data points
         try:
             values[:, col] = cells[:, col].astype(np.float64)
         except ValueError:
+            if name in text_ok:
+                values[:, col] = 0.0
+                text.add(col)
+                continue
             row, cell = _first_non_number(cells[:, col])
             raise click.ClickException(f"{path}: column {name!r} is not numeric (data row {row + 1}: {cell!r}); "
                                        "keep numeric columns only (drop or encode it first).") from None
     _check_finite(path, values, header)
-    return header, values
+    return header, values, cells, text
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -224,8 +259,10 @@ def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
                                        "columns; give the targets as another array of the file (--target NAME).")
         if not target_arrays:
             return _image_table(path, x, None, ()) if x.ndim > 2 else _split(path, x, None, target, named=False)
-        ys = [_as_matrix(path, _npz_member(path, archive, name), f"array {name!r}", column=True)
-              for name in target_arrays]
+        raw = [_npz_member(path, archive, name) for name in target_arrays]
+        if any(r.dtype.kind in "US" for r in raw):
+            return _text_targets(path, x, raw, target_arrays, array)
+        ys = [_as_matrix(path, r, f"array {name!r}", column=True) for name, r in zip(target_arrays, raw, strict=True)]
     for name, y in zip(target_arrays, ys, strict=True):
         if y.shape[0] != x.shape[0]:
             raise click.ClickException(f"{path}: target array {name!r} has {y.shape[0]} rows but the features "
@@ -236,6 +273,22 @@ def _read_npz(path: Path, target: Sequence[str], array: str | None) -> Table:
     if x.ndim > 2:
         return _image_table(path, x, y, target_names)
     return Table(x, y, _index_names(x.shape[1]), target_names, named=False)
+
+
+def _text_targets(path: Path, x: np.ndarray, raw: list[np.ndarray], names: list[str], array: str) -> Table:
+    """A table whose .npz targets are text (class labels): one 1-D array of strings each."""
+    for name, r in zip(names, raw, strict=True):
+        if r.ndim != 1 or r.dtype.kind not in "US":
+            raise click.ClickException(f"{path}: target array {name!r} has shape {r.shape} and dtype {r.dtype}; text "
+                                       "targets (class labels) need one string per row, shape (N,).")
+        if r.shape[0] != x.shape[0]:
+            raise click.ClickException(f"{path}: target array {name!r} has {r.shape[0]} rows but the features "
+                                       f"array {array!r} has {x.shape[0]}.")
+    labels = np.column_stack([r.astype(str) for r in raw])
+    if x.ndim > 2:
+        table = _image_table(path, x, None, tuple(names))
+        return Table(table.x, None, table.feature_names, table.target_names, False, table.example_shape, labels)
+    return Table(x, None, _index_names(x.shape[1]), tuple(names), named=False, labels=labels)
 
 
 def _image_table(path: Path, images: np.ndarray, y: np.ndarray | None, target_names: tuple[str, ...]) -> Table:

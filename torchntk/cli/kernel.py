@@ -6,7 +6,7 @@
     torchntk kernel pixels.csv --spec cnn.json --input-shape 1,8,8 -o K.npy
 
 Also home of what the other data commands share: the network options, the conversion of
-torchntk's own errors into one-line messages, and the kernel computation in row blocks with a
+torchntk's own errors into one-line messages, and the kernel computation in steps of rows with a
 progress bar.
 """
 
@@ -28,13 +28,19 @@ from .._inputs import check_pairwise_output
 from .._progress import rich_progress
 from ..activations import CLOSED_FORM, QUADRATURE
 from ..engine.serial import Serial, mlp
+from ..engine.tiles import default_tile
 from ..model_io import column_moments
-from .data import Table, read_table, select_features
+from .data import Table, column_names, read_table, select_features
 from .paths import check_output_file
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 KINDS = ("nngp", "ntk")
-DEFAULT_BLOCK_ROWS = 512
+MIN_STEPS = 32
+"""The steps a kernel is split into, about: 16 to 64 steps of whole tiles when it has at least 16
+tile rows, else ~N/32 rows a step, so that progress moves (`blocked_kernels`)."""
+TILE_HELP = ("Block side of the kernel computation, as tile= in Python: bounds temporary memory (default: 512, "
+             "smaller for images whose pairs carry a large spatial kernel). The progress bar moves in steps of whole "
+             f"tiles (16 or more), or of about 1/{MIN_STEPS} of the rows for a kernel of fewer than 16 tile rows.")
 
 
 def network_options(command: Callable) -> Callable:
@@ -120,9 +126,11 @@ def chosen_spec(spec_file: Path | None, input_shape: tuple[int, ...] | None) -> 
     return read_spec(spec_file)
 
 
-def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path) -> tuple[int, ...] | None:
+def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path,
+                  spec: Serial | None = None) -> tuple[int, ...] | None:
     """The per-example shape each row of ``table`` is reshaped to for an architecture: the array's
-    own (N, C, H, W) layout, or --input-shape for a 2-D table (None: rows as they are)."""
+    own (N, C, H, W) layout, or --input-shape for a 2-D table (None: rows as they are). Flat rows
+    for a ``spec`` whose first layer needs positions (a Conv) are refused with the flag to give."""
     shape = table.example_shape
     if input_shape is not None:
         if shape is not None and shape != input_shape:
@@ -134,7 +142,23 @@ def example_shape(table: Table, input_shape: tuple[int, ...] | None, path: Path)
             raise click.ClickException(f"{path}: {table.x.shape[1]} feature column(s) cannot be reshaped to "
                                        f"--input-shape {','.join(map(str, input_shape))} ({size} values per row).")
         shape = input_shape
+    if shape is None and spec is not None and not spec.starts_with_dense():
+        d = table.x.shape[1]
+        raise click.ClickException(f"{path}: each row is a flat vector of {d} values, but the --spec network starts "
+                                   f"with a layer that needs images (C, H, W) or sequences (C, L); give "
+                                   f"--input-shape {_shape_hint(d)} (channels first, {d} values in all), or save the "
+                                   "images as an (N, C, H, W) array.")
     return shape
+
+
+def _shape_hint(d: int) -> str:
+    """A plausible C,H,W for rows of d values: one channel of a square image, or three of a
+    square colour image; else the form to fill in."""
+    for channels in (1, 3):
+        side = round((d / channels) ** 0.5)
+        if channels * side * side == d:
+            return f"{channels},{side},{side}"
+    return "C,H,W"
 
 
 def user_errors(command: Callable) -> Callable:
@@ -189,17 +213,26 @@ def make_progress(quiet: bool) -> Progress:
 
 
 def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
-                    kinds: Sequence[str] = KINDS, block_rows: int = DEFAULT_BLOCK_ROWS,
+                    kinds: Sequence[str] = KINDS, tile: int | None = None, min_steps: int = MIN_STEPS,
                     progress: Progress | None = None, description: str = "kernel") -> dict[str, torch.Tensor]:
-    """The kernels of ``spec`` on (x1, x2) computed in blocks of rows, advancing a progress bar.
+    """The kernels of ``spec`` on (x1, x2) computed in steps of rows, advancing a progress bar.
 
-    x1 (N1, d), x2 (N2, d) or None for x1 against itself; then each block of rows is computed
-    against itself (the symmetric path) and against the later rows, and mirrored: half the work,
-    and an exactly symmetric result. Returns {kind: (N1, N2) tensor} for kind in ``kinds``
-    ("nngp", "ntk"). Every block is a `Serial.kernels` call, so the numbers are the library's.
+    x1 (N1, ...) and x2 (N2, ...), or x2 None for x1 against itself. ``tile`` is the block
+    side b of `Serial.kernels` (None: its default, 512 or smaller when a pair of inputs carries
+    a large spatial kernel). The rows of x1 go in steps of whole tiles, ``b * (T // min_steps)``
+    rows for T = ceil(N1 / b) tile rows, when there are at least ``min_steps // 2`` tile rows:
+    then every step computes exactly the tiles that one call would, so the result is the same
+    to the bit and costs the same. A kernel of fewer tile rows goes in steps of
+    ceil(N1 / min_steps) rows, so that the bar moves even when the whole kernel is one tile.
+    With x2 None each step computes its rows against themselves (the symmetric path) and
+    against the later rows, and mirrors the latter: half the work, and an exactly symmetric
+    result. The bar advances by the number of entries each step computes. Returns
+    {kind: (N1, N2) tensor} for kind in ``kinds`` ("nngp", "ntk").
     """
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1, got {block_rows}.")
+    if tile is not None and tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}.")
+    if min_steps < 1:
+        raise ValueError(f"min_steps must be >= 1, got {min_steps}.")
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {tuple(kinds)}.")
@@ -208,32 +241,46 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
     cols = x1 if symmetric else x2
     n1, n2 = x1.shape[0], cols.shape[0]
     out = {kind: torch.empty(n1, n2, dtype=x1.dtype, device=x1.device) for kind in kinds}
-    starts = range(0, n1, block_rows)
-    sizes = [min(block_rows, n1 - i) * (n2 - i if symmetric else n2) for i in starts]
+    step = _step_rows(spec, x1, tile, min_steps)
+    starts = range(0, n1, step)
+    sizes = [min(step, n1 - i) * (n2 - i if symmetric else n2) for i in starts]
     task = progress.add_task(description, total=sum(sizes)) if progress is not None else None
     for start, size in zip(starts, sizes, strict=True):
-        rows = slice(start, min(start + block_rows, n1))
+        rows = slice(start, min(start + step, n1))
         if symmetric:
             # The diagonal block goes through the symmetric path (exactly symmetric, half the
             # work); the rest of the block row is computed once and mirrored.
-            _fill(out, _block(spec, x1[rows], None, kinds), rows, rows)
+            _fill(out, _block(spec, x1[rows], None, kinds, tile), rows, rows)
             later = slice(rows.stop, n2)
             if later.start < n2:
-                block = _block(spec, x1[rows], cols[later], kinds)
+                block = _block(spec, x1[rows], cols[later], kinds, tile)
                 _fill(out, block, rows, later)
                 _fill(out, {k: v.T for k, v in block.items()}, later, rows)
         else:
-            _fill(out, _block(spec, x1[rows], cols, kinds), rows, slice(0, n2))
+            _fill(out, _block(spec, x1[rows], cols, kinds, tile), rows, slice(0, n2))
         if task is not None:
             progress.advance(task, size)
     return out
 
 
-def _block(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+def _step_rows(spec: Serial, x1: torch.Tensor, tile: int | None, min_steps: int) -> int:
+    """Rows per step of `blocked_kernels`: whole tiles of `Serial.kernels` when there are enough
+    of them (the same tiles as one call, so no extra cost), else ceil(N1 / min_steps)."""
+    n1 = x1.shape[0]
+    side = tile if tile is not None else default_tile(tuple(x1.shape[2:]), bool(spec.need(False)),
+                                                      x1.element_size())
+    tile_rows = -(-n1 // side)
+    if tile_rows >= max(1, min_steps // 2):
+        return side * max(1, tile_rows // min_steps)
+    return max(1, -(-n1 // min_steps))
+
+
+def _block(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, kinds: Sequence[str],
+           tile: int | None) -> dict[str, torch.Tensor]:
     if "ntk" in kinds:
-        nngp, ntk = spec.kernels(x1, x2, dtype=x1.dtype)
+        nngp, ntk = spec.kernels(x1, x2, dtype=x1.dtype, tile=tile)
         return {"nngp": nngp, "ntk": ntk}
-    return {"nngp": spec.nngp(x1, x2, dtype=x1.dtype)}
+    return {"nngp": spec.nngp(x1, x2, dtype=x1.dtype, tile=tile)}
 
 
 def _fill(out: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor], rows: slice, cols: slice) -> None:
@@ -247,7 +294,7 @@ def load_table(path: Path, *, array: str | None, drop: Sequence[str], lenient: b
     ``lenient``: a CSV may lack some of the ``drop`` columns (a test file without the target);
     the caller checks that each one named exists somewhere."""
     if lenient and path.suffix.lower() == ".csv":
-        names = read_table(path, array=array).feature_names
+        names = column_names(path)
         drop = [name for name in drop if name in names]
     return read_table(path, target=drop, array=array)
 
@@ -304,16 +351,18 @@ def _matching_columns(table1: Table, table2: Table, data: Path, data2: Path) -> 
               help="Where to write the kernel: .npy, .csv, or .npz (arrays 'nngp' and 'ntk').")
 @click.option("--array", default=None, help="In an .npz input, the name of the features array.")
 @click.option("--drop", multiple=True, help="A column to leave out (e.g. the target); repeat for more.")
-@click.option("--standardize", is_flag=True, help="Centre and scale each column (by DATA's mean and std) first.")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Centre and scale each feature column by DATA's mean and std first, as `torchntk fit` does, so "
+                   "that the kernel is the one a model fitted on DATA uses.")
 @click.option("--float32", "single", is_flag=True, help="Compute in float32 (half the memory, ~1e-6 relative).")
-@click.option("--block-rows", type=click.IntRange(min=1), default=DEFAULT_BLOCK_ROWS, show_default=True,
-              help="Rows computed per step (bounds temporary memory; one progress step each).")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help=TILE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @architecture_options
 @user_errors
 def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std: float, weight_std: float,
            kind: str, output: Path, array: str | None, drop: tuple[str, ...], standardize: bool, single: bool,
-           block_rows: int, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
+           tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
     """Compute the infinite-width kernel K(DATA, DATA), or K(DATA, DATA2).
 
     DATA and DATA2 are .npy, .npz or .csv files (CSV: a header row, numeric columns only), one
@@ -330,7 +379,7 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
         spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
     lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
     table1 = load_table(data, array=array, drop=drop, lenient=lenient)
-    shape = example_shape(table1, input_shape, data) if spec_file is not None else None
+    shape = example_shape(table1, input_shape, data, spec) if spec_file is not None else None
     x1, x2 = table1.x, None
     if data2 is not None:
         table2 = load_table(data2, array=array, drop=drop, lenient=lenient)
@@ -339,7 +388,7 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
             raise click.UsageError(f"--drop {unknown[0]!r}: neither {data.name} nor {data2.name} has a column of that "
                                    "name.")
         x2 = _matching_columns(table1, table2, data, data2)
-        if spec_file is not None and example_shape(table2, input_shape, data2) != shape:
+        if spec_file is not None and example_shape(table2, input_shape, data2, spec) != shape:
             raise click.ClickException(f"{data2} holds examples of shape {table2.example_shape} but {data} of shape "
                                        f"{shape}; both need the same shape.")
     if standardize:
@@ -353,10 +402,26 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
         t2 = None if t2 is None else t2.reshape(t2.shape[0], *shape)
     with make_progress(quiet) as progress:
         n2 = (t2 if t2 is not None else t1).shape[0]
-        result = blocked_kernels(spec, t1, t2, kinds=kinds, block_rows=block_rows, progress=progress,
+        result = blocked_kernels(spec, t1, t2, kinds=kinds, tile=tile, progress=progress,
                                  description=f"{'+'.join(kinds)} {t1.shape[0]}x{n2}")
     write_kernels(output, {k: v.numpy() for k, v in result.items()})
     if not quiet:
-        shape = tuple(next(iter(result.values())).shape)
-        click.echo(f"wrote {'+'.join(kinds)} {shape} to {output}", err=True)
+        size = tuple(next(iter(result.values())).shape)
+        inputs = describe_inputs(table1, shape or table1.example_shape)
+        click.echo(f"wrote {'+'.join(kinds)} {size} to {output}; inputs: {inputs}"
+                   f"{', standardised' if standardize else ''}", err=True)
+
+
+def describe_inputs(table: Table, shape: tuple[int, ...] | None) -> str:
+    """What the network sees, for a summary line: "60 rows of 4 feature columns: a, b, c, price"
+    (names of a CSV shown, so that a forgotten --drop is plain), or "300 images of shape 1x8x8"."""
+    n = table.x.shape[0]
+    if shape is not None:
+        return f"{n} {'images' if len(shape) == 3 else 'examples'} of shape {'x'.join(map(str, shape))}"
+    d = table.x.shape[1]
+    if not table.named:
+        return f"{n} rows of {d} feature column{'s' if d != 1 else ''}"
+    names = list(table.feature_names)
+    shown = ", ".join(names[:12]) + (f", ... ({d} in all)" if d > 12 else "")
+    return f"{n} rows of {d} feature column{'s' if d != 1 else ''}: {shown}"
 

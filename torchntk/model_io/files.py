@@ -20,8 +20,10 @@ from .._outputs import check_replaceable
 from .settings import ModelSettings, migrate_settings
 
 FORMAT = "torchntk.kernel-model"
-VERSION = 3
-"""3: the settings hold the network as its description's ``to_dict()`` data, whatever the network.
+VERSION = 4
+"""4: model.json records the class labels of a classifier under "classes" (null for a regression).
+3 (read; no "classes": a regression): the settings hold the network as its description's
+``to_dict()`` data, whatever the network.
 2 (read, and migrated in memory): a fully-connected network as depth / activation / scale fields.
 Since 2, model.json records a sha256 content fingerprint of itself and the arrays (verified at load)."""
 _JSON, _ARRAYS = "model.json", "arrays.npz"
@@ -30,7 +32,9 @@ ARRAY_NAMES = ("x_train", "y_train", "x_mean", "x_scale", "y_mean", "y_scale", "
 """The arrays of arrays.npz, in the order the fingerprint takes them."""
 
 _META_KEYS = frozenset({"format", "version", "written_by", "settings", "feature_names", "target_names", "n_train",
-                        "sha256"})
+                        "classes", "sha256"})
+_ADDED_IN = {"classes": 4}
+"""Keys of model.json that files of older versions lack."""
 
 
 def content_fingerprint(meta: dict, arrays: dict[str, np.ndarray]) -> str:
@@ -74,9 +78,10 @@ def _is_model_json(path: Path) -> bool:
 
 
 def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str, np.ndarray],
-               feature_names: Sequence[str], target_names: Sequence[str]) -> Path:
+               feature_names: Sequence[str], target_names: Sequence[str], classes: Sequence[Any] | None = None) -> Path:
     """Write a model's ``model.json`` and ``arrays.npz`` (the arrays of `ARRAY_NAMES`) into
-    ``directory``, created if needed, and return it; `check_save_target` decides whether it may."""
+    ``directory``, created if needed, and return it; `check_save_target` decides whether it may.
+    ``classes``: a classifier's labels (ints or strings, one per column of y_train), or None."""
     directory = check_save_target(directory)
     directory.mkdir(parents=True, exist_ok=True)
     from .. import __version__
@@ -84,7 +89,8 @@ def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str,
     arrays = {name: np.asarray(arrays[name]) for name in ARRAY_NAMES}
     meta = {"format": FORMAT, "version": VERSION, "written_by": f"torchntk {__version__}",
             "settings": settings.to_json(), "feature_names": list(feature_names),
-            "target_names": list(target_names), "n_train": int(arrays["x_train"].shape[0])}
+            "target_names": list(target_names), "n_train": int(arrays["x_train"].shape[0]),
+            "classes": None if classes is None else [_json_label(c) for c in classes]}
     meta["sha256"] = content_fingerprint(meta, arrays)
     # Each file is written whole to a temporary name and renamed: a failed save never leaves
     # half a file, and the fingerprint ties the two together.
@@ -94,10 +100,11 @@ def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str,
     return directory
 
 
-def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarray], list[str], list[str]]:
-    """(settings, arrays, feature names, target names) of the model written by `save_model` in
-    ``directory`` (or at its model.json), each validated and the fingerprint verified; a
-    ValueError says why it is not one."""
+def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarray], list[str], list[str],
+                                               list | None]:
+    """(settings, arrays, feature names, target names, classes or None) of the model written by
+    `save_model` in ``directory`` (or at its model.json), each validated and the fingerprint
+    verified; a ValueError says why it is not one."""
     directory = Path(directory)
     if directory.is_file() and directory.name == _JSON:
         directory = directory.parent
@@ -106,11 +113,13 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
                          "`torchntk fit -o DIR` or KernelModel.save).")
     meta = _read_meta(directory)
     where = directory / _JSON
-    if set(meta) != _META_KEYS:
-        raise ValueError(f"{where} has keys {sorted(meta)}; a torchntk model has {sorted(_META_KEYS)}. "
-                         "The file was edited or not written by torchntk.")
+    keys = {key for key in _META_KEYS if _ADDED_IN.get(key, 0) <= meta["version"]}
+    if set(meta) != keys:
+        raise ValueError(f"{where} has keys {sorted(meta)}; a version-{meta['version']} torchntk model has "
+                         f"{sorted(keys)}. The file was edited or not written by torchntk.")
+    classes = _check_classes(meta.get("classes"), meta["target_names"], where)
     raw = meta["settings"]
-    if meta["version"] < VERSION:
+    if meta["version"] < 3:  # the settings took their present form in version 3
         raw = migrate_settings(raw, meta["version"], lambda why: ValueError(
             f"{where} is a version-{meta['version']} model file but {why}; refit the model with `torchntk fit`."))
     try:
@@ -128,7 +137,8 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
     n_train = meta["n_train"]
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
         raise ValueError(f"{where}: n_train must be a positive integer, got {n_train!r}.")
-    arrays = _read_arrays(directory, len(names["feature_names"]), len(names["target_names"]))
+    arrays = _read_arrays(directory, len(names["feature_names"]),
+                          len(names["target_names"]) if classes is None else len(classes))
     if arrays["x_train"].shape[0] != n_train:
         raise ValueError(f"{where} says n_train = {n_train} but {_ARRAYS} holds {arrays['x_train'].shape[0]} "
                          "training rows; the model's files are inconsistent (refit it).")
@@ -137,7 +147,30 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
         raise ValueError(f"{directory}: the model's content fingerprint does not match its files (model.json "
                          "or arrays.npz was changed after saving, or they come from two different models); "
                          "refit the model with `torchntk fit` or KernelModel.fit.")
-    return settings, arrays, names["feature_names"], names["target_names"]
+    return settings, arrays, names["feature_names"], names["target_names"], classes
+
+
+def _json_label(label: Any) -> int | str:
+    """A class label as model.json holds it: a Python int or str."""
+    if isinstance(label, (str, np.str_)):
+        return str(label)
+    return int(label)
+
+
+def _check_classes(classes: Any, target_names: Any, where: Path) -> list | None:
+    """model.json's "classes": null, or at least two distinct labels, all ints or all strings,
+    sorted, of the one target column."""
+    if classes is None:
+        return None
+    ints = isinstance(classes, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+    strings = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    if not (ints or strings) or len(classes) < 2 or len(set(classes)) != len(classes) or classes != sorted(classes):
+        raise ValueError(f"{where}: classes must be null or a sorted list of at least two distinct class labels, "
+                         "all integers or all strings. The file was edited or not written by torchntk.")
+    if not isinstance(target_names, list) or len(target_names) != 1:
+        raise ValueError(f"{where}: a classifier has one target column (its labels); target_names is "
+                         f"{target_names!r}.")
+    return classes
 
 
 def _read_meta(directory: Path) -> dict:

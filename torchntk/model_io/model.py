@@ -36,15 +36,18 @@ class KernelModel:
     (N, k) as given; x_mean, x_scale (d,) and y_mean, y_scale (k,), the standardisation applied
     before the kernel (zeros and ones when off); eigenvalues (N,) and eigenvectors (N, N) of
     K(X, X) + ridge * I (K the NTK, or the NNGP kernel for kernel="nngp"), nngp_train (N, N).
+    ``classes``: for a classifier (``task="classification"``), its K labels, sorted, as a numpy
+    array of ints or strings, and y_train holds their one-hot codes (N, K); None for a regression.
     """
 
     def __init__(self, settings: ModelSettings, arrays: dict[str, np.ndarray], feature_names: Sequence[str],
-                 target_names: Sequence[str]) -> None:
+                 target_names: Sequence[str], classes: Sequence[Any] | None = None) -> None:
         self.settings = settings.check()
         for name in ARRAY_NAMES:
             setattr(self, name, arrays[name])
         self.feature_names = tuple(feature_names)
         self.target_names = tuple(target_names)
+        self.classes = None if classes is None else np.asarray(list(classes))
         from ..dynamics import GradientFlow
 
         self.flow = GradientFlow.from_eigh(self.eigenvalues, self.eigenvectors, self._scaled_y(),
@@ -53,10 +56,18 @@ class KernelModel:
     # -- fitting and predicting ---------------------------------------------------------
 
     @classmethod
-    def fit(cls, x: Any, y: Any, settings: ModelSettings, *, standardize_x: bool = False,
+    def fit(cls, x: Any, y: Any, settings: ModelSettings, *, task: str = "regression", standardize_x: bool = False,
             standardize_y: bool = False, feature_names: Sequence[str] | None = None,
             target_names: Sequence[str] | None = None, kernels: KernelFn = direct_kernels) -> KernelModel:
         """Fit to inputs x (N, d) and targets y (N,) or (N, k).
+
+        ``task="regression"`` fits y's values. ``task="classification"`` takes y as class
+        labels, shape (N,), integers or strings (at least two distinct): with the K labels
+        sorted into ``classes``, the network is trained on their one-hot codes centred at
+        1/K (1 - 1/K on its own class, -1/K elsewhere, since the network's outputs have mean 0
+        at initialisation), `predict` returns the K scores in one-hot units (1 at the label
+        of a training point), and `predict_labels` their argmax. The codes are not
+        standardised (standardize_y must be False).
 
         standardize_x / standardize_y centre each column and divide it by its standard
         deviation (constant columns by 1) before the kernel sees it; predictions are returned
@@ -66,12 +77,25 @@ class KernelModel:
         settings' input_shape (which it must match if one is set).
         """
         settings = settings.check()
+        if task not in ("regression", "classification"):
+            raise ValueError(f"task must be 'regression' or 'classification', got {task!r}.")
         x, settings = _flatten_batch(x, settings)
-        x, y = _as_matrix(x, "x"), _as_matrix(y, "y", column=True)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; give one target row per input row.")
+        x = _as_matrix(x, "x")
+        classes = None
+        if task == "classification":
+            if standardize_y:
+                raise ValueError("standardize_y does not apply to classification: the one-hot codes of the classes "
+                                 "are fitted as they are; leave it False.")
+            classes, y = _one_hot(y, x.shape[0])
+            target_names = ["class"] if target_names is None else target_names
+            y_mean, y_scale = np.full(len(classes), 1.0 / len(classes)), np.ones(len(classes))
+        else:
+            y = _as_matrix(y, "y", column=True)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; give one target row per input "
+                                 "row.")
+            y_mean, y_scale = column_moments(y, standardize_y, target_names)
         x_mean, x_scale = column_moments(x, standardize_x, feature_names)
-        y_mean, y_scale = column_moments(y, standardize_y, target_names)
         xs = settings.kernel_inputs(torch.from_numpy((x - x_mean) / x_scale))
         k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",))
         nngp = k["nngp"]
@@ -88,7 +112,9 @@ class KernelModel:
                   "eigenvectors": eigenvectors.cpu().numpy(), "nngp_train": nngp.cpu().numpy()}
         names_x = feature_names if feature_names is not None else [str(i) for i in range(x.shape[1])]
         names_y = target_names if target_names is not None else [str(i) for i in range(y.shape[1])]
-        return cls(settings, arrays, names_x, names_y)
+        if classes is not None and len(names_y) != 1:
+            raise ValueError(f"a classifier has one target (its labels); got target_names {list(names_y)!r}.")
+        return cls(settings, arrays, names_x, names_y, classes)
 
     def predict(self, x: Any, *, time: float | None = None,
                 kernels: KernelFn = direct_kernels) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +143,25 @@ class KernelModel:
         std = np.sqrt(pred.var[0].cpu().numpy())[:, None] * self.y_scale
         return mean, std
 
+    def predict_labels(self, x: Any, *, time: float | None = None, kernels: KernelFn = direct_kernels) -> np.ndarray:
+        """A classifier's labels at inputs x (M, d): ``classes[argmax(mean)]``, shape (M,), of the
+        classes' type (ints stay ints, strings strings); `predict` gives the scores themselves."""
+        if self.classes is None:
+            raise ValueError("predict_labels needs a classifier (fitted with task='classification'); this model is a "
+                             "regression: use predict.")
+        mean, _ = self.predict(x, time=time, kernels=kernels)
+        return self.classes[np.argmax(mean, axis=1)]
+
+    def training_accuracy(self, *, time: float | None = None) -> float:
+        """A classifier's fraction of training points whose predicted label (argmax of the
+        trained network's mean output there, at the model's time or ``time``) is their own;
+        O(N^2) from the stored eigendecomposition."""
+        if self.classes is None:
+            raise ValueError("training_accuracy needs a classifier (fitted with task='classification').")
+        t = self.settings.time if time is None else time
+        train_mean = self.flow.predict(t, cov=None).train_mean[0].cpu().numpy()
+        return float(np.mean(np.argmax(train_mean, axis=1) == np.argmax(self.y_train, axis=1)))
+
     def _scaled_y(self) -> np.ndarray:
         return (self.y_train - self.y_mean) / self.y_scale
 
@@ -129,7 +174,7 @@ class KernelModel:
         never mixes into (or overwrites) someone else's files.
         """
         arrays = {name: getattr(self, name) for name in ARRAY_NAMES}
-        return save_model(directory, self.settings, arrays, self.feature_names, self.target_names)
+        return save_model(directory, self.settings, arrays, self.feature_names, self.target_names, self.classes)
 
     @classmethod
     def load(cls, directory: str | Path) -> KernelModel:
@@ -140,7 +185,31 @@ class KernelModel:
         verified, so a hand-edited setting, permuted names or arrays from another model are
         refused. (The fingerprint detects changes; it does not authenticate the writer.)
         """
-        return cls(*read_model(directory))
+        settings, arrays, feature_names, target_names, classes = read_model(directory)
+        return cls(settings, arrays, feature_names, target_names, classes)
+
+
+def _one_hot(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(classes (K,), one-hot codes (N, K) float64) of class labels (N,): integers or strings."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"class labels must be one per row, shape (N,); got shape {arr.shape}.")
+    if arr.dtype.kind == "O" and arr.size and (arr.astype(str) == arr).all():  # e.g. a pandas column of str
+        arr = arr.astype(str)
+    if arr.dtype.kind not in "iuUS":
+        hint = (" (if they are class numbers stored as floats, pass labels.astype(int))"
+                if arr.dtype.kind == "f" else "")
+        raise TypeError(f"class labels must be integers or strings; got dtype {arr.dtype}{hint}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"x has {n} rows but there are {arr.shape[0]} labels; give one label per input row.")
+    classes, codes = np.unique(arr.astype(str) if arr.dtype.kind == "S" else arr, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"classification needs at least two classes; every label is {classes[0]!r}.")
+    return classes, np.eye(len(classes))[codes]
 
 
 def _flatten_batch(x: Any, settings: ModelSettings) -> tuple[Any, ModelSettings]:

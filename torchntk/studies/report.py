@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +88,25 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _prose(text: Any) -> str:
+    """Escaped text with its Markdown code spans (`torchntk reproduce --full`) as <code> elements,
+    so that the HTML shows the command and not the backticks around it."""
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", _e(text))
+
+
 def _html(sections, title, meta, intro, out: Path) -> str:
     parts = ["<!DOCTYPE html>", COMMENT, "<html lang='en'><head><meta charset='utf-8'>", f"<title>{_e(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
-    parts += [f"<p>{_e(p)}</p>" for p in intro]
+    parts += [f"<p>{_prose(p)}</p>" for p in intro]
     parts.append(_html_table(["setting", "value"], [[k, fmt(v)] for k, v in meta.items()], text_columns=2))
     parts.append("<h2>Summary of claims</h2>")
     parts.append(_html_claims(_summary_rows(sections), with_section=True))
     for section in sections:
         parts.append(f"<h2 id='{_e(section.key)}'>{_e(section.title)}</h2>")
-        parts += [f"<p>{_e(p)}</p>" for p in section.text]
+        parts += [f"<p>{_prose(p)}</p>" for p in section.text]
         if section.settings:
             parts.append("<details><summary>settings</summary>")
             parts.append(_html_table(["setting", "value"], [[k, fmt(v)] for k, v in section.settings.items()],
@@ -108,11 +118,11 @@ def _html(sections, title, meta, intro, out: Path) -> str:
             parts.append(f"<h3>{_e(table.title)}</h3>")
             parts.append(_html_table(table.columns, [[fmt(v) for v in row] for row in table.rows], text_columns=1))
             if table.note:
-                parts.append(f"<p class='note'>{_e(table.note)}</p>")
+                parts.append(f"<p class='note'>{_prose(table.note)}</p>")
         for figure in section.figures:
             data = base64.b64encode(Path(figure.path).read_bytes()).decode("ascii")
             parts.append(f"<figure><img alt='{_e(figure.path.name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption><b>{_e(figure.path.name)}</b>: {_e(figure.caption)}</figcaption></figure>")
+                         f"<figcaption><b>{_e(figure.path.name)}</b>: {_prose(figure.caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -133,7 +143,7 @@ def _html_claims(rows: list[tuple[str, Claim]], with_section: bool) -> str:
     for section_title, claim in rows:
         cells = ([section_title] if with_section else []) + [claim.statement, claim.measured, claim.theory,
                                                             claim.criterion]
-        tds = "".join(f"<td class='text'>{_e(c)}</td>" for c in cells)
+        tds = "".join(f"<td class='text'>{_prose(c)}</td>" for c in cells)
         css = _VERDICT_CLASS.get(claim.verdict, "")
         body.append(f"<tr>{tds}<td class='text {css}'><b>{_e(claim.verdict)}</b></td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
