@@ -25,7 +25,11 @@ widths grow it tends to Theta(L) (x) Id_k for our networks (Theorem 1), the kern
 - "jacobian": any module; contracts per-sample Jacobians (memory B k P per chunk of B inputs).
 - "ntk_vp": any module; NTK-vector products (vjp then jvp), no Jacobian stored; slow for
   dense networks, for models whose Jacobians do not fit.
-- "auto": "structured" where it applies, else "jacobian".
+- "auto": "structured" where it applies, else "jacobian" with a `StructuredFallbackWarning`
+  saying what the structured path declined.
+
+``return_info=True`` also returns an `EmpiricalInfo` (the method used, the chunking);
+``max_memory`` bounds features, panel and activations (`memory`).
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only Theta(x_i, x_i), in O(N). `empirical_nngp` gives the outputs' outer products

@@ -38,11 +38,13 @@ class NTKVectorMethod:
         temporaries), to choose the chunk size."""
         return 1.25 * self.k * self.fmodel.num_params * element_size  # the vmapped g's, some temporaries
 
-    def pair_bytes(self, largest_activation: int) -> float:
+    def pair_bytes(self, saved_activations: int) -> float:
         """Bytes per pair of inputs (one of each chunk) in a block: the jvp of the x1 chunk carries
-        one tangent per column (B2 k of them) through every activation; about three of the
-        largest (input, output, temporary) are alive at once."""
-        return 3.0 * self.k * largest_activation
+        one tangent per column (B2 k of them) through the forward, up to twice what the forward
+        saves for a backward (``saved_activations`` per input) per tangent. Measured, peak resident
+        memory over the pair term per column: 1.8 times the saved bytes for a 2-layer CNN (32
+        channels, 32 x 32 images), 1.1 times for a 2-layer transformer encoder of width 64."""
+        return 2.0 * self.k * saved_activations
 
     def features(self, x: Tensor) -> Tensor:
         """The chunk x itself: nothing is precomputed."""
