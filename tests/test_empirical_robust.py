@@ -253,6 +253,11 @@ def test_max_memory_parses_and_rejects_what_it_cannot_read():
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     with pytest.raises(ValueError, match="too small.*larger max_memory"):
         tn.empirical_ntk(net, _x(4, 3), method="jacobian", max_memory=10)
+    _, info = tn.empirical_ntk(net, _x(4, 3), method="jacobian", return_info=True)
+    one = info.feature_bytes + info.activation_bytes
+    with pytest.raises(ValueError, match="batch_size=4 needs about .* more than max_memory"):
+        tn.empirical_ntk(net, _x(4, 3), method="jacobian", batch_size=4, max_memory=int(3 * one))
+    tn.empirical_ntk(net, _x(4, 3), method="jacobian", batch_size=2, max_memory=int(3 * one))  # fits
 
 
 def test_activations_are_measured_and_counted():
@@ -300,6 +305,8 @@ def test_max_memory_bounds_the_plan_and_not_the_kernel(method):
         assert used.estimated_peak <= parse_bytes(memory) == used.max_memory
         torch.testing.assert_close(tn.empirical_ntk(net, x, x2, method=method, max_memory=memory),
                                    tn.empirical_ntk(net, x, x2, method=method), rtol=1e-13, atol=1e-14)
+    diagonal = tn.empirical_ntk(net, x, method=method, diagonal=True, max_memory=budget(0.15))
+    torch.testing.assert_close(diagonal, ref.diagonal(0, 0, 1).permute(2, 0, 1), rtol=1e-13, atol=1e-14)
     _, half = tn.empirical_ntk(net, x, method=method, max_memory=budget(0.6), return_info=True)
     assert half.batch_size < n and half.feature_rows <= 2 * n
     _, tight = tn.empirical_ntk(net, x, method=method, max_memory=budget(0.15), return_info=True)

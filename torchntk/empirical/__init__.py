@@ -62,9 +62,9 @@ from .structured import NotStructured, StructuredMethod, dense_plan
 METHODS = ("auto", "structured", "jacobian", "ntk_vp")
 OUTPUTS = ("full", "trace")
 FEATURE_BYTES = 2 << 30
-"""Default memory for one chunk's features (2 GiB); ``batch_size`` overrides it. Large chunks
-matter for the Jacobian contraction: it reads each chunk's (B, k, P) Jacobian once per block, so
-its memory traffic falls like 1 / B."""
+"""With CACHE_BYTES the default memory budget (2 + 4 GiB) when ``max_memory`` is not given. Large
+chunks matter for the Jacobian contraction: it reads each chunk's (B, k, P) Jacobian once per
+block, so its memory traffic falls like 1 / B."""
 
 __all__ = ["empirical_ntk", "empirical_nngp", "EmpiricalInfo", "StructuredFallbackWarning", "METHODS", "OUTPUTS"]
 NNGP_BATCH = 1024

@@ -30,11 +30,13 @@ class EmpiricalInfo:
         max_memory: the memory budget, in bytes, that chunks and panel were sized for.
         feature_bytes: estimated bytes of features (and their temporaries) per input.
         activation_bytes: bytes the forward keeps for the backward per input (measured by
-            counting saved tensors on one input), plus the k cotangents of the largest of them;
+            counting saved tensors on one input), plus `memory.COTANGENTS` k copies of the
+            largest of them for the backward of k outputs;
             for "ntk_vp" also the k parameter-space vectors of an x2 input. 0 for the structured
             path, whose ``feature_bytes`` count its activations.
-        estimated_peak: the planned peak in bytes: the panel, one streamed chunk's features and
-            its activations (and for "ntk_vp" the B1 B2 k tangents of a block).
+        estimated_peak: the planned peak in bytes besides the result: the panel, one streamed
+            chunk's features and its activations (and for "ntk_vp" the tangents of a block). An
+            estimate from one input's saved tensors, not a measurement.
         feature_calls: chunks whose features were computed, counting recomputations.
         feature_rows: inputs whose features were computed, counting recomputations: equal to the
             number of inputs when each is computed once.

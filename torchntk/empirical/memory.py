@@ -2,16 +2,17 @@
 
 The peak memory of `blocks.assemble` is about
 
-    panel + B (F + A)            (+ B1 B2 k T for "ntk_vp")
+    panel + B (F + A)            (+ B^2 T for "ntk_vp")
 
 with B inputs per chunk, F the bytes of one input's features (`point_bytes` of the method), A the
-bytes its forward keeps for the backward plus the k cotangents of the largest of them
-(`activation_bytes`, measured), T the tangent bytes per pair of a vector-product block, and the
-panel the x1 features kept for reuse. When all of x1's features fit beside one chunk, each input's
-features are computed once (twice at most for x2 None); otherwise every panel streams all of x2 past
-it, so the chunks are kept small (an eighth of the budget) to give the panel as much as possible:
-x2's features are then recomputed about N1 F / (7/8 budget) times (raise ``max_memory``, or use
-"ntk_vp", whose features are the inputs themselves, to avoid that).
+bytes its forward keeps for the backward plus COTANGENTS k copies of the largest of them
+(`activation_bytes`, measured on one input), T the tangent bytes per pair of inputs of a
+vector-product block (`NTKVectorMethod.pair_bytes`), and the panel the x1 features kept for reuse.
+When all of x1's features fit beside one chunk, each input's features are computed once (twice at
+most for x2 None); otherwise every panel streams all of x2 past it, so the chunks are kept small
+(an eighth of the budget) to give the panel as much as possible: x2's features are then
+recomputed about N1 F / (7/8 budget) times (raise ``max_memory``, or use "ntk_vp", whose
+features are the inputs themselves, to avoid that).
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ class Plan:
 
 
 def plan(n1: int, n2: int, feature: float, activation: float, budget: int, *, pair: float = 0.0,
-         batch_size: int | None = None) -> Plan:
+         batch_size: int | None = None, strict: bool = True) -> Plan:
     """Chunks and panel for N1 x N2 inputs within ``budget`` bytes (see the module doc).
 
     ``feature`` (F) and ``activation`` (A) are bytes per input, ``pair`` (T) bytes per pair of a
-    block. With ``batch_size`` given only the panel is sized. Where all of x1's features fit
+    block. With ``batch_size`` given only the panel is sized (a ValueError if its chunk alone
+    exceeds the budget, unless not ``strict``). Where all of x1's features fit
     beside a chunk, the chunk is the largest that does (larger chunks make faster products).
     """
     per_input = feature + activation
@@ -113,6 +115,11 @@ def plan(n1: int, n2: int, feature: float, activation: float, budget: int, *, pa
 
     def chunk_bytes(b: int) -> float:
         return b * per_input + b * b * pair
+
+    if strict and batch_size is not None and chunk_bytes(batch_size) > budget:
+        raise ValueError(f"batch_size={batch_size} needs about {int(chunk_bytes(batch_size))} bytes per chunk "
+                         f"(features and activations), more than max_memory={budget}: give a smaller batch_size, or "
+                         "leave it out to have it sized from max_memory.")
 
     if batch_size is None:
         if chunk_bytes(1) > budget:
@@ -142,10 +149,10 @@ def choose_chunks(runner: Any, model: nn.Module, x1: Tensor, x2: Tensor | None, 
         feature, activation = float(x1[:1].numel() * x1.element_size()), activation + feature
         pair = runner.pair_bytes(saved)
     n1, n2 = x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0]
-    if diagonal:  # no panel: a chunk meets only itself (or the same rows of x2)
-        n1, feature = 0, feature * (1 if x2 is None else 2)
+    if diagonal:  # no panel: a chunk meets only itself (or the same rows of x2), row by row
+        n1, feature, activation, pair = 0, feature * (1 if x2 is None else 2), activation + pair, 0.0
     total = default_budget if budget is None else budget
-    chosen = plan(n1, n2, feature, activation, total, pair=pair, batch_size=batch_size)
+    chosen = plan(n1, n2, feature, activation, total, pair=pair, batch_size=batch_size, strict=budget is not None)
     if batch_size is None and not diagonal and x2 is None:
         b, n = chosen.batch_size, max(n1, n2)
         if full and k > 1 and isinstance(runner, StructuredMethod):
@@ -163,7 +170,6 @@ def choose_chunks(runner: Any, model: nn.Module, x1: Tensor, x2: Tensor | None, 
                       + chosen.batch_size * (feature + activation) + chosen.batch_size ** 2 * pair),
                       default_panel + int(chosen.batch_size * (feature + activation)), feature, activation)
     return chosen
-
 
 
 def _largest(fits: Any, n: int) -> int:

@@ -99,7 +99,7 @@ class NTKVectorMethod:
                     self._vmap_error = exc
                     self.autodiff = "batched"
             if self.autodiff == "batched":
-                # the B x B block's diagonal: B times the work of the per-sample pairs, within one chunk
+                # the B x B block's diagonal: B times the work (and memory) of per-sample pairs, within one chunk
                 rows = torch.arange(x1.shape[0], device=x1.device)
                 blocks = self._batched_columns(x1, x2)[rows, :, rows, :]  # (B, k', k)
         if full:
