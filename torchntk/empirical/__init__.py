@@ -34,7 +34,11 @@ the kernel that ``spec.ntk`` computes. Methods:
   dense networks, for models whose Jacobians do not fit.
 - "auto": "structured" where it applies, else "layerwise" where its estimated flops save at least
   a quarter of the Jacobian's (`layerwise.AUTO_SAVING`; layers at one position, such as dense
-  layers, tied or not, inside any module), else "jacobian".
+  layers, tied or not, inside any module), else "jacobian" with a `StructuredFallbackWarning`
+  saying what the structured paths declined.
+
+``return_info=True`` also returns an `EmpiricalInfo` (the method used, the chunking);
+``max_memory`` bounds features, panel and activations (`memory`).
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outputs' outer products
@@ -44,6 +48,7 @@ only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outpu
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,12 +57,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from .blocks import CACHE_BYTES, assemble, assemble_diagonal, default_batch_size
+from .backends import differentiable_kernels
+from .blocks import CACHE_BYTES, Counted, assemble, assemble_diagonal
 from .conv_method import ConvStructuredMethod
 from .conv_recognition import conv_plan
 from .functional import FunctionalModel
+from .info import EmpiricalInfo, StructuredFallbackWarning
 from .jacobian import JacobianMethod
 from .layerwise import LayerwiseMethod, auto_layerwise
+from .memory import choose_chunks, parse_bytes
 from .ntk_vp import NTKVectorMethod
 from .pntk import pntk_module
 from .selection import Selection, only, select
@@ -67,18 +75,19 @@ METHODS = ("auto", "structured", "layerwise", "jacobian", "ntk_vp")
 OUTPUTS = ("full", "trace")
 NTK_OUTPUTS = OUTPUTS + ("pntk",)
 FEATURE_BYTES = 2 << 30
-"""Default memory for one chunk's features (2 GiB); ``batch_size`` overrides it. Large chunks
-matter for the Jacobian contraction: it reads each chunk's (B, k, P) Jacobian once per block, so
-its memory traffic falls like 1 / B."""
+"""With CACHE_BYTES the default memory budget (2 + 4 GiB) when ``max_memory`` is not given. Large
+chunks matter for the Jacobian contraction: it reads each chunk's (B, k, P) Jacobian once per
+block, so its memory traffic falls like 1 / B."""
 
-__all__ = ["empirical_ntk", "empirical_nngp", "METHODS", "OUTPUTS"]
+__all__ = ["empirical_ntk", "empirical_nngp", "EmpiricalInfo", "StructuredFallbackWarning", "METHODS", "OUTPUTS"]
 NNGP_BATCH = 1024
 """Inputs per forward pass in `empirical_nngp` by default."""
 
 
 def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: str = "auto",
                   outputs: str = "full", diagonal: bool = False, batch_size: int | None = None,
-                  params: Selection = None) -> Any:
+                  params: Selection = None, max_memory: int | str | None = None,
+                  return_info: bool = False) -> Any:
     r"""The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs,
     :math:`\Theta_{kk'}(x, x') = \sum_p \partial_{\theta_p} f_k(x)\, \partial_{\theta_p} f_{k'}(x')`
     over the trainable parameters.
@@ -108,18 +117,37 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
         diagonal: only :math:`\Theta(x_{1,i}, x_{1,i})` (x2 None) or :math:`\Theta(x_{1,i}, x_{2,i})`
             (x2 with as many rows): shape (N, k, k) ("full") or (N,) ("trace", or outputs of
             shape (N,)); :math:`O(N)` work.
-        batch_size: inputs per chunk; by default the largest that keeps one chunk's features
-            within about FEATURE_BYTES (2 GiB). Peak memory is about one chunk plus a panel of
-            chunks kept for reuse (CACHE_BYTES, 4 GiB) plus the result.
+        batch_size: inputs per chunk; by default sized from ``max_memory`` (`memory.plan`).
+        max_memory: bytes (an int, or a string such as "4GiB" or "512MB") bounding the working
+            memory besides the result: a panel of x1 chunks whose features are kept for reuse, one
+            streamed chunk's features and the activations its forward keeps for the backward
+            (measured by counting saved tensors on one input), and for "ntk_vp" the tangents of a
+            block. By default FEATURE_BYTES + CACHE_BYTES (6 GiB); with ``batch_size`` and no
+            ``max_memory`` the panel gets CACHE_BYTES (4 GiB). The kernel does not depend on the
+            chunking beyond round-off. When x1's features do not fit in the budget, x2's are
+            recomputed once per panel (`EmpiricalInfo.feature_rows` counts them).
         params: None (every trainable parameter), or the parameters the sum over p runs over:
             an iterable of names (as in ``model.named_parameters()``) or of the nn.Parameter
             objects, or a predicate name -> bool (`torchntk.empirical.selection`). The kernels of
             a partition of the parameters add up to the full kernel. Every method restricts: the
             other parameters have requires_grad=False during the call (put back however it ends;
             another thread using the model meanwhile would see them frozen).
+        return_info: also return an `EmpiricalInfo`: the method used (and why "auto" fell back
+            to the Jacobian), how torch.func differentiated the model, the chunking and the
+            number of feature computations.
 
     Returns:
-        A tensor of the model's dtype on its device (numpy if the inputs were numpy).
+        A tensor of the model's dtype on its device (numpy if the inputs were numpy); with
+        ``return_info`` a pair (kernel, EmpiricalInfo).
+
+    Warns:
+        StructuredFallbackWarning: method="auto" fell back from the structured path to the
+            Jacobian; the message names the module or op it did not recognise.
+
+    Models are run with the fused attention fast paths off (`backends.differentiable_kernels`:
+    the same function, differentiable by torch.func); where vmap cannot batch a module over
+    samples (nn.GRU, nn.LSTM), "jacobian" and "ntk_vp" differentiate the batched forward instead.
+    An error inside torch.func is a ValueError naming the method and the alternative.
     """
     if outputs not in NTK_OUTPUTS:
         raise ValueError(f"outputs must be 'full' ((N1, N2, k, k)), 'trace' ((N1, N2), the mean over the k "
@@ -129,11 +157,17 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     chosen = select(model, params)
+    budget = None if max_memory is None else parse_bytes(max_memory)
     _build(model, x1)
-    with only(model, chosen), _unchanged(model) as snapshot:
+    with only(model, chosen), _unchanged(model) as snapshot, differentiable_kernels(model):
         if outputs == "pntk":
             model, outputs = _pntk(model, x1), "trace"
-        return _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, snapshot)
+        result, info = _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, budget, snapshot)
+    if info.fallback_reason is not None:
+        warnings.warn(f"method='auto' computes this model's NTK by the Jacobian: the structured paths declined "
+                      f"({info.fallback_reason.rstrip('.')}). Pass method='jacobian' to silence this.",
+                      StructuredFallbackWarning, stacklevel=2)
+    return (result, info) if return_info else result
 
 
 def _pntk(model: nn.Module, x1: Any) -> nn.Module:
@@ -144,34 +178,32 @@ def _pntk(model: nn.Module, x1: Any) -> nn.Module:
 
 
 def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str, diagonal: bool,
-                   batch_size: int | None, snapshot: _Snapshot) -> Any:
+                   batch_size: int | None, budget: int | None, snapshot: _Snapshot) -> tuple[Any, EmpiricalInfo]:
     dtype, device = _model_dtype_device(model)
     numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
     k, vector = _output_count(model, t1)
     snapshot.check()  # before torch.func meets a buffer written in place
     runner = _method(_Columns(model) if vector else model, method, k, t1)
     full = outputs == "full"
-    if batch_size is None:
-        n = max(t1.shape[0], 0 if t2 is None else t2.shape[0])
-        batch_size = default_batch_size(n, runner.point_bytes(torch.empty((), dtype=dtype).element_size()),
-                                        FEATURE_BYTES)
-        if t2 is None and full and k > 1 and isinstance(runner, StructuredMethod) and not diagonal:
-            # The (N k)^2 Grams dominate here: quarter chunks skip 3/8 of them by symmetry, while
-            # chunks of 64 inputs and more keep the matrix products efficient.
-            batch_size = min(batch_size, max(64, -(-n // 4)))
-        if t2 is None and isinstance(runner, ConvStructuredMethod) and not diagonal:
-            # A convolution's per-example gradients cost the same in any chunking, and the panel keeps
-            # them; quarter chunks skip 3/8 of the Gram products by symmetry (measured: 64 CNN inputs,
-            # 64 channels, 28 x 28, full outputs, 20-30% faster with chunks of 16 than one of 64).
-            batch_size = min(batch_size, max(16, -(-n // 4)))
+    chunks = choose_chunks(runner, model, t1, t2, k, dtype=dtype, full=full, diagonal=diagonal, batch_size=batch_size,
+                           budget=budget, default_budget=FEATURE_BYTES + CACHE_BYTES, default_panel=CACHE_BYTES)
+    batch_size = chunks.batch_size
+    counted = Counted(runner)
     with torch.no_grad():
         if diagonal:
-            result = assemble_diagonal(runner, t1, t2, k, full, batch_size, dtype)
+            result = assemble_diagonal(counted, t1, t2, k, full, batch_size, dtype)
         else:
-            result = assemble(runner, t1, t2, k, full, batch_size, dtype, CACHE_BYTES)
+            result = assemble(counted, t1, t2, k, full, batch_size, dtype, chunks.panel_bytes)
     if vector and full:
         result = result[..., 0, 0]
-    return result.cpu().numpy() if numpy_out else result
+    used = "jacobian" if isinstance(runner, JacobianMethod) else "ntk_vp" if isinstance(runner, NTKVectorMethod) \
+        else "layerwise" if isinstance(runner, LayerwiseMethod) else "structured"
+    info = EmpiricalInfo(method_used=used, fallback_reason=getattr(runner, "fallback_reason", None),
+                         autodiff=getattr(runner, "autodiff", None), batch_size=batch_size,
+                         panel_bytes=chunks.panel_bytes, max_memory=chunks.budget, feature_bytes=chunks.feature,
+                         activation_bytes=int(chunks.activation), estimated_peak=chunks.peak,
+                         feature_calls=counted.calls, feature_rows=counted.rows)
+    return (result.cpu().numpy() if numpy_out else result), info
 
 
 def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs: str = "full",
@@ -339,6 +371,8 @@ def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device,
 
 
 def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
+    """The method's runner; "auto" falling back to the Jacobian gives it the reason."""
+    reason = None
     if method in ("auto", "structured"):
         try:
             ops = dense_plan(model)
@@ -346,6 +380,7 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
             try:
                 return ConvStructuredMethod(conv_plan(model), k, x1, model)
             except NotStructured as conv_reason:
+                reason = str(dense_reason if "no convolution" in str(conv_reason) else conv_reason)
                 if method == "structured":
                     raise ValueError(
                         "method='structured' applies to dense networks (torchntk NTKNetwork, or nn.Sequential of "
@@ -355,7 +390,12 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
                         "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
                 layerwise = auto_layerwise(model, k, x1)  # None: it would not save enough
                 if layerwise is not None:
-                    return layerwise
+                    try:   # one input: a model that vmap cannot batch goes to the Jacobian's batched path
+                        layerwise.features(x1[:1])
+                    except ValueError as exc:
+                        reason = f"{reason.rstrip('.')}; and the layer-wise path failed: {exc}"
+                    else:
+                        return layerwise
         else:
             if x1.dim() != 2:
                 raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
@@ -363,7 +403,7 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
     if method == "layerwise":
         return LayerwiseMethod(model, k, x1)
     fmodel = FunctionalModel(model)
-    return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k)
+    return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k, fallback_reason=reason)
 
 
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:

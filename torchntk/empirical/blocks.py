@@ -4,7 +4,8 @@ Every method splits the inputs into chunks of ``batch_size`` rows, turns each ch
 "features" (per-sample Jacobians, layer-wise Gram factors, or the chunk itself) and contracts two
 chunks' features into one block of the kernel. For x1 against itself only the blocks on and above
 the diagonal are computed; the others are their transposes, so the result is exactly symmetric.
-Features are kept in memory in panels of at most ``cache_bytes`` (see `assemble`).
+Features are kept in memory in panels of at most ``cache_bytes`` (see `assemble`). Long
+reductions in a block's matrix products go through `gram`, in column blocks of bounded length.
 """
 
 from __future__ import annotations
@@ -38,6 +39,30 @@ class ChunkMethod(Protocol):
         """Theta(x1_b, x2_b) for the rows b of two chunks of the same size B: (B, k, k) with
         ``full``, else (B,) output traces."""
         ...
+
+
+REDUCTION_BLOCK = 1 << 14
+"""Longest reduction of one matrix product in a kernel block. A float32 product over n terms has
+round-off growing with n as the library accumulates it; blocks of 16384 summed in float64 keep
+float32 kernels as accurate for outputs="trace" (reductions over k P terms) as for "full"."""
+
+
+def gram(a: Tensor, b: Tensor, acc: torch.dtype) -> Tensor:
+    """a @ b^T for a (m, n), b (p, n) in dtype ``acc``: products of column blocks of at most
+    REDUCTION_BLOCK, each converted to ``acc`` before they are summed."""
+    n = a.shape[1]
+    if n <= REDUCTION_BLOCK:
+        return (a @ b.t()).to(acc)
+    total = torch.zeros((a.shape[0], b.shape[0]), dtype=acc, device=a.device)
+    for s in range(0, n, REDUCTION_BLOCK):  # blocks of parameters, not of data points
+        total += a[:, s : s + REDUCTION_BLOCK] @ b[:, s : s + REDUCTION_BLOCK].t()
+    return total
+
+
+def accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The dtype kernel blocks are summed in: float64 for lower-precision models (cheap: B1 B2 k^2
+    numbers per block, against the B k P of the products), else the model's."""
+    return dtype if dtype == torch.float64 or not dtype.is_floating_point else torch.float64
 
 
 def _nbytes(tree: Any) -> int:
@@ -103,6 +128,28 @@ def assemble_diagonal(method: ChunkMethod, x1: Tensor, x2: Tensor | None, k: int
             blk = 0.5 * (blk + blk.transpose(1, 2))  # exactly symmetric, as the full kernel is
         out[rows] = blk
     return out
+
+
+class Counted:
+    """A `ChunkMethod` that counts its features calls (chunks, and inputs with repeats): how often
+    `assemble` recomputed features for want of panel memory."""
+
+    def __init__(self, method: ChunkMethod) -> None:
+        self.method, self.calls, self.rows = method, 0, 0
+
+    def features(self, x: Tensor) -> Any:
+        """The wrapped method's features of x, counted."""
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self.method.features(x)
+
+    def block(self, f1: Any, f2: Any, full: bool) -> Tensor:
+        """The wrapped method's block."""
+        return self.method.block(f1, f2, full)
+
+    def diagonal(self, f1: Any, f2: Any, full: bool) -> Tensor:
+        """The wrapped method's diagonal blocks."""
+        return self.method.diagonal(f1, f2, full)
 
 
 def default_batch_size(n: int, point_bytes: float, budget: int, minimum: int = 1) -> int:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .blocks import accumulator, gram
 from .conv_ops import ConvOp, FlattenOp, MaxPoolOp, Op, PoolOp
 from .structured import DenseOp, ElementwiseOp, NotStructured
 
@@ -261,12 +262,13 @@ class ConvStructuredMethod:
         out = torch.zeros((b1, k, b2, k) if full else (b1, b2), dtype=like.dtype, device=like.device)
         term_ops = [op for op in self.ops[self.lowest:] if isinstance(op, (ConvOp, DenseOp)) and op.trainable]
         for op, t1, t2 in zip(term_ops, f1.terms, f2.terms, strict=True):
-            if isinstance(t1, GradientTerm):
+            if isinstance(t1, GradientTerm):  # reductions over k P_l terms: blocked (`gram`)
+                acc = accumulator(out.dtype)
                 if full:
-                    g = t1.grads.reshape(b1 * k, -1) @ t2.grads.reshape(b2 * k, -1).t()
-                    out.add_(g.view(b1, k, b2, k))
+                    g = gram(t1.grads.reshape(b1 * k, -1), t2.grads.reshape(b2 * k, -1), acc)
+                    out.add_(g.to(out.dtype).view(b1, k, b2, k))
                 else:
-                    out.add_((t1.grads.reshape(b1, -1) @ t2.grads.reshape(b2, -1).t()).div_(k))
+                    out.add_(gram(t1.grads.reshape(b1, -1), t2.grads.reshape(b2, -1), acc).div_(k).to(out.dtype))
             elif isinstance(t1, ChannelTerm):
                 m = _channel_gram(t1, t2)  # (C, B1, B2)
                 if full:
@@ -396,8 +398,9 @@ def _dense_block(op: DenseOp, t1: DenseTerm, t2: DenseTerm, b1: int, b2: int, k:
         return
     m1 = d1.materialize(b1) if isinstance(d1, Rows) else d1.delta
     m2 = d2.materialize(b2) if isinstance(d2, Rows) else d2.delta
+    acc = accumulator(out.dtype)
     if full:
-        g = m1.reshape(b1 * k, -1) @ m2.reshape(b2 * k, -1).t()
+        g = gram(m1.reshape(b1 * k, -1), m2.reshape(b2 * k, -1), acc).to(out.dtype)
         out.add_(g.view(b1, k, b2, k).mul_(scale[:, None, :, None]))
     else:
-        out.add_((m1.reshape(b1, -1) @ m2.reshape(b2, -1).t()).mul_(scale).div_(k))
+        out.add_(gram(m1.reshape(b1, -1), m2.reshape(b2, -1), acc).to(out.dtype).mul_(scale).div_(k))

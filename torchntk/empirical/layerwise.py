@@ -57,6 +57,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from .backends import AUTODIFF_ERRORS, autodiff_error
 from .functional import FunctionalModel
 from .structured import NotStructured
 
@@ -110,6 +111,11 @@ def _recognised_kind(module: nn.Module) -> str | None:
             return "embedding"
     return None
 
+
+
+class LayerOrderError(RuntimeError):
+    """The model's recognised layers ran in another order than on the first input (its layer
+    structure depends on the input values): the layer-wise plan does not apply."""
 
 @dataclass
 class _Use:
@@ -334,8 +340,8 @@ class LayerwiseMethod:
         index = state["count"]
         state["count"] += 1
         if index >= len(self.plan.uses) or self.plan.uses[index].module is not module:
-            raise RuntimeError("the model called its recognised layers in another order than on the first input: its "
-                               "layer structure depends on the input values; use method='jacobian'.")
+            raise LayerOrderError("the model called its recognised layers in another order than on the first "
+                                  "input: its layer structure depends on the input values; use method='jacobian'.")
         state["inputs"].append(args[0].clone())  # a clone: a later in-place op must not change it
         return out + state["probes"][index]
 
@@ -360,8 +366,13 @@ class LayerwiseMethod:
         has_fallback = bool(self.fallback_values)
         argnums = (0, 1) if has_fallback else 0
         with self._hooks():
-            jac, inputs = vmap(jacrev(self._single, argnums=argnums, has_aux=True), in_dims=(None, None, 0))(
-                self.probes, self.fallback_values, x)
+            try:
+                jac, inputs = vmap(jacrev(self._single, argnums=argnums, has_aux=True), in_dims=(None, None, 0))(
+                    self.probes, self.fallback_values, x)
+            except LayerOrderError:
+                raise
+            except AUTODIFF_ERRORS as exc:   # an op without a batching rule (an RNN), a custom Function
+                raise autodiff_error("layerwise", self.model, exc) from exc
         jac_probes, jac_fallback = jac if has_fallback else (jac, {})
         grads: dict[str, Tensor] = {}
         pairs = []

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..networks.modules import Elementwise
 from ..networks.network import NTKNetwork
 from ..networks.weighted import NTKDense
+from .blocks import accumulator, gram
 
 
 class NotStructured(ValueError):
@@ -278,7 +279,8 @@ class StructuredMethod:
                 else:
                     out.add_(scale)
             elif full:
-                g = _delta(t1, b1).reshape(b1 * k, -1) @ _delta(t2, b2).reshape(b2 * k, -1).t()
+                g = gram(_delta(t1, b1).reshape(b1 * k, -1), _delta(t2, b2).reshape(b2 * k, -1),
+                         accumulator(out.dtype)).to(out.dtype)
                 out.add_(g.view(b1, k, b2, k).mul_(scale[:, None, :, None]))
             elif t1.delta is None:
                 # trace of a rows-times-gate Gram: sum_j (sum_k rows_kj^2) gate1_j gate2_j
@@ -287,7 +289,7 @@ class StructuredMethod:
                 g = weights.sum() if t1.gate is None else (t1.gate * weights) @ t2.gate.t()
                 out.add_(g * scale / k)
             else:
-                g = t1.delta.reshape(b1, -1) @ t2.delta.reshape(b2, -1).t()
+                g = gram(t1.delta.reshape(b1, -1), t2.delta.reshape(b2, -1), accumulator(out.dtype)).to(out.dtype)
                 out.add_(g.mul_(scale).div_(k))
         return out.permute(0, 2, 1, 3) if full else out
 
