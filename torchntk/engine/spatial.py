@@ -200,7 +200,7 @@ class Conv(_Windowed):
         return partial(self.kernel, full_out=full_out, in_channels=channels)
 
     def kernel(self, state: KernelState, full_out, in_channels: int | None = None) -> KernelState:
-        """The kernel map (see the class docstring); ``in_channels`` is :math:`C_\text{in}`, which
+        r"""The kernel map (see the class docstring); ``in_channels`` is :math:`C_\text{in}`, which
         the standard parameterisation needs (`compile` reads it from the input signal)."""
         if self.parameterization == "standard" and in_channels is None:
             raise ArchitectureError(f"{self!r}: the standard parameterisation's kernel needs the input channels; "
