@@ -42,9 +42,8 @@ def _brute_force(model, x1, x2):
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_all_methods_equal_brute_force(parameterization):
-    spec = tn.mlp(3, "tanh", bias_std=0.4, weight_std=1.2)
-    net = spec.network(width=[4, 3], out_features=2, seed=1, dtype=F64, in_features=3,
-                       parameterization=parameterization)
+    spec = tn.mlp(3, "tanh", bias_std=0.4, weight_std=1.2, parameterization=parameterization)
+    net = spec.network(width=[4, 3], out_features=2, seed=1, dtype=F64, in_features=3)
     x1, x2 = _x(4), _x(3, seed=1)
     want = _brute_force(net, x1, x2)
     want_sym = _brute_force(net, x1, x1)

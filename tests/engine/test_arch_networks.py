@@ -10,9 +10,10 @@ import torch
 import torchntk as tn
 
 
-def cnn():
-    return tn.serial(tn.Conv((3, 3), padding="same", bias_std=0.2), tn.ReLU(),
-                     tn.Conv((2, 2), stride=2, padding="valid"), tn.Erf(), tn.GlobalAvgPool(), tn.Dense(bias_std=0.1))
+def cnn(parameterization: str = "ntk"):
+    return tn.serial(tn.Conv((3, 3), padding="same", bias_std=0.2, parameterization=parameterization), tn.ReLU(),
+                     tn.Conv((2, 2), stride=2, padding="valid", parameterization=parameterization), tn.Erf(),
+                     tn.GlobalAvgPool(), tn.Dense(bias_std=0.1, parameterization=parameterization))
 
 
 def resnet():
@@ -49,8 +50,7 @@ def test_same_seed_same_network_and_lazy_equals_eager():
     assert y.shape == (4, 3)
     assert torch.equal(lazy(X), y) and not torch.allclose(other(X), y)
     # the standard parameterisation is the same function at initialisation
-    standard = cnn().network(width=8, out_features=3, seed=5, dtype=torch.float64, parameterization="standard",
-                             input_shape=(1, 5, 5))
+    standard = cnn("standard").network(width=8, out_features=3, seed=5, dtype=torch.float64, input_shape=(1, 5, 5))
     torch.testing.assert_close(standard(X), y, rtol=1e-12, atol=1e-12)
 
 

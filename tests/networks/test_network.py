@@ -123,8 +123,8 @@ def test_state_dict_round_trip_into_a_lazy_network():
 def test_standard_parameterisation_same_function_other_gradients():
     spec = tn.mlp(3, "relu", bias_std=0.2, weight_std=1.3)
     ntk = spec.network(width=[7, 9], out_features=1, seed=5, in_features=4, dtype=torch.float64)
-    std = spec.network(width=[7, 9], out_features=1, seed=5, in_features=4, dtype=torch.float64,
-                       parameterization="standard")
+    standard = tn.mlp(3, "relu", bias_std=0.2, weight_std=1.3, parameterization="standard")
+    std = standard.network(width=[7, 9], out_features=1, seed=5, in_features=4, dtype=torch.float64)
     x = _x(d=4)
     torch.testing.assert_close(std(x), ntk(x), rtol=1e-12, atol=1e-12)  # same draws, rescaled
     ntk(x).sum().backward()
@@ -154,7 +154,8 @@ def test_width_list_must_match_the_hidden_layers():
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"out_features": 0}, ValueError, "out_features"),
     ({"seed": -1}, ValueError, "seed"),
-    ({"parameterization": "mup"}, ValueError, "parameterization"),
+    ({"parameterization": "standard"}, TypeError, "each weighted layer carries its own"),
+    ({"activation": "relu"}, TypeError, "unexpected option"),
     ({"dtype": torch.float16}, TypeError, "dtype"),
     ({"in_features": 2.5}, TypeError, "in_features"),
 ])

@@ -6,8 +6,8 @@ answers four questions:
 - ``signal(sig, where)``: its output's `Signal` for an input signal (and checks it);
 - ``need(full_out)``: whether its input must be in the full layout, given whether its output
   must be (composite layers take and give a tuple per branch);
-- ``kernel(state, full_out)``: the kernel map on a `KernelState` tile (``compile(full_out)``:
-  the same map with its layouts decided, once per call);
+- ``kernel(state, full_out)``: the kernel map on a `KernelState` tile (``compile(full_out, sig)``:
+  the same map with its layouts decided, once per call, for the input signal ``sig``);
 - ``build(sig, channels, ctx)``: the finite `nn.Module` in the chosen parameterisation.
 
 plus ``to_dict()`` (its plain-JSON node) and a ``repr`` that reads as the code that builds it.
@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from .._finite import check_scale
-from .signal import Signal, fail
+from ..networks.weighted import PARAMETERIZATIONS
+from .signal import ArchitectureError, Signal, fail, law_checks
 from .state import KernelState
 
 FORMAT = "torchntk.spec"
@@ -94,11 +95,17 @@ class Layer:
         """
         raise NotImplementedError
 
-    def compile(self, full_out) -> Callable[[Any], Any]:
-        """The layer's kernel map with every layout decision taken: ``compile(full_out)(state)``
+    def compile(self, full_out, sig: Any = None) -> Callable[[Any], Any]:
+        """The layer's kernel map with every layout decision taken: ``compile(full_out, sig)(state)``
         is ``kernel(state, full_out)``. A call of the kernels compiles its description once and
         applies the result to every tile, so composite layers (serial, parallel) work out what
-        each of their layers needs (`need`) once per call, not once per tile."""
+        each of their layers needs (`need`) once per call, not once per tile.
+
+        ``sig`` is the layer's input `Signal` (a tuple per branch), as `signal` checked it: the
+        static facts of the input that a kernel map may depend on beyond the tile's tensors. The
+        standard parameterisation's maps read the input's finite width from it (`Signal.width`);
+        composite layers hand each of their layers its own input signal. None where no layer
+        needs it."""
         return partial(self.kernel, full_out=full_out)
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
@@ -149,13 +156,14 @@ class Layer:
 class BuildContext:
     """What building a finite network needs. Weighted layers are numbered depth-first; each
     draws its parameters from its own generator (seed, index); the last one gets
-    ``out_features`` outputs, hidden weighted layer i gets ``widths[i]``."""
+    ``out_features`` outputs, hidden weighted layer i gets ``widths[i]`` (the layer's own
+    ``width`` where it has one: `torchntk.networks.build_network` merges them). Each layer
+    carries its own parameterisation."""
 
     widths: list[int]
     out_features: int
     output_index: int
     seed: int
-    parameterization: str
     dtype: torch.dtype
     device: Any
     index: int = 0
@@ -165,6 +173,61 @@ class BuildContext:
         index = self.index
         self.index += 1
         return (self.out_features if index == self.output_index else self.widths[index]), index
+
+
+def check_weighted_options(name: str, parameterization: Any, width: Any) -> None:
+    """Raise unless ``parameterization`` is "ntk" or "standard" and ``width`` is None or a
+    positive int (``name``, "Dense" or "Conv", starts the message)."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"{name}: parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
+    if width is None:
+        return
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
+        raise TypeError(f"{name}: width must be a positive integer (the layer's number of outputs), got {width!r}.")
+    if width < 1:
+        raise ValueError(f"{name}: width must be a positive integer (the layer's number of outputs), got {width}.")
+
+
+def standard_fan_in(layer: Any, sig: Signal, where: str) -> int | None:
+    """The input width that a weighted layer in the standard parameterisation scales its NTK by:
+    ``sig.width`` (the data's channels or features, times the positions after Flatten, or the
+    previous weighted layer's ``width``). None for the NTK parameterisation, whose kernels do not
+    depend on widths. ArchitectureError naming the layer when it is unknown and the limit's laws
+    are checked (a finite network takes its widths from ``spec.network(width=...)`` instead)."""
+    if layer.parameterization != "standard":
+        return None
+    if sig.width is None and law_checks():
+        raise fail(where, f"in the standard parameterisation the NTK of {type(layer).__name__} depends on its input "
+                          "width, which is unknown here: the weighted layer before it has no width. Give that layer "
+                          "width=n (e.g. Dense(width=512) or Conv((3, 3), width=64)), as neural-tangents' "
+                          "stax.Dense(512) does.")
+    return sig.width
+
+
+def known_fan_in(layer: Layer, sig: Signal | None) -> int:
+    """The input width a standard layer's compiled map needs, from its input signal."""
+    fan_in = None if sig is None else standard_fan_in(layer, sig, repr(layer))
+    if fan_in is None:
+        raise ArchitectureError(f"{layer!r}: the standard parameterisation's kernel needs the input width; "
+                                "compile it with its input signal (spec.kernels does).")
+    return fan_in
+
+
+def show_options(layer: Any) -> str:
+    """The repr's tail for a weighted layer's parameterisation and width, where not the defaults."""
+    return "".join(f", {k}={v!r}" for k, v in options_dict(layer).items())
+
+
+def options_dict(layer: Any) -> dict[str, Any]:
+    """A weighted layer's ``parameterization`` and ``width`` for its `to_dict`, each only where it is
+    not the default ("ntk", None): a description of the NTK parameterisation without widths reads
+    (and hashes, in kernel stores) as it always has."""
+    out: dict[str, Any] = {}
+    if layer.parameterization != "ntk":
+        out["parameterization"] = layer.parameterization
+    if layer.width is not None:
+        out["width"] = layer.width
+    return out
 
 
 def check_nesting(parts: Sequence[Layer], what: str) -> int:

@@ -118,10 +118,11 @@ class Parallel(Layer):
     def kernel(self, states, full_out):
         return self.compile(full_out)(states)
 
-    def compile(self, full_out):
+    def compile(self, full_out, sig=None):
         if not isinstance(full_out, tuple):
             full_out = (full_out,) * len(self.branches)
-        steps = tuple(b.compile(f) for b, f in zip(self.branches, full_out, strict=True))
+        signals = sig if sig is not None else (None,) * len(self.branches)
+        steps = tuple(b.compile(f, s) for b, f, s in zip(self.branches, full_out, signals, strict=True))
 
         def run(states):
             return tuple(step(s) for step, s in zip(steps, states, strict=True))
@@ -190,6 +191,11 @@ class FanInSum(_FanIn):
                               + ", ".join(f"branch {i} has {'the hidden width' if s.channels is None else s.channels}"
                                           for i, s in enumerate(sig))
                               + "; give the shortcut its own Conv/Dense, or start the block after a hidden layer.")
+        widths = {s.width for s in sig if s.width is not None}
+        if len(widths) > 1:
+            raise fail(where, f"cannot {self.op} branches of different widths: "
+                              + ", ".join(f"branch {i} has width {s.width}" for i, s in enumerate(sig))
+                              + "; give the weighted layers that end the branches the same width=.")
         stale = [i for i, s in enumerate(sig) if not s.fresh]
         if len(stale) > 1 and law_checks():
             raise fail(where, f"branches {stale} carry no weights of their own since they split (FanOut), so they "
@@ -201,7 +207,8 @@ class FanInSum(_FanIn):
     def signal(self, sig, where: str) -> Signal:
         first = self._check_independent(sig, where)
         return Signal(first.shape, first.channels, all(s.gaussian for s in sig), all(s.centred for s in sig),
-                      all(s.fresh for s in sig), first.flat, all(s.raw for s in sig), any(s.mixed for s in sig))
+                      all(s.fresh for s in sig), first.flat, all(s.raw for s in sig), any(s.mixed for s in sig),
+                      _common_width(sig))
 
     def _combine(self, states) -> KernelState:
         return self._sum(states)
@@ -234,7 +241,7 @@ class FanInProd(FanInSum):
         # uncorrelated with the other branches of an enclosing FanOut only through its factors'
         # weights, which this signal does not track: not fresh.
         return Signal(first.shape, first.channels, False, any(s.centred for s in sig), False, first.flat,
-                      all(s.raw for s in sig), False)
+                      all(s.raw for s in sig), False, _common_width(sig))
 
     def _combine(self, states) -> KernelState:
         def product(get, skip: int | None = None):
@@ -268,8 +275,14 @@ class FanInConcat(_FanIn):
         if any(s.channels is not None for s in sig):
             raise fail(where, "FanInConcat concatenates hidden layers of equal width; a branch here still has the "
                               "input's channels. Give every branch a Dense or Conv layer.")
+        widths = {s.width for s in sig if s.width is not None}
+        if len(widths) > 1 and law_checks():
+            raise fail(where, "FanInConcat's kernel is the plain mean of the branches', which holds for branches of "
+                              "equal width; here " + ", ".join(f"branch {i} has width {s.width}" for i, s in
+                                                               enumerate(sig)) + ". Give them the same width=.")
+        width = None if any(s.width is None for s in sig) else sum(s.width for s in sig)
         return Signal(first.shape, None, all(s.gaussian for s in sig), all(s.centred for s in sig),
-                      all(s.fresh for s in sig), first.flat, mixed=len(sig) > 1 or first.mixed)
+                      all(s.fresh for s in sig), first.flat, mixed=len(sig) > 1 or first.mixed, width=width)
 
     def _combine(self, states) -> KernelState:
         return self._sum(states, 1.0 / len(states))
@@ -278,13 +291,21 @@ class FanInConcat(_FanIn):
         return modules.FanInConcat(), sum(channels)
 
 
-def compile_serial(layers: Sequence[Layer], full_out):
+def _common_width(sig) -> int | None:
+    """The width of summed (or multiplied) branches: theirs when every branch knows it (the
+    signal check has refused different ones), else unknown."""
+    return None if any(s.width is None for s in sig) else sig[0].width
+
+
+def compile_serial(layers: Sequence[Layer], full_out, sig=None):
     """The kernel map of ``layers`` applied in order, each compiled for whether its output must be
-    in the full layout (walking back from ``full_out`` through each layer's `Layer.need`)."""
+    in the full layout (walking back from ``full_out`` through each layer's `Layer.need`) and,
+    when ``sig`` (the input's signal) is given, for its own input signal."""
     needs = [full_out]
     for layer in reversed(layers[1:]):
         needs.append(layer.need(needs[-1]))
-    steps = tuple(layer.compile(need) for layer, need in zip(layers, reversed(needs), strict=True))
+    signals = serial_signals(layers, sig, "")[0] if sig is not None else [None] * len(layers)
+    steps = tuple(layer.compile(need, s) for layer, need, s in zip(layers, reversed(needs), signals, strict=True))
 
     def run(state):
         for step in steps:

@@ -1,6 +1,7 @@
 """The kernel maps of the layers, on `KernelState`s (one tile at a time).
 
     affine (Dense, Conv):   Sigma' = w^2 L(K) + b^2,       Theta' = w^2 L(Theta) + Sigma'
+      standard:                                            Theta' = n_in L(K) + w^2 L(Theta) + 1
     linear (pooling):       Sigma' = L(K),                 Theta' = L(Theta)
     nonlinearity:           Sigma' = E[s(u) s(v)],         Theta' = Theta * E[s'(u) s'(v)]
     normalisation:          Sigma' = K / sqrt(v1 v2),      Theta' = Theta / sqrt(v1 v2)
@@ -36,8 +37,13 @@ def _scaled(t: Tensor, w2, b2) -> Tensor:
     return w2 * t + b2
 
 
-def affine(state: KernelState, w2, b2, f: Map, **changes) -> KernelState:
-    """A layer with fresh weights and bias: Sigma' = w2 f(K) + b2, Theta' = w2 f(Theta) + Sigma'."""
+def affine(state: KernelState, w2, b2, f: Map, *, fan_in: float | None = None, **changes) -> KernelState:
+    """A layer with fresh weights and bias: Sigma' = w2 f(K) + b2, Theta' = w2 f(Theta) + Sigma'
+    (the NTK parameterisation). With ``fan_in`` c, the standard parameterisation (weights and
+    bias at their initial scales, so their gradients carry no weight_std or bias_std):
+    Theta' = c f(K) + w2 f(Theta) + 1, the 1 from the bias, whatever its scale."""
+    if fan_in is not None:
+        return _standard_affine(state, w2, b2, f, fan_in, changes)
     nngp = _scaled(f(state.nngp, state.prefix), w2, b2)
     ntk = state.ntk
     if ntk is not None:
@@ -46,6 +52,18 @@ def affine(state: KernelState, w2, b2, f: Map, **changes) -> KernelState:
         else:
             ntk = _scaled(f(ntk, state.prefix), w2, 0.0)
             ntk = ntk.add_(nngp) if not torch.is_grad_enabled() else ntk + nngp
+    selves = state.self_states()
+    if selves is not None:
+        selves = tuple(_replace_nngp(s, _scaled(f(s.nngp, 1), w2, b2)) for s in selves)
+    return state.with_selves(nngp, ntk, selves, **changes)
+
+
+def _standard_affine(state: KernelState, w2, b2, f: Map, fan_in: float, changes: dict) -> KernelState:
+    mapped = f(state.nngp, state.prefix)
+    ntk = state.ntk
+    if ntk is not None:
+        ntk = fan_in * mapped + 1.0 if ntk.dim() == 0 else fan_in * mapped + _scaled(f(ntk, state.prefix), w2, 1.0)
+    nngp = _scaled(mapped, w2, b2)     # last: it may overwrite ``mapped`` in place
     selves = state.self_states()
     if selves is not None:
         selves = tuple(_replace_nngp(s, _scaled(f(s.nngp, 1), w2, b2)) for s in selves)

@@ -67,7 +67,7 @@ class Nonlinearity(Layer):
                               "whose channels have different covariances, so its kernel is not a function of their "
                               "mean; put a Dense or Conv layer after FanInConcat (or use FanInSum).")
         odd = is_odd(self.activation)
-        return Signal(sig.shape, sig.channels, False, odd and sig.centred, False, sig.flat)
+        return Signal(sig.shape, sig.channels, False, odd and sig.centred, False, sig.flat, width=sig.width)
 
     def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:

@@ -18,6 +18,7 @@ returns the full (N1, N2, k, k) form :math:`K_{ij}\, \mathrm{Id}_k` for code tha
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,8 +93,8 @@ class Serial(Layer):
     def kernel(self, state, full_out):
         return self.compile(full_out)(state)
 
-    def compile(self, full_out):
-        return _branches.compile_serial(self._arch, full_out)
+    def compile(self, full_out, sig=None):
+        return _branches.compile_serial(self._arch, full_out, sig)
 
     def signals(self, sig) -> tuple[list, Any]:
         """(the input signal of each layer, the output signal), after checking them all."""
@@ -255,6 +256,7 @@ class Serial(Layer):
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
         if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
+        sig = input_signal(tuple(t1.shape[1:]))
         out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
         self._check_memory(t1, t2, out.shape, full_in, diagonal, tile, need_ntk, out_features)
@@ -265,7 +267,7 @@ class Serial(Layer):
         differentiable = any(_is_traced(t) for t in inputs) or (
             torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
         with torch.set_grad_enabled(differentiable):
-            nngp, ntk = evaluate(self.compile(False), t1, t2, need_ntk=need_ntk, full_in=full_in,
+            nngp, ntk = evaluate(self.compile(False, sig), t1, t2, need_ntk=need_ntk, full_in=full_in,
                                  out_shape=out.shape, diagonal=diagonal, tile=tile)
         check_finite_kernels(nngp, ntk, self, inputs=(t1, t2))  # never a silent NaN (torchntk/_finite.py)
         results = []
@@ -288,34 +290,38 @@ class Serial(Layer):
 
     # -- finite networks ----------------------------------------------------------------
 
-    def network(self, width: int | Sequence[int] = 1024, out_features: int = 1, seed: int = 0, *,
-                parameterization: str = "ntk", dtype: torch.dtype = torch.float32,
-                device: torch.device | str | None = None, in_features: int | None = None,
-                input_shape: Sequence[int] | None = None) -> torch.nn.Module:
-        """A finite network of this description, in the same parameterisation, with weights drawn
-        from ``seed`` (`torchntk.networks.build_network` does the work).
+    def network(self, width: int | Sequence[int] = 1024, out_features: int | None = None, seed: int = 0, *,
+                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                in_features: int | None = None, input_shape: Sequence[int] | None = None,
+                **unknown: Any) -> torch.nn.Module:
+        """A finite network of this description, each weighted layer in its own parameterisation
+        (``Dense(parameterization=...)``: the one its kernels describe), with weights drawn from
+        ``seed`` (`torchntk.networks.build_network` does the work).
 
         Args:
             width: the hidden width: ``width`` channels for each hidden Conv, ``width`` units for
-                each hidden Dense; or a list of depth - 1 ints, one per hidden weighted layer,
-                depth-first. Ignored for depth 1 (a random affine map).
-            out_features: :math:`n_L`, the number of outputs (the last weighted layer's width).
+                each hidden Dense, where the layer has no ``width=`` of its own (a layer's own
+                width wins); or a list of depth - 1 ints, one per hidden weighted layer,
+                depth-first, each equal to the layer's own width where it has one. Ignored for
+                depth 1 (a random affine map).
+            out_features: :math:`n_L`, the number of outputs (the last weighted layer's width):
+                that layer's ``width=`` when it has one (out_features must then agree or be left
+                out), else 1 by default.
             seed: a non-negative integer; the same seed gives the same parameters on any device
                 and dtype.
-            parameterization: "ntk" (the paper's, the default: weights scaled in the forward
-                pass) or "standard" (the scale in the initialisation; the same function at
-                initialisation, a different NTK).
             dtype: torch.float32 (default) or torch.float64.
             device: where the parameters live (default: torch's default device).
             in_features: :math:`n_0` for vector inputs, the same as ``input_shape=(n0,)``.
             input_shape: the per-example input shape, (d,) or (C, *positions): builds the network
                 at once. If None it is built at the first batch (with the same weights).
+            **unknown: refused with a TypeError; ``parameterization=`` is not an option here
+                (the layers carry it, see `Dense`).
 
         Returns:
             A `torchntk.networks.NTKNetwork` mapping (N, *input_shape) to (N, out_features).
         """
-        return build_network(self, width, out_features, seed, parameterization=parameterization, dtype=dtype,
-                             device=device, in_features=in_features, input_shape=input_shape)
+        return build_network(self, width, out_features, seed, dtype=dtype, device=device, in_features=in_features,
+                             input_shape=input_shape, **unknown)
 
 
 def _all_layers(layer: Layer) -> list[Layer]:
@@ -410,7 +416,8 @@ def _activation(layer: Any, position: int) -> Activation:
 
 
 def mlp(depth: int, activation: str | Activation | Callable = "relu", *, bias_std: float | Tensor = 0.1,
-        weight_std: float | Tensor = 1.0) -> Serial:
+        weight_std: float | Tensor = 1.0, parameterization: str = "ntk",
+        width: int | Sequence[int] | None = None) -> Serial:
     r"""The paper's fully-connected network: ``depth`` Dense layers with ``activation`` between,
 
     .. math::
@@ -431,15 +438,35 @@ def mlp(depth: int, activation: str | Activation | Callable = "relu", *, bias_st
         weight_std: :math:`\sigma_w`, the scale of every weight matrix (the paper's is 1).
             Either scale may be a scalar tensor with requires_grad=True, to differentiate
             kernels in it.
+        parameterization: of every Dense layer, "ntk" (the default) or "standard" (see `Dense`;
+            its NTK depends on the hidden widths, so give ``width`` with it for depth > 1).
+        width: the hidden layers' widths :math:`n_1, \dots, n_{L-1}`: one int for all, a list
+            of depth - 1 ints, or None (then ``spec.network(width=...)`` sets them). The last
+            layer gets none: its width is the network's ``out_features``.
 
     Returns:
         A `Serial` of depth ``depth``.
     """
     depth = check_depth(depth)  # an int in 1..MAX_DEPTH (torchntk/_finite.py)
     act = get_activation(activation) if depth > 1 else None
+    widths = _mlp_widths(width, depth)
     layers: list = []
     for index in range(depth):
         if index:
             layers.append(act)
-        layers.append(Dense(bias_std=bias_std, weight_std=weight_std))
+        layers.append(Dense(bias_std=bias_std, weight_std=weight_std, parameterization=parameterization,
+                            width=widths[index] if index < depth - 1 else None))
     return serial(*layers)
+
+
+def _mlp_widths(width: Any, depth: int) -> list:
+    """mlp's hidden widths as a list of depth - 1 entries (None: not given)."""
+    if width is None or (isinstance(width, numbers.Integral) and not isinstance(width, bool)):
+        return [width] * (depth - 1)
+    if isinstance(width, (str, bytes)) or not isinstance(width, Sequence):
+        raise TypeError(f"mlp: width must be an int or a list of {depth - 1} ints (one per hidden layer), got "
+                        f"{width!r}.")
+    if len(width) != depth - 1:
+        raise ValueError(f"mlp: width lists one size per hidden layer: depth {depth} has {depth - 1}, but got "
+                         f"{len(width)} entries {list(width)}.")
+    return list(width)

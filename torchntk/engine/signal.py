@@ -17,6 +17,18 @@ Law, in the limit of infinite channels:
   the same signal. Two branches of one FanOut are uncorrelated when at least one of them is
   fresh (its own weights are independent of the other branch and have mean zero), which is
   what makes FanInSum's kernel the sum of the branches'. A whole network's output must be fresh.
+
+Widths. The NTK parameterisation's kernels never depend on finite widths; the standard
+parameterisation's do (its NTK adds the input width times the input covariance). So a signal
+also carries ``width``, the finite number of channels the description fixes at that point: the
+data's channels (times the positions after Flatten), then each weighted layer's own ``width=``
+(None where a layer has none), kept by linear maps, nonlinearities and FanOut, checked equal by
+FanInSum / FanInProd and added by FanInConcat. It is a static fact of the description, like the
+shapes, so it lives here rather than in the kernel state of each tile: `Layer.signal` checks it
+(a standard layer whose input width is unknown is an error that names the layer), and
+``compile(full_out, sig)`` hands each layer its input signal once per call, so a standard
+layer's compiled kernel map holds its fan-in as a number (serial and parallel pass each of
+their layers its own input signal).
 """
 
 from __future__ import annotations
@@ -62,6 +74,11 @@ class Signal:
     mixed: the channels are those of several concatenated branches (FanInConcat), each Gaussian
         but with its branch's own covariance; the kernel then is their mean, which a layer that
         averages over channels (Dense, Conv, LayerNorm) sees, but a nonlinearity does not.
+    width: the number of channels (features) the finite network has here, when the description
+        fixes it: the raw input's channels (times the positions after Flatten), or the ``width``
+        of the last weighted layer (kept by pooling, nonlinearities and FanOut; summed by
+        FanInConcat). None when unknown (a weighted layer without ``width=``). It is what a
+        layer in the standard parameterisation reads as its fan-in, whose NTK depends on it.
     """
 
     shape: tuple[int, ...]
@@ -72,6 +89,7 @@ class Signal:
     flat: bool = False
     raw: bool = False
     mixed: bool = False
+    width: int | None = None
 
     @property
     def spatial(self) -> int:
@@ -84,14 +102,16 @@ class Signal:
         width = f"{self.channels} channels" if self.channels is not None else "hidden width"
         return f"{what} with {width}" + (" (flattened)" if self.flat else "")
 
-    def after_weights(self, shape: tuple[int, ...] | None = None, flat: bool = False) -> Signal:
+    def after_weights(self, shape: tuple[int, ...] | None = None, flat: bool = False,
+                      width: int | None = None) -> Signal:
         """The signal of a weighted layer's (Dense, Conv) output: hidden width, Gaussian, centred, fresh.
 
         Args:
             shape: the output's spatial shape (default: the input's).
             flat: whether the output is still flattened (a Dense after Flatten).
+            width: the layer's own ``width`` (its output channels), None if it has none.
         """
-        return Signal(self.shape if shape is None else shape, None, True, True, True, flat, False)
+        return Signal(self.shape if shape is None else shape, None, True, True, True, flat, False, width=width)
 
     def after_linear(self, **changes) -> Signal:
         """The signal after a linear, weight-free map (pooling, Flatten): the law is kept, the
@@ -102,8 +122,8 @@ class Signal:
 def input_signal(shape: tuple[int, ...]) -> Signal:
     """The signal of raw inputs of per-example shape (d,), (C, L) or (C, H, W)."""
     if len(shape) == 1:
-        return Signal((), shape[0], False, False, False, raw=True)
-    return Signal(tuple(shape[1:]), shape[0], False, False, False, raw=True)
+        return Signal((), shape[0], False, False, False, raw=True, width=shape[0])
+    return Signal(tuple(shape[1:]), shape[0], False, False, False, raw=True, width=shape[0])
 
 
 def fail(where: str, message: str) -> ArchitectureError:

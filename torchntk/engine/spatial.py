@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +29,19 @@ from torch import nn
 from ..networks import modules
 from ..networks.weighted import NTKConv
 from . import layout, maps
-from .base import BuildContext, Layer, check_int_tuple, check_layer_scales, number, square
+from .base import (
+    BuildContext,
+    Layer,
+    check_int_tuple,
+    check_layer_scales,
+    check_weighted_options,
+    known_fan_in,
+    number,
+    options_dict,
+    show_options,
+    square,
+    standard_fan_in,
+)
 from .signal import ArchitectureError, Signal, fail
 from .state import KernelState
 from .windows import PADDINGS, out_size, window_sum
@@ -107,8 +120,19 @@ class Conv(_Windowed):
 
         \Sigma'(p, q) = \sigma_w^2\, \frac{1}{|F|} \sum_{a \in F} K(s p + a, s q + a) + \beta^2,
 
-    and the NTK takes the same window mean of the incoming NTK, plus :math:`\Sigma'`. Its width
-    is its number of output channels, set by ``spec.network(width=...)``, not here.
+    and the NTK takes the same window mean of the incoming NTK, plus :math:`\Sigma'`.
+
+    With ``parameterization="standard"`` (neural-tangents' ``stax.Conv(width, filter_shape,
+    parameterization="standard")``) the finite layer computes :math:`W * a + b` with
+    :math:`W \sim \mathcal N(0, \sigma_w^2 / (C_\text{in} |F|))`, :math:`b \sim \mathcal N(0,
+    \beta^2)`; the NNGP is the same, and with :math:`\mathcal L` the window mean above,
+
+    .. math::
+
+        \Theta' = C_\text{in} |F|\, \mathcal L(K) + \sigma_w^2\, \mathcal L(\Theta) + 1,
+
+    the 1 from the bias (always present in the finite layer). :math:`C_\text{in}` is the data's
+    channels for a first layer, else the previous weighted layer's ``width``.
 
     Args:
         filter_shape: the window, e.g. (3, 3); an int means that size in every axis.
@@ -117,24 +141,33 @@ class Conv(_Windowed):
             (wrap-around).
         bias_std: :math:`\beta`, the scale of the bias (0.1 by default), by name.
         weight_std: :math:`\sigma_w`, the scale of the weights (1 by default), by name.
+        parameterization: "ntk" (the default, the paper's) or "standard".
+        width: the number of output channels in its finite networks, or None (then
+            ``spec.network(width=...)`` sets it, and for the last layer ``out_features``). A
+            layer in the standard parameterisation reads it as its input channels when it
+            follows this one.
         *positional: not accepted after ``filter_shape``: a TypeError that says what was meant
             (neural-tangents' ``stax.Conv(out_chan, filter_shape)`` puts the width first, which
-            goes to ``spec.network(width=...)`` here).
+            is ``width=out_chan`` here).
     """
 
     weighted = True
     kind = "filter"
 
     def __init__(self, filter_shape: int | tuple[int, ...], *positional: Any, stride: int | tuple[int, ...] = 1,
-                 padding: str = "valid", bias_std: float = 0.1, weight_std: float = 1.0) -> None:
+                 padding: str = "valid", bias_std: float = 0.1, weight_std: float = 1.0,
+                 parameterization: str = "ntk", width: int | None = None) -> None:
         if positional:   # neural-tangents' stax.Conv(out_chan, filter_shape): the width comes first there
             raise TypeError(f"Conv takes the filter shape, then options by name: Conv(filter_shape, stride=..., "
                             f"padding=..., bias_std=..., weight_std=...); got Conv({filter_shape!r}, "
                             f"{', '.join(map(repr, positional))}). If {filter_shape!r} is the number of channels, "
-                            "as in neural-tangents' stax.Conv(out_chan, filter_shape), give it to the finite "
-                            "network instead: spec.network(width=...).")
+                            "as in neural-tangents' stax.Conv(out_chan, filter_shape), give it by name: "
+                            f"Conv(filter_shape, width={filter_shape!r}), or for every hidden layer at once "
+                            "spec.network(width=...).")
+        check_weighted_options("Conv", parameterization, width)
         self.filter_shape, self.stride, self.padding = filter_shape, stride, padding
         self.bias_std, self.weight_std = bias_std, weight_std
+        self.parameterization, self.width = parameterization, None if width is None else int(width)
 
     @property
     def _window(self):
@@ -146,11 +179,12 @@ class Conv(_Windowed):
 
     def __repr__(self) -> str:
         return (f"Conv({_show(self.filter_shape)}, stride={_show(self.stride)}, padding={self.padding!r}, "
-                f"bias_std={_num(self.bias_std)}, weight_std={_num(self.weight_std)})")
+                f"bias_std={_num(self.bias_std)}, weight_std={_num(self.weight_std)}{show_options(self)})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": "Conv", "filter_shape": _listed(self.filter_shape), "stride": _listed(self.stride),
-                "padding": self.padding, "bias_std": _num(self.bias_std), "weight_std": _num(self.weight_std)}
+                "padding": self.padding, "bias_std": _num(self.bias_std), "weight_std": _num(self.weight_std),
+                **options_dict(self)}
 
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
@@ -158,21 +192,33 @@ class Conv(_Windowed):
         if self._stride is None:
             raise fail(where, "stride must be an int or a tuple of ints, got None.")
         shape, _ = self._output_shape(sig, where)
-        return sig.after_weights(shape)
+        standard_fan_in(self, sig, where)
+        return sig.after_weights(shape, width=self.width)
 
-    def kernel(self, state: KernelState, full_out) -> KernelState:
+    def compile(self, full_out, sig: Signal | None = None):
+        channels = known_fan_in(self, sig) if self.parameterization == "standard" else None
+        return partial(self.kernel, full_out=full_out, in_channels=channels)
+
+    def kernel(self, state: KernelState, full_out, in_channels: int | None = None) -> KernelState:
+        r"""The kernel map (see the class docstring); ``in_channels`` is :math:`C_\text{in}`, which
+        the standard parameterisation needs (`compile` reads it from the input signal)."""
+        if self.parameterization == "standard" and in_channels is None:
+            raise ArchitectureError(f"{self!r}: the standard parameterisation's kernel needs the input channels; "
+                                    "compute kernels through a description (spec.kernels), which knows them.")
         if state.full and not full_out:
             state = state.to_diagonal()
         f = self._map(state, state.full, diagonal_shift=True)
         window, _ = self._resolve(state.spatial)
-        return maps.affine(state, square(self.weight_std) / math.prod(window), square(self.bias_std), f)
+        # f sums over the window: C_in |F| times its mean is C_in times the sum.
+        return maps.affine(state, square(self.weight_std) / math.prod(window), square(self.bias_std), f,
+                           fan_in=in_channels)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         window, stride = self._resolve(sig.spatial)
         width, index = ctx.next_layer()
         return NTKConv(channels, width, window, stride=stride, padding=self.padding,
                                weight_std=number(self.weight_std), bias_std=number(self.bias_std),
-                               parameterization=ctx.parameterization, seed=ctx.seed, index=index,
+                               parameterization=self.parameterization, seed=ctx.seed, index=index,
                                dtype=ctx.dtype, device=ctx.device), width
 
 
@@ -307,7 +353,7 @@ class MaxPool(_Pool):
     def signal(self, sig: Signal, where: str) -> Signal:
         _check_padding(self.padding, where)
         shape, _ = self._output_shape(sig, where)
-        return Signal(shape, sig.channels, False, False, False)
+        return Signal(shape, sig.channels, False, False, False, width=sig.width)
 
     def kernel(self, state: KernelState, full_out) -> KernelState:
         """Always raises `ArchitectureError`: MaxPool has no closed-form kernel (see the class docstring)."""
@@ -380,7 +426,8 @@ class Flatten(Layer):
         if sig.flat:
             raise fail(where, "the input is already flat.")
         channels = None if sig.channels is None else sig.channels * math.prod(sig.shape)
-        return sig.after_linear(flat=sig.spatial > 0, channels=channels)
+        width = None if sig.width is None else sig.width * math.prod(sig.shape)
+        return sig.after_linear(flat=sig.spatial > 0, channels=channels, width=width)
 
     def need(self, full_out):
         return False

@@ -36,7 +36,7 @@ from ..engine.base import BuildContext
 from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
 from ..engine.tiles import device_memory
 from .modules import Elementwise
-from .weighted import PARAMETERIZATIONS, NTKConv, NTKDense
+from .weighted import NTKConv, NTKDense
 
 
 class NTKNetwork(nn.Module):
@@ -50,17 +50,17 @@ class NTKNetwork(nn.Module):
 
     Attributes:
         body: nn.Sequential of the layers' modules (None until built).
-        spec: the description it was built from.
+        spec: the description it was built from (its weighted layers carry their
+            parameterisation, "ntk" or "standard", and each module shows it).
         seed: the seed its layers' generators derive from.
-        parameterization: "ntk" or "standard".
         input_shape: the per-example shape it was built for (None until known).
     """
 
     def __init__(self, spec: Any, hidden: Sequence[int], out_features: int, seed: int, *,
-                 parameterization: str, dtype: torch.dtype, device: torch.device | str | None,
+                 dtype: torch.dtype, device: torch.device | str | None,
                  input_shape: tuple[int, ...] | None) -> None:
         super().__init__()
-        self.spec, self.seed, self.parameterization = spec, seed, parameterization
+        self.spec, self.seed = spec, seed
         self._hidden, self._out_features = list(hidden), out_features
         self._dtype, self._device = dtype, device
         self.body: nn.Module | None = None
@@ -87,8 +87,8 @@ class NTKNetwork(nn.Module):
         with shapes_only():   # a finite network of any description runs, exact limit or not
             signals, out = self.spec.signals(sig)
             self.spec.check_whole(out, kernels=False)
-        ctx = BuildContext(self._hidden, self._out_features, self.spec.depth - 1, self.seed, self.parameterization,
-                           self._dtype, self._device)
+        ctx = BuildContext(self._hidden, self._out_features, self.spec.depth - 1, self.seed, self._dtype,
+                           self._device)
         self.body, _ = self.spec.build_modules(signals, channels, ctx)
 
     # -- views ------------------------------------------------------------------------
@@ -182,22 +182,28 @@ class NTKNetwork(nn.Module):
                              f"use x.to('{first.weight.device}').")
 
     def extra_repr(self) -> str:
-        return f"widths={self.widths}, seed={self.seed}, parameterization={self.parameterization!r}"
+        return f"widths={self.widths}, seed={self.seed}"
 
 
-def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: int = 1, seed: int = 0, *,
-                  parameterization: str = "ntk", dtype: torch.dtype = torch.float32,
-                  device: torch.device | str | None = None, in_features: int | None = None,
-                  input_shape: Sequence[int] | None = None) -> NTKNetwork:
+def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: int | None = None, seed: int = 0, *,
+                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                  in_features: int | None = None, input_shape: Sequence[int] | None = None,
+                  **unknown: Any) -> NTKNetwork:
     """The finite network of a description: ``spec.network(width=1024, out_features=1, seed=0)``.
+
+    Each weighted layer is built in its own parameterisation (``Dense(parameterization=...)``,
+    ``Conv(..., parameterization=...)``; see torchntk.networks.weighted), the one its kernels
+    describe. Widths: a layer's own ``width=`` wins; ``width`` here fills the hidden layers
+    without one; the last layer's ``width``, if given, is the number of outputs.
 
     Args:
         spec: the description (a `torchntk.Serial`; its scales and activations are used as they are).
-        width: the hidden width, one int for all hidden weighted layers or a list of depth - 1
-            ints (depth-first). Ignored (any int, or []) for depth 1, a random affine map.
-        out_features: :math:`n_L`, the number of outputs (the last weighted layer's width).
+        width: the hidden width, one int for the hidden weighted layers without a width of their
+            own, or a list of depth - 1 ints (depth-first), one per hidden weighted layer, each
+            equal to that layer's own width where it has one. Ignored (any int, or []) for depth 1.
+        out_features: :math:`n_L`, the number of outputs (the last weighted layer's width): its
+            ``width=`` if it has one (then out_features must equal it or be left out), else 1.
         seed: a non-negative integer; the same seed gives the same parameters on any device/dtype.
-        parameterization: "ntk" (the paper's, the default) or "standard" (see torchntk.networks.weighted).
         dtype: torch.float32 (default) or torch.float64.
         device: where the parameters live (default: torch's default device).
         in_features: :math:`n_0` for vector inputs, the same as ``input_shape=(n0,)``.
@@ -206,14 +212,26 @@ def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: in
 
     Returns:
         An `NTKNetwork`, mapping (N, *input_shape) to (N, out_features) after a readout.
+
+    Raises:
+        TypeError: ``parameterization=`` (the layers carry it: ``Dense(parameterization="standard",
+            width=n)``) or any other unknown option.
+        ValueError: a width in the list that differs from its layer's own, or ``out_features``
+            that differs from the last layer's width.
     """
+    if "parameterization" in unknown:
+        raise TypeError("network() takes no parameterization=: each weighted layer carries its own, so that the "
+                        "kernels and the finite network describe the same thing. Build the description with "
+                        "Dense(parameterization='standard', width=n) / Conv(..., parameterization='standard', "
+                        "width=n), or tn.mlp(depth, parameterization='standard', width=n).")
+    if unknown:
+        raise TypeError(f"network() got unexpected option(s) {sorted(unknown)}.")
     depth = _check_spec(spec)
-    hidden = _hidden_widths(width, depth)
-    out_features = _positive_int(out_features, "out_features")
+    layers = spec.weighted_layers()
+    hidden = _hidden_widths(width, depth, layers)
+    out_features = _output_width(out_features, layers[-1], depth)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
     check_dtype(dtype)
     _check_parameter_memory(spec, hidden, out_features, device)
     if in_features is not None:
@@ -227,8 +245,7 @@ def build_network(spec: Any, width: int | Sequence[int] = 1024, out_features: in
         name = "in_features" if in_features is not None else "input_shape"
         input_shape = tuple(_positive_int(n, name) for n in input_shape)
         spec.analyse(input_shape, kernels=False)
-    return NTKNetwork(spec, hidden, out_features, int(seed), parameterization=parameterization, dtype=dtype,
-                      device=device, input_shape=input_shape)
+    return NTKNetwork(spec, hidden, out_features, int(seed), dtype=dtype, device=device, input_shape=input_shape)
 
 
 def _check_parameter_memory(spec: Any, hidden: list[int], out_features: int, device: Any) -> None:
@@ -259,16 +276,38 @@ def _check_spec(spec: Any) -> int:
     return depth
 
 
-def _hidden_widths(width: Any, depth: int) -> list[int]:
+def _hidden_widths(width: Any, depth: int, layers: Sequence[Any]) -> list[int]:
+    """The hidden weighted layers' widths: their own ``width`` where they have one, else ``width``'s."""
+    own = [getattr(layer, "width", None) for layer in layers[:-1]]
     if isinstance(width, numbers.Integral) and not isinstance(width, bool):
-        return [_positive_int(width, "width")] * (depth - 1)
+        fill = _positive_int(width, "width")
+        return [fill if w is None else w for w in own]
     if isinstance(width, (str, bytes)) or not isinstance(width, Sequence):
         raise TypeError(f"width must be an int or a list of {depth - 1} ints (one per hidden weighted layer), got "
                         f"{width!r}.")
     if len(width) != depth - 1:
         raise ValueError(f"width lists one size per hidden weighted layer: this depth-{depth} network has "
                          f"{depth - 1} hidden weighted layer(s), but got {len(width)} entries {list(width)}.")
-    return [_positive_int(w, "width") for w in width]
+    widths = [_positive_int(w, "width") for w in width]
+    for i, (given, mine) in enumerate(zip(widths, own, strict=True)):
+        if mine is not None and given != mine:
+            raise ValueError(f"width[{i}] = {given}, but weighted layer {i} ({layers[i]!r}) has width={mine}; a "
+                             "layer's own width is the one its kernels use. Make them agree, or give network() one "
+                             "int that fills only the layers without a width.")
+    return widths
+
+
+def _output_width(out_features: Any, last: Any, depth: int) -> int:
+    """The number of outputs: the last weighted layer's own ``width``, else ``out_features`` (1 by default)."""
+    own = getattr(last, "width", None)
+    if out_features is None:
+        return 1 if own is None else own
+    out_features = _positive_int(out_features, "out_features")
+    if own is not None and out_features != own:
+        raise ValueError(f"out_features={out_features}, but the last weighted layer (layer {depth - 1}, {last!r}) "
+                         f"has width={own}, which is the number of outputs; leave out_features out or make them "
+                         "agree.")
+    return out_features
 
 
 def _positive_int(value: Any, name: str) -> int:
