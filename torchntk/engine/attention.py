@@ -19,6 +19,7 @@ vanishes). These are neural-tangents' ``stax.GlobalSelfAttention(..., linear_sca
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import replace
 from typing import Any
 
@@ -74,7 +75,7 @@ class SelfAttention(Layer):
         \Sigma'(x, x') = \sigma_v^2\, G(x)\, K(x, x')\, G(x')^\top + \beta^2, \qquad
         \Theta'(x, x') = \sigma_v^2\, G(x)\, \big(\Theta(x, x') + 2 K(x, x')\big)\, G(x')^\top + \beta^2 .
 
-    The finite layer (`torchntk.networks.attention.NTKSelfAttention`) of width :math:`w` has
+    The finite layer (`torchntk.networks.NTKSelfAttention`) of width :math:`w` has
     :math:`H = \lfloor\sqrt w\rfloor` heads of :math:`\lfloor w / H\rfloor` channels each.
 
     Args:
@@ -117,7 +118,7 @@ class SelfAttention(Layer):
                 if value.numel() != 1 or not value.is_floating_point():
                     raise fail(where, f"{name} must be a real scalar, got a tensor of shape {tuple(value.shape)}.")
                 value = value.item()
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise fail(where, f"{name} must be a real number, got {type(value).__name__}.")
             try:
                 check_scale(name, float(value))

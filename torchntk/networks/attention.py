@@ -96,6 +96,10 @@ class NTKSelfAttention(nn.Module):
 
     def forward(self, a: Tensor) -> Tensor:
         n, channels, *positions = a.shape
+        if self.positional is not None and tuple(positions) != tuple(self.positional.shape[1:]):
+            raise ValueError(f"this self-attention layer's positional embeddings cover positions "
+                             f"{tuple(self.positional.shape[1:])}, but its input has {tuple(positions)}; build the "
+                             "network for this input shape (spec.network(..., input_shape=...)).")
         flat = a.reshape(n, channels, -1)
         keyed = flat if self.positional is None else flat + self.emb_scale * self.positional.reshape(channels, -1)
         keys = torch.einsum("ncp,hcd->nhpd", keyed, self.key)
