@@ -130,6 +130,8 @@ def test_json_round_trip_keeps_every_argument_and_the_kernels():
     x = _sequences(3)
     for ours, theirs in zip(spec.kernels(x), back.kernels(x), strict=True):
         assert torch.equal(ours, theirs)
+    rebuilt = eval(repr(spec), {name: getattr(tn, name) for name in dir(tn)})   # repr reads as the code
+    assert torch.equal(rebuilt.ntk(x), spec.ntk(x))
     defaults = tn.from_dict({"layer": "serial", "layers": [{"layer": "Conv", "filter_shape": [1]},
                                                            {"layer": "SelfAttention"}, {"layer": "GlobalAvgPool"}]})
     assert repr(defaults.to_dict()["network"]["layers"][1]) == repr(A().to_dict())
