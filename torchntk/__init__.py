@@ -44,6 +44,7 @@ from .engine import GlobalAvgPool as GlobalAvgPool
 from .engine import GlobalSumPool as GlobalSumPool
 from .engine import LayerNorm as LayerNorm
 from .engine import MaxPool as MaxPool
+from .engine import SelfAttention as SelfAttention
 from .engine import Serial as Serial
 from .engine import SumPool as SumPool
 from .engine import expand_outputs as expand_outputs

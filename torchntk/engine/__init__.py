@@ -8,12 +8,14 @@ stack is the case with no spatial axes. Modules:
 - signal: what each layer's output is, checked before any kernel is computed;
 - state, layout: the kernel state of a tile and the layouts of its tensors;
 - maps, windows: the kernel maps (affine, linear, nonlinearity, normalisation) and window sums;
-- dense, pointwise, spatial: the layers (Dense; nonlinearities, LayerNorm; Conv, pooling, readouts);
+- dense, pointwise, spatial, attention: the layers (Dense; nonlinearities, LayerNorm; Conv, pooling,
+  readouts; SelfAttention);
 - branches, serial: the combinators (FanOut, parallel, FanInSum, FanInConcat; serial, mlp);
 - tiles: the tile walk over (N1, N2);
 - serialize: descriptions as plain JSON data (`from_dict`).
 """
 
+from .attention import SelfAttention as SelfAttention
 from .branches import FanInConcat as FanInConcat
 from .branches import FanInProd as FanInProd
 from .branches import FanInSum as FanInSum

@@ -260,8 +260,8 @@ class Serial(Layer):
         out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
         self._check_memory(t1, t2, out.shape, full_in, diagonal, tile, need_ntk, out_features)
-        scales = [s for layer in self.weighted_layers() for s in (layer.bias_std, layer.weight_std)
-                  if isinstance(s, Tensor)]
+        # every scale a weighted layer holds as a tensor (Dense's two, SelfAttention's four)
+        scales = [s for layer in self.weighted_layers() for s in vars(layer).values() if isinstance(s, Tensor)]
         inputs = [t for t in (t1, t2, *scales) if t is not None]
         # The in-place fast path runs only when no derivative of any kind is being taken.
         differentiable = any(_is_traced(t) for t in inputs) or (

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import activations
 from ..activations import QUADRATURE, Activation
+from .attention import SelfAttention
 from .base import FORMAT, MAX_NESTING, VERSION, Layer
 from .branches import FanInConcat, FanInProd, FanInSum, FanOut
 from .dense import Dense
@@ -27,7 +28,7 @@ from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, GlobalSumPool, MaxPo
 
 _LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
     Dense, Conv, AvgPool, SumPool, MaxPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, FanOut, FanInSum,
-    FanInProd, FanInConcat)}
+    FanInProd, FanInConcat, SelfAttention)}
 _ACTIVATIONS: dict[str, type] = {name: obj for name, obj in vars(activations).items()
                                  if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation}
 

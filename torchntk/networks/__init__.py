@@ -1,6 +1,7 @@
 """Finite networks of network descriptions, in the NTK (or the standard) parameterisation.
 
 - weighted: the weighted layers `NTKDense` and `NTKConv` and their per-layer generators;
+- attention: `NTKSelfAttention`, multi-head self-attention with tied queries and keys;
 - modules: the parameter-free modules (nonlinearities, pooling, readouts, LayerNorm, branches);
 - network: `NTKNetwork`, the one finite network class of every description, and `build_network`.
 
@@ -8,6 +9,7 @@ The engine's layers build the modules of weighted and modules; network builds fr
 descriptions, so it is loaded on first use (``torchntk.networks.NTKNetwork``) rather than here.
 """
 
+from .attention import NTKSelfAttention as NTKSelfAttention
 from .weighted import PARAMETERIZATIONS as PARAMETERIZATIONS
 from .weighted import NTKConv as NTKConv
 from .weighted import NTKDense as NTKDense
