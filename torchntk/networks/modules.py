@@ -9,13 +9,29 @@ input, Parallel maps branch i to element i, FanInSum / FanInConcat merge them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.windows import pad_amounts
+
+_SIDE: ContextVar[Mapping[str, Tensor] | None] = ContextVar("side_inputs", default=None)
+
+
+@contextmanager
+def side_inputs(values: Mapping[str, Tensor]) -> Iterator[None]:
+    """The side inputs of one forward pass by name (``{"adjacency": A}``, A (N, V, V)), for the
+    modules that read them (`Aggregate`) wherever they sit in the network's tree of modules."""
+    token = _SIDE.set(dict(values))
+    try:
+        yield
+    finally:
+        _SIDE.reset(token)
+
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -176,3 +192,16 @@ class FanInConcat(nn.Module):
 
     def forward(self, xs: tuple[Tensor, ...]) -> Tensor:
         return torch.cat(xs, dim=1)
+
+
+class Aggregate(nn.Module):
+    """One step of message passing: x (N, C, V) to x_n A_n, out[n, :, j] = sum_i x[n, :, i] A[n, i, j],
+    with A (N, V, V) the adjacency given to the forward (``adjacency=``) or, inside a network, to
+    the network's forward (`side_inputs`)."""
+
+    def forward(self, x: Tensor, adjacency: Tensor | None = None) -> Tensor:
+        if adjacency is None:
+            adjacency = (_SIDE.get() or {}).get("adjacency")
+        if adjacency is None:
+            raise ValueError("Aggregate needs the graphs' adjacency (N, V, V): call net(x, adjacency=A).")
+        return torch.bmm(x, adjacency)
