@@ -208,8 +208,12 @@ def test_errors_name_what_is_wrong():
         spec.kernels(x, adjacency=a[:, :, :4])
     with pytest.raises(ValueError, match="holds 2 graphs but its inputs hold 3"):
         spec.kernels(x, adjacency=a[:2])
-    with pytest.raises(TypeError, match="real weights"):
+    with pytest.raises(ValueError, match=r"read as an edge list \(N, E, 2\).*A.to\(torch.float64\)"):
         spec.kernels(x, adjacency=a.long())
+    with pytest.raises(ValueError, match="an arc to or from node 5, but the inputs .* have V = 5"):
+        spec.kernels(x, adjacency=torch.tensor([[[0, 5]]] * 3))
+    with pytest.raises(TypeError, match="real weights"):
+        spec.kernels(x, adjacency=a.to(torch.complex128))
     with pytest.raises(TypeError, match="torch tensor or numpy array"):
         spec.kernels(x, adjacency=a.tolist())
     with pytest.raises(ValueError, match="NaN or an infinite"):
@@ -224,7 +228,7 @@ def test_errors_name_what_is_wrong():
         spec.nngp(x, adjacencies=a)
     # a layer that changes the number of nodes before Aggregate: the error names the layer
     strided = tn.serial(tn.Conv((2,), stride=2), tn.Aggregate(), tn.GlobalAvgPool(), tn.Dense())
-    with pytest.raises(ArchitectureError, match=r"layer 1 \(Aggregate\(\)\).*has 2 nodes"):
+    with pytest.raises(ArchitectureError, match=r"layer 1 \(Aggregate\(\)\): the graphs have 5 nodes .* input has 2"):
         strided.kernels(x, adjacency=a)
     images = tn.serial(tn.Conv((1, 1)), tn.Aggregate(), tn.GlobalAvgPool(), tn.Dense())
     with pytest.raises(ValueError, match=r"Aggregate\(\) takes graphs \(N, C, V\)"):
@@ -238,3 +242,66 @@ def test_errors_name_what_is_wrong():
         net(x, adjacency=a[:, :4, :4])
     with pytest.raises(ValueError, match="no Aggregate layer to read it"):
         tn.serial(tn.Conv((1,)), tn.GlobalAvgPool(), tn.Dense()).network(width=4)(x.float(), adjacency=a)
+
+
+def _edge_list(a: torch.Tensor, arcs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An edge list (N, arcs, 2) drawn at random, repeats and padding included, and its dense
+    adjacency (N, V, V): the number of times each arc i -> j is listed."""
+    n, v, _ = a.shape
+    gen = torch.Generator().manual_seed(seed)
+    edges = torch.randint(0, v, (n, arcs, 2), generator=gen)
+    edges[:, 0] = edges[:, 1]                                  # a repeated arc: weight 2
+    edges[:, -1, 1] = -1                                       # padding, at either end
+    edges[:, -2, 0] = -1
+    dense = torch.zeros(n, v, v, dtype=torch.float64)
+    for graph in range(n):   # the definition, entry by entry (test data only)
+        for tail, head in edges[graph].tolist():
+            if tail >= 0 and head >= 0:
+                dense[graph, tail, head] += 1
+    return edges, dense
+
+
+def test_an_edge_list_gives_the_kernels_and_networks_of_its_dense_adjacency():
+    spec = GRAPH_TWINS["graph_input"]
+    x1, a1 = _graphs(5)
+    x2, a2 = _graphs(3, seed=1)
+    e1, d1 = _edge_list(a1, 9, seed=2)
+    e2, d2 = _edge_list(a2, 6, seed=3)
+    # the same sums of products, gathered and scattered instead of multiplied by a dense matrix:
+    # round-off only, 1e-13 relative
+    cases = [((x1, x2), (e1, e2), (d1, d2), {}), ((x1, x2), (e1, d2), (d1, d2), {"tile": 2}),
+             ((x1,), e1, d1, {}), ((x1,), e1, d1, {"tile": 2}), ((x1,), e1, d1, {"diagonal": True})]
+    for inputs, edges, dense, options in cases:
+        for a, b in zip(spec.kernels(*inputs, adjacency=edges, **options),
+                        spec.kernels(*inputs, adjacency=dense, **options), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13 * b.abs().max().item())
+    nngp = spec.nngp(x1, adjacency=e1)
+    assert torch.equal(nngp, nngp.T)
+    net = spec.network(width=16, seed=4, dtype=torch.float64)
+    torch.testing.assert_close(net(x1, adjacency=e1), net(x1, adjacency=d1), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(AggregateModule()(x1, adjacency=e1), x1 @ d1, rtol=1e-14, atol=1e-14)
+    # numpy edge lists too; the caller's tensor is left alone
+    before = e1.clone()
+    torch.testing.assert_close(spec.nngp(x1.numpy(), adjacency=e1.numpy()), nngp.numpy(), rtol=0, atol=0)
+    assert torch.equal(e1, before)
+
+
+def test_aggregate_inside_branches_and_gradients_in_the_weights():
+    # a residual graph block: the adjacency reaches layers inside parallel branches, in the
+    # kernels and in the finite network
+    block = tn.serial(tn.FanOut(2), tn.parallel(tn.serial(tn.ReLU(), tn.Conv((1,)), tn.Aggregate()), tn.Identity()),
+                      tn.FanInSum())
+    spec = tn.serial(tn.Conv((1,)), block, tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
+    plain = tn.serial(tn.Conv((1,)), tn.serial(tn.FanOut(2), tn.parallel(tn.serial(tn.ReLU(), tn.Conv((1,))),
+                                                                          tn.Identity()), tn.FanInSum()),
+                      tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
+    x, a = _graphs(3)
+    eye = torch.eye(5, dtype=torch.float64).expand(3, 5, 5)
+    for k1, k2 in zip(spec.kernels(x, adjacency=eye), plain.kernels(x), strict=True):
+        assert torch.equal(k1, k2)
+    assert not torch.allclose(spec.nngp(x, adjacency=a), plain.nngp(x))
+    assert torch.equal(spec.network(width=8, seed=2, dtype=torch.float64)(x, adjacency=eye),
+                       plain.network(width=8, seed=2, dtype=torch.float64)(x))
+    # the kernels are differentiable in the arc weights (finite differences, gradcheck's defaults)
+    weights = a[:2].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: spec.nngp(x[:2], adjacency=w), (weights,))

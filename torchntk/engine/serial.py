@@ -214,7 +214,9 @@ class Serial(Layer):
             adjacency: for a description with `Aggregate` (graphs x (N, C, V)), the graphs'
                 adjacencies, ``A[n, i, j]`` the weight of the arc i -> j: ``(A1, A2)``, of shapes
                 (N1, V, V) and (N2, V, V), or one A1 when x2 is None; a tensor or numpy array,
-                real or bool. Required exactly when the description has an Aggregate.
+                real or bool, or an integer edge list (N, E, 2) of (tail, head) pairs, negative
+                ends marking padding (`torchntk.engine.graph.as_adjacency`). Required exactly
+                when the description has an Aggregate.
 
         Returns:
             Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2), or (N1,) with
@@ -263,7 +265,8 @@ class Serial(Layer):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
         sig = input_signal(tuple(t1.shape[1:]))
         side = self._side_inputs({ADJACENCY: adjacency}, t1, t2)
-        with side_shapes({name: tuple(first.shape[1:]) for name, (first, _) in side.items()}):
+        # each side input was checked against the input's nodes: the graphs' V, for every Aggregate to compare
+        with side_shapes({name: tuple(t1.shape[2:]) for name in side}):
             out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
         self._check_memory(t1, t2, out.shape, full_in, diagonal, tile, need_ntk, out_features)

@@ -197,11 +197,16 @@ class FanInConcat(nn.Module):
 class Aggregate(nn.Module):
     """One step of message passing: x (N, C, V) to x_n A_n, out[n, :, j] = sum_i x[n, :, i] A[n, i, j],
     with A (N, V, V) the adjacency given to the forward (``adjacency=``) or, inside a network, to
-    the network's forward (`side_inputs`)."""
+    the network's forward (`side_inputs`); or, for an int64 edge list (N, E, 2) of (tail, head)
+    pairs (negative ends: padding), the sum over the arcs into j, in O(C (V + E)) per graph."""
 
     def forward(self, x: Tensor, adjacency: Tensor | None = None) -> Tensor:
         if adjacency is None:
             adjacency = (_SIDE.get() or {}).get("adjacency")
         if adjacency is None:
             raise ValueError("Aggregate needs the graphs' adjacency (N, V, V): call net(x, adjacency=A).")
-        return torch.bmm(x, adjacency)
+        if adjacency.is_floating_point():
+            return torch.bmm(x, adjacency)
+        valid = (adjacency >= 0).all(dim=-1)[:, None, :].to(x.dtype)   # (N, 1, E): negative ends are padding
+        tails, heads = (adjacency[..., k].clamp(min=0)[:, None, :].expand(-1, x.shape[1], -1) for k in (0, 1))
+        return torch.zeros_like(x).scatter_add(2, heads, torch.gather(x, 2, tails) * valid)

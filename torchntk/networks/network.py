@@ -135,8 +135,9 @@ class NTKNetwork(nn.Module):
         r""":math:`f(x)`: (N, out_features) after a readout, (N, out_features, *positions) otherwise.
 
         ``adjacency``: for a description with `Aggregate`, the graphs' adjacencies (N, V, V),
-        ``A[n, i, j]`` the weight of the arc i -> j, for graphs x (N, C, V); required exactly
-        then (a real or bool tensor, used in the input's dtype).
+        ``A[n, i, j]`` the weight of the arc i -> j, for graphs x (N, C, V), or an integer edge
+        list (N, E, 2) of (tail, head) pairs (negative ends: padding); required exactly then (a
+        real or bool adjacency is used in the input's dtype).
 
         With ``return_hidden=True`` also a dict with "preactivations", the output of every
         weighted layer but the last, and "activations", the output of every nonlinearity, in
