@@ -31,6 +31,7 @@ from .activations import ReLU as ReLU
 from .activations import Sign as Sign
 from .activations import Sin as Sin
 from .activations import get_activation as get_activation
+from .engine import Aggregate as Aggregate
 from .engine import ArchitectureError as ArchitectureError
 from .engine import AvgPool as AvgPool
 from .engine import Conv as Conv

@@ -88,7 +88,8 @@ def test_the_fixture_covers_every_twin(reference):
     # Guards the parametrisation: a network renamed on one side only would otherwise go untested.
     made = {key.rsplit("_", 1)[0] for key in reference if key.endswith("_nngp") and not key.endswith("_self_nngp")}
     # the standard parameterisation's networks ("std_...") are test_standard_parameterization.py's,
-    # the self-attention ones ("attention_...") test_attention.py's
-    others = {name for name in made if name.startswith(("std_", "attention_"))}
+    # the self-attention ones ("attention_...") test_attention.py's, the graph ones ("graph_...")
+    # test_graphs.py's
+    others = {name for name in made if name.startswith(("std_", "attention_", "graph_"))}
     assert made - others == set(TWINS) | set(VECTOR_TWINS)
     assert str(reference["version"]) == "0.6.5"

@@ -32,8 +32,9 @@ from ..networks.network import build_network
 from . import branches as _branches
 from .base import FORMAT, VERSION, Layer, check_nesting
 from .dense import Dense
+from .graph import ADJACENCY, as_adjacency
 from .pointwise import Nonlinearity, as_layer, naming_callables
-from .signal import ArchitectureError, Signal, input_signal, shapes_only
+from .signal import ArchitectureError, Signal, input_signal, shapes_only, side_shapes
 from .tiles import check_memory, default_tile, evaluate, memory_estimate
 
 
@@ -195,7 +196,7 @@ class Serial(Layer):
 
     def kernels(self, x1: Any, x2: Any | None = None, *, diagonal: bool = False,
                 out_features: int | None = None, dtype: torch.dtype = torch.float64,
-                tile: int | None = None) -> tuple[Any, Any]:
+                tile: int | None = None, adjacency: Any = None) -> tuple[Any, Any]:
         r""":math:`(\Sigma^{(L)}, \Theta^{(L)})`: the NNGP and NTK of the infinite-width network, in one pass.
 
         Args:
@@ -210,12 +211,18 @@ class Serial(Layer):
             dtype: torch.float64 (default) or torch.float32.
             tile: block side of the tiled computation; bounds temporary memory (default: 512,
                 smaller when a pair of inputs carries a large spatial kernel).
+            adjacency: for a description with `Aggregate` (graphs x (N, C, V)), the graphs'
+                adjacencies, ``A[n, i, j]`` the weight of the arc i -> j: ``(A1, A2)``, of shapes
+                (N1, V, V) and (N2, V, V), or one A1 when x2 is None; a tensor or numpy array,
+                real or bool, or an integer edge list (N, E, 2) of (tail, head) pairs, negative
+                ends marking padding (`torchntk.engine.graph.as_adjacency`). Required exactly
+                when the description has an Aggregate.
 
         Returns:
             Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2), or (N1,) with
             ``diagonal=True``, or (N1, N2, k, k) with ``out_features=k``.
         """
-        return self._compute(x1, x2, diagonal, out_features, dtype, tile, need_ntk=True)
+        return self._compute(x1, x2, diagonal, out_features, dtype, tile, adjacency, need_ntk=True)
 
     def nngp(self, x1: Any, x2: Any | None = None, **options: Any) -> Any:
         r""":math:`\Sigma^{(L)}(x_1, x_2)`: the covariance of each output at initialisation
@@ -224,7 +231,7 @@ class Serial(Layer):
         Args:
             x1: inputs (N1, ...), as for `kernels`.
             x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
-            **options: ``diagonal``, ``out_features``, ``dtype`` and ``tile``, as for `kernels`
+            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile`` and ``adjacency``, as for `kernels`
                 (any other name is a TypeError).
 
         Returns:
@@ -239,7 +246,7 @@ class Serial(Layer):
         Args:
             x1: inputs (N1, ...), as for `kernels`.
             x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
-            **options: ``diagonal``, ``out_features``, ``dtype`` and ``tile``, as for `kernels`
+            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile`` and ``adjacency``, as for `kernels`
                 (any other name is a TypeError).
 
         Returns:
@@ -248,7 +255,7 @@ class Serial(Layer):
         """
         return self._compute(x1, x2, **_options(options), need_ntk=True)[1]
 
-    def _compute(self, x1, x2, diagonal, out_features, dtype, tile, need_ntk):
+    def _compute(self, x1, x2, diagonal, out_features, dtype, tile, adjacency, need_ntk):
         t1, t2, numpy_out = as_pair_batches(x1, x2, dtype)
         if diagonal and t2 is not None:
             raise ValueError("diagonal=True computes k(x_i, x_i) for x1 alone; leave x2 as None.")
@@ -257,18 +264,21 @@ class Serial(Layer):
         if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
         sig = input_signal(tuple(t1.shape[1:]))
-        out = self.analyse(tuple(t1.shape[1:]))
+        side = self._side_inputs({ADJACENCY: adjacency}, t1, t2)
+        # each side input was checked against the input's nodes: the graphs' V, for every Aggregate to compare
+        with side_shapes({name: tuple(t1.shape[2:]) for name in side}):
+            out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
         self._check_memory(t1, t2, out.shape, full_in, diagonal, tile, need_ntk, out_features)
         # every scale a weighted layer holds as a tensor (Dense's two, SelfAttention's four)
         scales = [s for layer in self.weighted_layers() for s in vars(layer).values() if isinstance(s, Tensor)]
-        inputs = [t for t in (t1, t2, *scales) if t is not None]
+        inputs = [t for t in (t1, t2, *scales, *(a for pair in side.values() for a in pair)) if t is not None]
         # The in-place fast path runs only when no derivative of any kind is being taken.
         differentiable = any(_is_traced(t) for t in inputs) or (
             torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
         with torch.set_grad_enabled(differentiable):
             nngp, ntk = evaluate(self.compile(False, sig), t1, t2, need_ntk=need_ntk, full_in=full_in,
-                                 out_shape=out.shape, diagonal=diagonal, tile=tile)
+                                 out_shape=out.shape, diagonal=diagonal, tile=tile, side=side)
         check_finite_kernels(nngp, ntk, self, inputs=(t1, t2))  # never a silent NaN (torchntk/_finite.py)
         results = []
         for k in (nngp, ntk):
@@ -276,6 +286,28 @@ class Serial(Layer):
                 k = expand_outputs(k, out_features)
             results.append(None if k is None else to_output(k, numpy_out))
         return tuple(results)
+
+    def _side_inputs(self, given: dict[str, Any], t1: Tensor, t2: Tensor | None) -> dict[str, tuple]:
+        """The side inputs of a call (`torchntk.engine.graph`), checked and converted: name ->
+        (data of x1, data of x2 or None), for those the description's layers read; ValueError for
+        one missing, or given to a description that reads none."""
+        readers: dict[str, Layer] = {}
+        for layer in _all_layers(self):
+            for name in getattr(layer, "side_inputs", ()):
+                readers.setdefault(name, layer)
+        side = {}
+        for name, value in given.items():
+            if value is None:
+                if name in readers:
+                    raise ValueError(f"{readers[name]!r} reads the graphs' {name}, but none was given: pass "
+                                     f"{name}=(A1, A2) with x1 and x2, or {name}=A1 for x1 alone (A (N, V, V), "
+                                     "A[n, i, j] the weight of the arc i -> j).")
+                continue
+            if name not in readers:
+                raise ValueError(f"{name}= was given, but no layer of this description reads it (Aggregate() reads "
+                                 "adjacency=); leave it out, or add the layer.")
+            side[name] = _adjacency_pair(value, t1, t2, readers[name])
+        return side
 
     def _check_memory(self, t1: Tensor, t2: Tensor | None, out_shape: tuple[int, ...], full_in: bool,
                       diagonal: bool, tile: int | None, need_ntk: bool, out_features: int | None) -> None:
@@ -339,8 +371,28 @@ def _is_traced(t: Tensor) -> bool:
     return is_functorch_wrapped_tensor(t) or unpack_dual(t).tangent is not None
 
 
+def _adjacency_pair(value: Any, t1: Tensor, t2: Tensor | None, reader: Layer) -> tuple[Tensor, Tensor | None]:
+    """(A1, A2 or None), checked against x1 and x2 (`graph.as_adjacency`)."""
+    if t1.dim() != 3:
+        raise ValueError(f"{reader!r} takes graphs (N, C, V) with adjacencies (N, V, V); the inputs have shape "
+                         f"{tuple(t1.shape)}.")
+    pair = isinstance(value, tuple)
+    if t2 is None and pair:
+        raise ValueError(f"x2 is None, so give one adjacency for x1, adjacency=A1 of shape ({t1.shape[0]}, V, V), "
+                         f"not a tuple of {len(value)}.")
+    if t2 is not None and (not pair or len(value) != 2):
+        raise ValueError("with x1 and x2, give one adjacency for each, a tuple adjacency=(A1, A2), of shapes "
+                         f"({t1.shape[0]}, V, V) and ({t2.shape[0]}, V, V).")
+    options = {"dtype": t1.dtype, "device": t1.device}
+    nodes = t1.shape[2]
+    if t2 is None:
+        return as_adjacency(value, "adjacency", t1.shape[0], nodes, **options), None
+    return (as_adjacency(value[0], "adjacency[0] (of x1)", t1.shape[0], nodes, **options),
+            as_adjacency(value[1], "adjacency[1] (of x2)", t2.shape[0], nodes, **options))
+
+
 def _options(options: dict) -> dict:
-    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": None}
+    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": None, "adjacency": None}
     unknown = set(options) - set(allowed)
     if unknown:
         raise TypeError(f"unexpected option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")

@@ -39,6 +39,24 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 _LAW_CHECKS: ContextVar[bool] = ContextVar("law_checks", default=True)
+_SIDE_SHAPES: ContextVar[dict[str, tuple[int, ...]] | None] = ContextVar("side_shapes", default=None)
+
+
+@contextmanager
+def side_shapes(shapes: dict[str, tuple[int, ...]]) -> Iterator[None]:
+    """While checking signals, the per-input shapes of the side inputs a call was given (e.g.
+    {"adjacency": (V, V)}), so that a layer reading one can check it against its own input and
+    name itself in the error (`Aggregate`: the graph's V against its input's positions)."""
+    token = _SIDE_SHAPES.set(dict(shapes))
+    try:
+        yield
+    finally:
+        _SIDE_SHAPES.reset(token)
+
+
+def side_shape(name: str) -> tuple[int, ...] | None:
+    """The per-input shape of side input ``name`` in the current `side_shapes`, None if not given."""
+    return (_SIDE_SHAPES.get() or {}).get(name)
 
 
 @contextmanager

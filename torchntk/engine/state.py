@@ -9,11 +9,21 @@ correlation with itself is exactly 1 at every layer. Layouts are described in la
 
 Every tensor in a state is owned by it: layers may overwrite them in place when no derivative
 is being taken. A layer that hands one state to several consumers (FanOut) gives each a copy.
+
+Side inputs. Some layers read per-input data besides the kernels: `Aggregate` reads each graph's
+adjacency. Such data travels with its inputs: ``state.side`` maps a name ("adjacency") to the
+pair (rows' data, columns' data), the tile's slices of what the caller gave for x1 and x2, each
+with the inputs' leading axis (n1, ...) and (n2, ...). On a block of x against itself and on
+self-pairs both are the same tensor, and the self-pair states of a block (`self_states`) carry
+(rows, rows) and (columns, columns), so a layer applies the same formula to every state it gets.
+The tile walk (tiles.py) slices side inputs with the rows and columns of each tile; layers only
+read them (they are never overwritten) and pass them on unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -39,6 +49,8 @@ class KernelState:
         spatial: the number of spatial axes d (0: vectors, S = ()).
         full: whether S holds every pair of positions (else each position with itself).
         flat: after Flatten (positions are features).
+        side: the side inputs of the tile's rows and columns by name (see the module docstring);
+            empty when the description reads none.
     """
 
     nngp: Tensor
@@ -50,6 +62,7 @@ class KernelState:
     spatial: int
     full: bool
     flat: bool = False
+    side: Mapping[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     # -- self-pairs and variances -----------------------------------------------------
 
@@ -84,8 +97,10 @@ class KernelState:
         """The rows' and columns' self-pairs as prefix-1 states (None unless they are carried)."""
         if self.prefix == 1 or self.same:
             return None
-        return (KernelState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat),
-                KernelState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat))
+        rows = {name: (a, a) for name, (a, _) in self.side.items()}
+        cols = {name: (b, b) for name, (_, b) in self.side.items()}
+        return (KernelState(self.self1, None, None, None, 1, False, self.spatial, self.full, self.flat, rows),
+                KernelState(self.self2, None, None, None, 1, False, self.spatial, self.full, self.flat, cols))
 
     def with_selves(self, nngp: Tensor, ntk: Tensor | None, selves: tuple | None, *, spatial: int | None = None,
                     full: bool | None = None, flat: bool | None = None) -> KernelState:
@@ -95,7 +110,7 @@ class KernelState:
         if selves is not None:
             s1, s2 = selves[0].nngp, selves[1].nngp
         return KernelState(nngp, ntk, s1, s2, self.prefix, self.same, self.spatial if spatial is None else spatial,
-                           self.full if full is None else full, self.flat if flat is None else flat)
+                           self.full if full is None else full, self.flat if flat is None else flat, self.side)
 
     def copy(self) -> KernelState:
         """A state with clones of every tensor, for a consumer that may overwrite them in place."""

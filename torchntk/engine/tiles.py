@@ -8,13 +8,19 @@ pairs of positions (full layout) or K(x, x')(p, p) (diagonal layout), so the blo
 with the per-pair size to keep a block's working set near `TILE_BYTES`. For x1 against itself
 only blocks on and above the diagonal are computed and mirrored, so the result is exactly
 symmetric and costs about half.
+
+Side inputs (`KernelState.side`: per-input data a layer reads besides the kernels, such as
+`Aggregate`'s adjacency) are given to `evaluate` as name -> (data of x1, data of x2 or None),
+each with the inputs' leading axis; every tile gets the slices of its rows and its columns, so
+they travel with their inputs whatever the tiling (the diagonal path gets its rows' twice).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -100,23 +106,37 @@ def _gib(nbytes: int) -> str:
 
 def evaluate(network: Callable[[KernelState], KernelState], x1: Tensor, x2: Tensor | None, *, need_ntk: bool,
              full_in: bool, out_shape: tuple[int, ...], diagonal: bool = False, tile: int | None = None,
-             ) -> tuple[Tensor, Tensor | None]:
+             side: Mapping[str, tuple[Tensor, Tensor | None]] | None = None) -> tuple[Tensor, Tensor | None]:
     """(nngp, ntk or None) of a compiled description (`Layer.compile`, output in the diagonal
     layout) on inputs (N, C, *positions) or (N, d).
 
     ``full_in``: whether the input state must carry covariances between positions (decided by
     the layers' `need`); ``out_shape``: the output's positions (() after a readout), for which
     the result holds each position with itself. Returns (N1, N2, *out_shape) tensors, or
-    (N1, *out_shape) with ``diagonal``.
+    (N1, *out_shape) with ``diagonal``. ``side``: the side inputs, name -> (data of x1, data of
+    x2 or None for x1 against itself), sliced with each tile's rows and columns (module docstring).
     """
+    side = dict(side or {})
+
+    def sided(state: KernelState, rows: slice, cols: slice | None) -> KernelState:
+        if not side:
+            return state
+        pairs = {}
+        for name, (first, second) in side.items():
+            mine = first[rows]
+            theirs = mine if cols is None else (first if second is None else second)[cols]
+            pairs[name] = (mine, theirs)
+        return replace(state, side=pairs)
+
     positions = tuple(x1.shape[2:])
     if tile is None:
         tile = default_tile(positions, full_in, x1.element_size())
     n1 = x1.shape[0]
     if diagonal:
         rows_at_once = max(1, tile * tile)
-        parts = [_run(network, input_state(x1[i:i + rows_at_once], None, need_ntk=need_ntk, full=full_in,
-                                          diagonal=True), need_ntk) for i in range(0, n1, rows_at_once)]
+        blocks = [slice(i, i + rows_at_once) for i in range(0, n1, rows_at_once)]
+        parts = [_run(network, sided(input_state(x1[b], None, need_ntk=need_ntk, full=full_in, diagonal=True), b,
+                                     None), need_ntk) for b in blocks]
         if len(parts) == 1:
             return parts[0]
         nngp = torch.cat([p[0] for p in parts])
@@ -133,6 +153,7 @@ def evaluate(network: Callable[[KernelState], KernelState], x1: Tensor, x2: Tens
 
     for rows, cols_, same in tile_pairs(n1, n2, tile, symmetric):
         state = input_state(x1[rows], None if same else cols[cols_], need_ntk=need_ntk, full=full_in)
+        state = sided(state, rows, None if same else cols_)
         for out, block in zip((nngp, ntk), _run(network, state, need_ntk), strict=True):
             if out is not None:
                 store_tile(out, rows, cols_, block, same, symmetric, mirror)

@@ -33,9 +33,10 @@ from torch import Tensor, nn
 
 from .._inputs import check_dtype
 from ..engine.base import BuildContext
+from ..engine.graph import as_adjacency
 from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
 from ..engine.tiles import device_memory
-from .modules import Elementwise
+from .modules import Aggregate, Elementwise, side_inputs
 from .weighted import NTKConv, NTKDense
 
 
@@ -129,8 +130,14 @@ class NTKNetwork(nn.Module):
 
     # -- forward ------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
+    def forward(self, x: Tensor, return_hidden: bool = False, *,
+                adjacency: Tensor | None = None) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         r""":math:`f(x)`: (N, out_features) after a readout, (N, out_features, *positions) otherwise.
+
+        ``adjacency``: for a description with `Aggregate`, the graphs' adjacencies (N, V, V),
+        ``A[n, i, j]`` the weight of the arc i -> j, for graphs x (N, C, V), or an integer edge
+        list (N, E, 2) of (tail, head) pairs (negative ends: padding); required exactly then (a
+        real or bool adjacency is used in the input's dtype).
 
         With ``return_hidden=True`` also a dict with "preactivations", the output of every
         weighted layer but the last, and "activations", the output of every nonlinearity, in
@@ -140,6 +147,24 @@ class NTKNetwork(nn.Module):
         self._check_input(x)
         if self.body is None or self.input_shape is None:
             self.build(tuple(x.shape[1:]))
+        with side_inputs(self._side_inputs(x, adjacency)):
+            return self._forward(x, return_hidden)
+
+    def _side_inputs(self, x: Tensor, adjacency: Any) -> dict[str, Tensor]:
+        readers = [m for m in self.body.modules() if isinstance(m, Aggregate)]
+        if adjacency is None:
+            if readers:
+                raise ValueError("this network has Aggregate layers, which need the graphs' adjacency: call "
+                                 "net(x, adjacency=A), A (N, V, V) with A[n, i, j] the weight of the arc i -> j.")
+            return {}
+        if not readers:
+            raise ValueError("adjacency= was given, but this network has no Aggregate layer to read it; leave it out.")
+        if x.dim() != 3:
+            raise ValueError(f"a network with Aggregate takes graphs (N, C, V); got inputs of shape {tuple(x.shape)}.")
+        return {"adjacency": as_adjacency(adjacency, "adjacency", x.shape[0], x.shape[2], dtype=x.dtype,
+                                          device=x.device)}
+
+    def _forward(self, x: Tensor, return_hidden: bool) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         if not return_hidden:
             return self.body(x)
         pre: list[Tensor] = []
