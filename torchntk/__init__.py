@@ -34,6 +34,7 @@ from .activations import get_activation as get_activation
 from .engine import ArchitectureError as ArchitectureError
 from .engine import AvgPool as AvgPool
 from .engine import Conv as Conv
+from .engine import ConvLocal as ConvLocal
 from .engine import Dense as Dense
 from .engine import FanInConcat as FanInConcat
 from .engine import FanInProd as FanInProd

@@ -8,8 +8,8 @@ stack is the case with no spatial axes. Modules:
 - signal: what each layer's output is, checked before any kernel is computed;
 - state, layout: the kernel state of a tile and the layouts of its tensors;
 - maps, windows: the kernel maps (affine, linear, nonlinearity, normalisation) and window sums;
-- dense, pointwise, spatial, attention: the layers (Dense; nonlinearities, LayerNorm; Conv, pooling,
-  readouts; SelfAttention);
+- dense, pointwise, spatial, local, attention: the layers (Dense; nonlinearities, LayerNorm; Conv,
+  pooling, readouts; ConvLocal; SelfAttention);
 - branches, serial: the combinators (FanOut, parallel, FanInSum, FanInConcat; serial, mlp);
 - tiles: the tile walk over (N1, N2);
 - serialize: descriptions as plain JSON data (`from_dict`).
@@ -21,6 +21,7 @@ from .branches import FanInProd as FanInProd
 from .branches import FanInSum as FanInSum
 from .branches import FanOut as FanOut
 from .dense import Dense as Dense
+from .local import ConvLocal as ConvLocal
 from .pointwise import LayerNorm as LayerNorm
 from .serial import Serial as Serial
 from .serial import expand_outputs as expand_outputs
