@@ -61,7 +61,8 @@ def test_the_finite_module_checks_its_positions():
 
 def _deep():
     return tn.serial(tn.ConvLocal((3, 3), padding="same", bias_std=0.2), tn.ReLU(),
-                     tn.ConvLocal((2, 2), stride=2, padding="circular"), tn.Erf(), tn.GlobalAvgPool(), tn.Dense())
+                     tn.ConvLocal((3, 2), stride=(2, 1), padding="circular"), tn.Erf(), tn.GlobalAvgPool(),
+                     tn.Dense())
 
 
 def _pooled():
