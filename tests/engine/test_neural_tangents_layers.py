@@ -57,6 +57,11 @@ TWINS = {
     "conv_local_circular": tn.serial(_conv(), tn.Erf(), _local((3, 3), "circular", stride=2), tn.ReLU(),
                                      tn.AvgPool((2, 2), stride=1), _local((2, 2), "valid"), tn.GlobalAvgPool(),
                                      tn.Dense()),
+    "conv_transpose_valid": tn.serial(tn.ConvTranspose((3, 3), stride=2), tn.ReLU(), tn.Flatten(), tn.Dense()),
+    "conv_transpose_same": tn.serial(_conv(), tn.ReLU(), tn.ConvTranspose((3, 2), stride=(2, 1), padding="same"),
+                                     tn.ReLU(), tn.GlobalAvgPool(), tn.Dense()),
+    "conv_transpose_wide_stride": tn.serial(tn.ConvTranspose((2, 1), stride=(3, 2)), tn.Erf(), tn.AvgPool(2),
+                                            tn.Flatten(), tn.Dense()),
 }
 
 SEQUENCE_TWINS = {

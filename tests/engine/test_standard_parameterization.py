@@ -51,6 +51,9 @@ TWINS = {
                                              parameterization="standard", width=6), tn.ReLU(),
                                 tn.ConvLocal((2, 2), weight_std=WS, bias_std=BS, parameterization="standard", width=4),
                                 tn.ReLU(), tn.GlobalAvgPool(), _sdense(1)),
+    "std_conv_transpose": tn.serial(tn.ConvTranspose((3, 3), stride=2, padding="same", weight_std=WS, bias_std=BS,
+                                                     parameterization="standard", width=6), tn.ReLU(), tn.Flatten(),
+                                    _sdense(1)),
 }
 
 VECTOR_TWINS = {

@@ -22,6 +22,7 @@ from .branches import FanInSum as FanInSum
 from .branches import FanOut as FanOut
 from .dense import Dense as Dense
 from .local import ConvLocal as ConvLocal
+from .local import ConvTranspose as ConvTranspose
 from .pointwise import LayerNorm as LayerNorm
 from .serial import Serial as Serial
 from .serial import expand_outputs as expand_outputs

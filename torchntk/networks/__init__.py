@@ -1,6 +1,7 @@
 """Finite networks of network descriptions, in the NTK (or the standard) parameterisation.
 
-- weighted: the weighted layers `NTKDense`, `NTKConv` and `NTKConvLocal` and their per-layer generators;
+- weighted: the weighted layers `NTKDense`, `NTKConv`, `NTKConvLocal` and `NTKConvTranspose` and
+  their per-layer generators;
 - attention: `NTKSelfAttention`, multi-head self-attention with tied queries and keys;
 - modules: the parameter-free modules (nonlinearities, pooling, readouts, LayerNorm, branches);
 - network: `NTKNetwork`, the one finite network class of every description, and `build_network`.
@@ -13,6 +14,7 @@ from .attention import NTKSelfAttention as NTKSelfAttention
 from .weighted import PARAMETERIZATIONS as PARAMETERIZATIONS
 from .weighted import NTKConv as NTKConv
 from .weighted import NTKConvLocal as NTKConvLocal
+from .weighted import NTKConvTranspose as NTKConvTranspose
 from .weighted import NTKDense as NTKDense
 from .weighted import layer_generator as layer_generator
 

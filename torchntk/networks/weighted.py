@@ -3,6 +3,7 @@
     NTKDense:  a~ = (weight_std / sqrt(n_in)) a W^T + bias_std b,            W, b iid N(0, 1)
     NTKConv:   a~ = (weight_std / sqrt(C_in |F|)) W * pad(a) + bias_std b,   W, b iid N(0, 1)
     NTKConvLocal: as NTKConv with a filter W_p and a bias b_p for each output position p
+    NTKConvTranspose: NTKConv (stride 1) on the input dilated by the stride and padded
 
 ``parameterization="standard"`` draws W ~ N(0, weight_std^2 / fan_in), b ~ N(0, bias_std^2) and
 applies a plain affine map: the same function at initialisation from the same seed, but
@@ -184,6 +185,8 @@ class NTKConvLocal(nn.Module):
         in_shape: the input's positions, which fix the output positions and so the weights.
     """
 
+    plain_convolution = False   # the structured empirical NTK must not read it as a shared-weight Conv
+
     def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...],
                  in_shape: tuple[int, ...], *, stride: tuple[int, ...], padding: str, weight_std: float,
                  bias_std: float, parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
@@ -226,3 +229,38 @@ class NTKConvLocal(nn.Module):
         return (f"{in_c}, {out_c}, filter_shape={self.filter_shape}, in_shape={self.in_shape}, stride={self.stride}, "
                 f"padding={self.padding!r}, weight_std={self.weight_std:g}, bias_std={self.bias_std:g}, "
                 f"parameterization={self.parameterization!r}")
+
+
+class NTKConvTranspose(NTKConv):
+    r"""A transposed convolution in the NTK parameterisation, as ``jax.lax.conv_transpose``:
+    the input dilated by the stride (``stride - 1`` zeros between positions), padded with
+    ``pads`` zeros (before, after) per axis, then convolved with stride 1,
+    :math:`\tilde a = \frac{\sigma_w}{\sqrt{C_\text{in} |F|}}\, W * \operatorname{pad}(\operatorname{dilate}(a))
+    + \beta\, b`.
+    Parameters as `NTKConv`'s, drawn the same way."""
+
+    plain_convolution = False   # its input is dilated and padded first: not NTKConv's forward
+
+    def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,
+                 stride: tuple[int, ...], pads: tuple[tuple[int, int], ...], weight_std: float, bias_std: float,
+                 parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
+        super().__init__(in_channels, out_channels, filter_shape, stride=(1,) * len(filter_shape), padding="valid",
+                         weight_std=weight_std, bias_std=bias_std, parameterization=parameterization, seed=seed,
+                         index=index, dtype=dtype, device=device)
+        self.dilation, self.pads = tuple(stride), tuple(pads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for axis, (s, (before, after)) in enumerate(zip(self.dilation, self.pads, strict=True)):
+            dim = 2 + axis
+            shape = list(x.shape)
+            size = shape[dim]
+            shape[dim] = (size - 1) * s + 1 + before + after
+            out = x.new_zeros(shape)
+            index = [slice(None)] * x.dim()
+            index[dim] = slice(before, before + (size - 1) * s + 1, s)
+            out[tuple(index)] = x
+            x = out
+        return CONV[len(self.filter_shape)](x, self.weight * self.weight_scale, self.bias * self.bias_scale)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dilation={self.dilation}, pads={self.pads}"
