@@ -94,13 +94,13 @@ class LayerNorm(Layer):
     the end of the input's rank.
 
     In the limit the mean over channels of a centred signal vanishes and the mean square
-    concentrates on the variance. With :math:`ar K(x, x)(p)` the mean of the variances
+    concentrates on the variance. With :math:`\bar K(x, x)(p)` the mean of the variances
     :math:`K(x, x)(r, r)` over the positions :math:`r` normalised together with :math:`p` (just
     :math:`p` for ``axis=1``),
 
     .. math::
 
-        K'(x, x')(p, q) = rac{K(x, x')(p, q)}{\sqrt{(ar K(x, x)(p) + \epsilon)(ar K(x', x')(q) + \epsilon)}},
+        K'(x, x')(p, q) = \frac{K(x, x')(p, q)}{\sqrt{(\bar K(x, x)(p) + \epsilon)(\bar K(x', x')(q) + \epsilon)}},
 
     and the NTK likewise, with the finite layer's :math:`\epsilon = 10^{-12}` (neural-tangents'
     ``stax.LayerNorm(axis=...)`` too), which keeps an input of zero variance finite. The input
