@@ -1,9 +1,10 @@
 """Random network descriptions from a small grammar, for the differential tests: vectors or
-images, dense and convolutional layers with random strides, paddings and filters, pooling (average,
-edge-normalised average, sum; global average or sum),
-LayerNorm, residual and concatenated branches, nesting, and readouts. Every description drawn is
-one the engine accepts as a whole network (it ends with the output of a weighted layer), so the
-tests can compare its exact kernels with other computations of them."""
+images, dense, convolutional and locally connected layers with random strides, paddings and
+filters, pooling (average, edge-normalised average, sum; global average or sum), LayerNorm over
+the channels, the whole image or each row, residual and concatenated branches, nesting, and
+readouts. Every description drawn is one the engine accepts as a whole network (it ends with the
+output of a weighted layer), so the tests can compare its exact kernels with other computations
+of them."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _conv(rng: random.Random, size: int) -> tuple:
     if padding == "circular" and filter_ - 1 > size:
         padding = "same"
     stride = rng.choice([1, 1, 2])
-    conv = tn.Conv((filter_, filter_), stride=stride, padding=padding, **_scale(rng))
+    kind = rng.choice([tn.Conv, tn.Conv, tn.ConvLocal])   # shared weights, or a filter per position
+    conv = kind((filter_, filter_), stride=stride, padding=padding, **_scale(rng))
     out = -(-size // stride) if padding != "valid" else (size - filter_) // stride + 1
     return conv, out
 
@@ -73,7 +75,7 @@ def random_description(seed: int) -> tuple[tn.Serial, tuple[int, ...]]:
                                    tn.SumPool(2, padding="same")])]
             size = -(-size // 2)
         elif step == "norm":
-            layers += [tn.LayerNorm()]
+            layers += [rng.choice([tn.LayerNorm(), tn.LayerNorm(axis=(1, 2, 3)), tn.LayerNorm(axis=(1, 3))])]
     readout = rng.choice([tn.Flatten(), tn.GlobalAvgPool(), tn.GlobalSumPool()])
     layers += [_act(rng), readout, tn.Dense(**_scale(rng))]
     return tn.serial(*layers), (channels, size0, size0)

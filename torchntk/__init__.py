@@ -35,6 +35,8 @@ from .engine import Aggregate as Aggregate
 from .engine import ArchitectureError as ArchitectureError
 from .engine import AvgPool as AvgPool
 from .engine import Conv as Conv
+from .engine import ConvLocal as ConvLocal
+from .engine import ConvTranspose as ConvTranspose
 from .engine import Dense as Dense
 from .engine import FanInConcat as FanInConcat
 from .engine import FanInProd as FanInProd

@@ -1,6 +1,7 @@
 """Layers against neural-tangents 0.6.5 on the same networks: SumPool, GlobalSumPool,
-AvgPool(normalize_edges=True), FanInProd, Hermite and Rbf. The reference values are a fixture made by
-tests/fixtures/neural_tangents/make_layers.py (the suite never needs JAX).
+AvgPool(normalize_edges=True), FanInProd, Hermite, Rbf, LayerNorm over chosen axes and ConvLocal.
+The reference values are a fixture made by tests/fixtures/neural_tangents/make_layers.py (the
+suite never needs JAX).
 
 Tolerance: both sides are float64 and compute the same finite sums and products of closed forms
 (ReLU's arc-cosine kernel, erf's arcsine, window sums, polynomials, exponentials), so they agree to
@@ -29,6 +30,10 @@ def _conv(padding: str = "same"):
     return tn.Conv((3, 3), padding=padding)
 
 
+def _local(window=(3, 3), padding: str = "same", stride=1):
+    return tn.ConvLocal(window, padding=padding, stride=stride)
+
+
 TWINS = {
     "sum_pool_valid": tn.serial(_conv(), tn.ReLU(), tn.SumPool((2, 2), stride=2), tn.Flatten(), tn.Dense()),
     "sum_pool_same": tn.serial(_conv(), tn.ReLU(), tn.SumPool((3, 3), stride=1, padding="same"), tn.Flatten(),
@@ -41,6 +46,28 @@ TWINS = {
     "global_sum_pool": tn.serial(_conv(), tn.ReLU(), tn.GlobalSumPool(), tn.Dense()),
     "prod_images": tn.serial(_conv(), tn.ReLU(), tn.FanOut(2), tn.parallel(_conv(), tn.Identity()), tn.FanInProd(),
                              tn.Flatten(), tn.Dense()),
+    # neural-tangents' LayerNorm axes (1, 2, 3), (2, 3) and (1, 3) on (N, H, W, C)
+    "layer_norm_image": tn.serial(_conv(), tn.LayerNorm(axis=(1, 2, 3)), tn.ReLU(), _conv(), tn.LayerNorm(axis=(1, 3)),
+                                  tn.ReLU(), tn.Flatten(), tn.Dense()),
+    "layer_norm_pool": tn.serial(_conv(), tn.LayerNorm(axis=(1, 2)), tn.Erf(), tn.AvgPool((2, 2), stride=1), _conv(),
+                                 tn.LayerNorm(axis=(1, 2, 3)), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense()),
+    "conv_local_flatten": tn.serial(_local(), tn.ReLU(), _local((2, 2), "valid", stride=(2, 1)), tn.ReLU(),
+                                    tn.Flatten(), tn.Dense()),
+    "conv_local_pool": tn.serial(_local(), tn.ReLU(), _conv(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense()),
+    "conv_local_circular": tn.serial(_conv(), tn.Erf(), _local((3, 3), "circular", stride=2), tn.ReLU(),
+                                     tn.AvgPool((2, 2), stride=1), _local((2, 2), "valid"), tn.GlobalAvgPool(),
+                                     tn.Dense()),
+    "conv_transpose_valid": tn.serial(tn.ConvTranspose((3, 3), stride=2), tn.ReLU(), tn.Flatten(), tn.Dense()),
+    "conv_transpose_same": tn.serial(_conv(), tn.ReLU(), tn.ConvTranspose((3, 2), stride=(2, 1), padding="same"),
+                                     tn.ReLU(), tn.GlobalAvgPool(), tn.Dense()),
+    "conv_transpose_wide_stride": tn.serial(tn.ConvTranspose((2, 1), stride=(3, 2)), tn.Erf(), tn.AvgPool(2),
+                                            tn.Flatten(), tn.Dense()),
+}
+
+SEQUENCE_TWINS = {
+    # neural-tangents' axis (1, 2) on (N, L, C): each sequence over its positions and channels
+    "layer_norm_sequence": tn.serial(tn.Conv(3, padding="same"), tn.LayerNorm(axis=(1, 2)), tn.ReLU(),
+                                     tn.GlobalAvgPool(), tn.Dense()),
 }
 
 VECTOR_TWINS = {
@@ -67,10 +94,13 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 
-@pytest.mark.parametrize("name", sorted(TWINS) + sorted(VECTOR_TWINS))
+@pytest.mark.parametrize("name", sorted(TWINS) + sorted(VECTOR_TWINS) + sorted(SEQUENCE_TWINS))
 def test_kernels_equal_neural_tangents(name, reference):
     if name in TWINS:
         spec, x1, x2 = TWINS[name], _nchw(reference["x1"]), _nchw(reference["x2"])
+    elif name in SEQUENCE_TWINS:
+        spec = SEQUENCE_TWINS[name]
+        x1, x2 = (torch.from_numpy(reference[k].transpose(0, 2, 1).copy()) for k in ("s1", "s2"))
     else:
         spec, x1, x2 = VECTOR_TWINS[name], torch.from_numpy(reference["v1"]), torch.from_numpy(reference["v2"])
     for tag, second in (("", x2), ("_self", None)):
@@ -91,5 +121,5 @@ def test_the_fixture_covers_every_twin(reference):
     # the self-attention ones ("attention_...") test_attention.py's, the graph ones ("graph_...")
     # test_graphs.py's
     others = {name for name in made if name.startswith(("std_", "attention_", "graph_"))}
-    assert made - others == set(TWINS) | set(VECTOR_TWINS)
+    assert made - others == set(TWINS) | set(VECTOR_TWINS) | set(SEQUENCE_TWINS)
     assert str(reference["version"]) == "0.6.5"

@@ -46,6 +46,14 @@ TWINS = {
     "std_cnn_mixed": tn.serial(tn.Conv((3, 3), padding="same", weight_std=WS, bias_std=BS, width=6), tn.ReLU(),
                                _sconv(4, (2, 2), "circular", bias_std=0.0), tn.ReLU(), tn.AvgPool((2, 2), stride=1),
                                tn.Flatten(), _sdense(3, parameterization="ntk"), tn.ReLU(), _sdense(1)),
+    # locally connected: a weight and a bias per output position, the NTK's 1 on the positions' diagonal
+    "std_conv_local": tn.serial(tn.ConvLocal((3, 3), padding="same", weight_std=WS, bias_std=BS,
+                                             parameterization="standard", width=6), tn.ReLU(),
+                                tn.ConvLocal((2, 2), weight_std=WS, bias_std=BS, parameterization="standard", width=4),
+                                tn.ReLU(), tn.GlobalAvgPool(), _sdense(1)),
+    "std_conv_transpose": tn.serial(tn.ConvTranspose((3, 3), stride=2, padding="same", weight_std=WS, bias_std=BS,
+                                                     parameterization="standard", width=6), tn.ReLU(), tn.Flatten(),
+                                    _sdense(1)),
 }
 
 VECTOR_TWINS = {

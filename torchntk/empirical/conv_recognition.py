@@ -123,7 +123,10 @@ def _torch_conv(module: nn.Conv1d | nn.Conv2d) -> ConvOp:
 
 def _is_protocol_conv(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
-    return (isinstance(weight, Tensor) and weight.dim() in (3, 4) and hasattr(module, "weight_scale")
+    # a module that says it is not a plain convolution (per-position weights, a dilated input)
+    # is never read as one, whatever its attributes look like
+    return (getattr(module, "plain_convolution", True)
+            and isinstance(weight, Tensor) and weight.dim() in (3, 4) and hasattr(module, "weight_scale")
             and hasattr(module, "bias_scale") and isinstance(getattr(module, "padding", None), str)
             and hasattr(module, "stride"))
 

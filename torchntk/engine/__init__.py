@@ -8,8 +8,9 @@ stack is the case with no spatial axes. Modules:
 - signal: what each layer's output is, checked before any kernel is computed;
 - state, layout: the kernel state of a tile and the layouts of its tensors;
 - maps, windows: the kernel maps (affine, linear, nonlinearity, normalisation) and window sums;
-- dense, pointwise, spatial, attention, graph: the layers (Dense; nonlinearities, LayerNorm; Conv,
-  pooling, readouts; SelfAttention; Aggregate, with the adjacency as a side input);
+- dense, pointwise, spatial, local, attention, graph: the layers (Dense; nonlinearities, LayerNorm;
+  Conv, pooling, readouts; ConvLocal, ConvTranspose; SelfAttention; Aggregate, with the adjacency as a
+  side input);
 - branches, serial: the combinators (FanOut, parallel, FanInSum, FanInConcat; serial, mlp);
 - tiles: the tile walk over (N1, N2);
 - serialize: descriptions as plain JSON data (`from_dict`).
@@ -22,6 +23,8 @@ from .branches import FanInSum as FanInSum
 from .branches import FanOut as FanOut
 from .dense import Dense as Dense
 from .graph import Aggregate as Aggregate
+from .local import ConvLocal as ConvLocal
+from .local import ConvTranspose as ConvTranspose
 from .pointwise import LayerNorm as LayerNorm
 from .serial import Serial as Serial
 from .serial import expand_outputs as expand_outputs

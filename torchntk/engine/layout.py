@@ -79,6 +79,15 @@ def to_diagonal(t: Tensor, spatial: int, prefix: int) -> Tensor:
     return t.contiguous()
 
 
+def diagonal_to_full(t: Tensor, spatial: int, prefix: int) -> Tensor:
+    """The full form (prefix, H, H', W, W') of a diagonal-form tensor (prefix, H, W) whose
+    covariances between different positions are zero: K(p, q) = 0 for p != q."""
+    for axis in range(spatial):
+        dim = prefix + 2 * axis    # earlier axes already hold their (p, q) pair of dims
+        t = torch.diag_embed(t.movedim(dim, -1), dim1=dim, dim2=dim + 1)
+    return t
+
+
 def mean_positions(t: Tensor, spatial: int, full: bool, prefix: int) -> Tensor:
     """Mean over positions p of K(p, p) (Flatten then Dense): (prefix, *S) -> (prefix)."""
     if spatial == 0:

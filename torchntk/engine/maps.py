@@ -100,14 +100,22 @@ def _self_expectation(s: KernelState, act: Activation) -> Tensor:
     return act.expectations(w1, w2, s.nngp, derivative=False, overwrite=True)[0]
 
 
-def normalise(state: KernelState, eps: float) -> KernelState:
-    """Divide every kernel by sqrt((v1 + eps)(v2 + eps)); after Flatten, v is the mean variance
-    over positions (the normalisation runs over all C * H * W features of an input)."""
+def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> KernelState:
+    """Divide every kernel by sqrt((v1 + eps)(v2 + eps)), v the variances at each position, or
+    their mean over the spatial ``axes`` (0 the first position axis) normalised together; after
+    Flatten, v is the mean variance over all positions (the normalisation runs over all
+    C * H * W features of an input)."""
     def scale(s: KernelState) -> Tensor:
         v1, v2 = s.variance_pair()
         if s.flat and s.spatial:
             dims1 = tuple(range(s.prefix, v1.dim()))
             v1, v2 = v1.mean(dim=dims1, keepdim=True), v2.mean(dim=dims1, keepdim=True)
+        elif axes:
+            # in the full layout position axis a holds dims (p_a, q_a); v1 is singleton in q_a and
+            # v2 in p_a, so a mean over both is each one's mean over its own positions
+            step = 2 if s.full else 1
+            dims = tuple(d for a in axes for d in range(s.prefix + step * a, s.prefix + step * a + step))
+            v1, v2 = v1.mean(dim=dims, keepdim=True), v2.mean(dim=dims, keepdim=True)
         return safe_reciprocal(safe_sqrt((v1 + eps) * (v2 + eps)))
 
     factor = scale(state)

@@ -8,6 +8,7 @@ layer protocol around its two Gaussian expectations.
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,29 +82,71 @@ class Nonlinearity(Layer):
 
 
 class LayerNorm(Layer):
-    r"""Normalise each input's features to zero mean and unit variance: the channels at each
-    position (images, sequences), all features for vectors and after Flatten. No affine part.
+    r"""Normalise each input's features to zero mean and unit variance over the axes ``axis`` of
+    PyTorch's layout, no affine part.
+
+    ``axis=1`` (the default) normalises the channels at each position of an image or sequence
+    (all features of a vector, and all :math:`C P` features after Flatten). A tuple of axes
+    normalises over the channels and those spatial axes together: ``axis=(1, 2, 3)`` each image
+    (N, C, H, W) over all its channels and positions, ``axis=(1, 2)`` each sequence (N, C, L),
+    ``axis=(1, 3)`` each row of an image over its channels and columns. The axes must include 1,
+    the channels (the limit is taken in them), and never 0, the batch; negative axes count from
+    the end of the input's rank.
 
     In the limit the mean over channels of a centred signal vanishes and the mean square
-    concentrates on the variance, so at each position
+    concentrates on the variance. With :math:`\bar K(x, x)(p)` the mean of the variances
+    :math:`K(x, x)(r, r)` over the positions :math:`r` normalised together with :math:`p` (just
+    :math:`p` for ``axis=1``),
 
     .. math::
 
-        K'(x, x') = \frac{K(x, x')}{\sqrt{(K(x, x) + \epsilon)(K(x', x') + \epsilon)}}, \qquad
-        \Theta'(x, x') = \frac{\Theta(x, x')}{\sqrt{(K(x, x) + \epsilon)(K(x', x') + \epsilon)}},
+        K'(x, x')(p, q) = \frac{K(x, x')(p, q)}{\sqrt{(\bar K(x, x)(p) + \epsilon)(\bar K(x', x')(q) + \epsilon)}},
 
-    with the finite layer's :math:`\epsilon = 10^{-12}` (neural-tangents' too), which keeps an
-    input of zero variance finite. The input must be centred: the output of Dense/Conv (or
-    sums/pools of them) or of an odd nonlinearity of such.
+    and the NTK likewise, with the finite layer's :math:`\epsilon = 10^{-12}` (neural-tangents'
+    ``stax.LayerNorm(axis=...)`` too), which keeps an input of zero variance finite. The input
+    must be centred: the output of Dense/Conv (or sums/pools of them) or of an odd nonlinearity
+    of such.
+
+    Args:
+        axis: an int or a tuple of ints, the axes of the input (N, C, *positions) or (N, d) to
+            normalise over; they must include 1.
     """
 
+    def __init__(self, *, axis: int | tuple[int, ...] = 1) -> None:
+        self.axis = _check_axis(axis)
+
     def __repr__(self) -> str:
-        return "LayerNorm()"
+        return "LayerNorm()" if self.axis == 1 else f"LayerNorm(axis={self.axis!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": "LayerNorm"}
+        # the default writes no axis, so descriptions (and kernel stores keyed by them) read as before
+        if self.axis == 1:
+            return {"layer": "LayerNorm"}
+        return {"layer": "LayerNorm", "axis": list(self.axis) if isinstance(self.axis, tuple) else self.axis}
+
+    def axes(self, sig: Signal, where: str) -> tuple[int, ...]:
+        """The normalised axes of an input of signal ``sig``, non-negative and sorted (1 first)."""
+        rank = 2 if sig.flat or sig.spatial == 0 else 2 + sig.spatial
+        given = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        resolved = []
+        for a in given:
+            if not -rank <= a < rank:
+                raise fail(where, f"axis {a} is out of range for inputs of rank {rank} ({sig.describe()}, as "
+                                  f"(N, C{', positions' if rank > 2 else ''})); give axes among 1..{rank - 1}.")
+            resolved.append(a % rank)
+        if len(set(resolved)) != len(resolved):
+            raise fail(where, f"axis={self.axis!r} names the same axis twice for inputs of rank {rank}.")
+        if 0 in resolved:
+            raise fail(where, f"axis={self.axis!r} includes 0, the batch: each input is normalised on its own; "
+                              "leave 0 out (e.g. axis=(1, 2, 3) for a whole image).")
+        if 1 not in resolved:
+            raise fail(where, f"axis={self.axis!r} leaves out 1, the channels, over which the infinite-width "
+                              "limit is taken, so the normalisation has no limit kernel; include 1 (axis=1 "
+                              "normalises the channels at each position).")
+        return tuple(sorted(resolved))
 
     def signal(self, sig: Signal, where: str) -> Signal:
+        self.axes(sig, where)
         if not sig.centred and law_checks():
             raise fail(where, "LayerNorm needs an input whose channels have mean zero in the infinite-width limit "
                               "(the output of Dense or Conv, or of an odd nonlinearity such as erf after them); its "
@@ -111,13 +154,33 @@ class LayerNorm(Layer):
                               "right after a Dense or Conv layer.")
         return sig
 
+    def _spatial_axes(self, spatial: int, flat: bool) -> tuple[int, ...]:
+        """The spatial axes (0 for the first position axis) whose positions are normalised together."""
+        if flat or spatial == 0:
+            return ()
+        rank = 2 + spatial
+        given = self.axis if isinstance(self.axis, tuple) else (self.axis,)
+        return tuple(sorted(a % rank - 2 for a in given if a % rank >= 2))
+
     def kernel(self, state: KernelState, full_out) -> KernelState:
         if state.full and not full_out:
             state = state.to_diagonal()
-        return maps.normalise(state, modules.LAYER_NORM_EPS)
+        return maps.normalise(state, modules.LAYER_NORM_EPS, axes=self._spatial_axes(state.spatial, state.flat))
 
     def build(self, sig: Signal, channels, ctx: BuildContext) -> tuple[nn.Module, Any]:
-        return modules.LayerNorm(), channels
+        return modules.LayerNorm(axes=self.axes(sig, repr(self))), channels
+
+
+def _check_axis(axis: Any) -> int | tuple[int, ...]:
+    """``axis`` as an int or a tuple of ints (a one-element tuple or list is its int); TypeError otherwise."""
+    def integral(a: Any) -> bool:
+        return isinstance(a, numbers.Integral) and not isinstance(a, bool)
+    if integral(axis):
+        return int(axis)
+    if isinstance(axis, (tuple, list)) and axis and all(integral(a) for a in axis):
+        return int(axis[0]) if len(axis) == 1 else tuple(int(a) for a in axis)
+    raise TypeError(f"LayerNorm: axis must be an int or a non-empty tuple of ints (axes of the input in PyTorch's "
+                    f"layout, e.g. 1 or (1, 2, 3)), got {axis!r}.")
 
 
 def as_layer(layer: Any, where: str = "") -> Layer:

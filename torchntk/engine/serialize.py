@@ -23,13 +23,14 @@ from .base import FORMAT, MAX_NESTING, VERSION, Layer
 from .branches import FanInConcat, FanInProd, FanInSum, FanOut
 from .dense import Dense
 from .graph import Aggregate
+from .local import ConvLocal, ConvTranspose
 from .pointwise import LayerNorm
 from .serial import Serial, parallel, serial
 from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, GlobalSumPool, MaxPool, SumPool
 
 _LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
     Dense, Conv, AvgPool, SumPool, MaxPool, GlobalAvgPool, GlobalSumPool, Flatten, LayerNorm, FanOut, FanInSum,
-    FanInProd, FanInConcat, SelfAttention, Aggregate)}
+    FanInProd, FanInConcat, SelfAttention, Aggregate, ConvLocal, ConvTranspose)}
 _ACTIVATIONS: dict[str, type] = {name: obj for name, obj in vars(activations).items()
                                  if isinstance(obj, type) and issubclass(obj, Activation) and obj is not Activation}
 

@@ -129,6 +129,19 @@ class KernelState:
         return replace(self, nngp=d(self.nngp, self.prefix), ntk=ntk, self1=d(self.self1, 1),
                        self2=d(self.self2, 1), full=False)
 
+    def to_full_uncorrelated(self) -> KernelState:
+        """The same kernels in the full layout, from the diagonal one, with zero covariance
+        between different positions (the output of a layer whose positions have independent
+        weights, ConvLocal)."""
+        if self.full or self.spatial == 0:
+            return self
+
+        def f(t, prefix):
+            return None if t is None or t.dim() == 0 else layout.diagonal_to_full(t, self.spatial, prefix)
+        return replace(self, nngp=f(self.nngp, self.prefix), ntk=f(self.ntk, self.prefix) if self.ntk is not None
+                       and self.ntk.dim() > 0 else self.ntk, self1=f(self.self1, 1), self2=f(self.self2, 1),
+                       full=True)
+
 
 def _gram(a: Tensor, b: Tensor, full: bool, diagonal: bool) -> Tensor:
     """(1/C) sum_c a_c(p) b_c(q) for inputs (n, C, *positions).

@@ -1,6 +1,7 @@
 """Finite networks of network descriptions, in the NTK (or the standard) parameterisation.
 
-- weighted: the weighted layers `NTKDense` and `NTKConv` and their per-layer generators;
+- weighted: the weighted layers `NTKDense`, `NTKConv`, `NTKConvLocal` and `NTKConvTranspose` and
+  their per-layer generators;
 - attention: `NTKSelfAttention`, multi-head self-attention with tied queries and keys;
 - modules: the parameter-free modules (nonlinearities, pooling, readouts, LayerNorm, branches);
 - network: `NTKNetwork`, the one finite network class of every description, and `build_network`.
@@ -12,6 +13,8 @@ descriptions, so it is loaded on first use (``torchntk.networks.NTKNetwork``) ra
 from .attention import NTKSelfAttention as NTKSelfAttention
 from .weighted import PARAMETERIZATIONS as PARAMETERIZATIONS
 from .weighted import NTKConv as NTKConv
+from .weighted import NTKConvLocal as NTKConvLocal
+from .weighted import NTKConvTranspose as NTKConvTranspose
 from .weighted import NTKDense as NTKDense
 from .weighted import layer_generator as layer_generator
 

@@ -133,16 +133,19 @@ LAYER_NORM_EPS = 1e-12
 
 
 class LayerNorm(nn.Module):
-    """(a - mean) / sqrt(var + eps) over the channels (dim 1) at each position, no affine part."""
+    """(a - mean) / sqrt(var + eps), the mean and the (biased) variance over the dims ``axes`` of
+    PyTorch's layout (by default the channels, dim 1, at each position), no affine part."""
 
-    def __init__(self, eps: float = LAYER_NORM_EPS) -> None:
+    def __init__(self, eps: float = LAYER_NORM_EPS, axes: tuple[int, ...] = (1,)) -> None:
         super().__init__()
         self.eps = eps
+        self.axes = tuple(axes)
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=1, keepdim=True)
+        dims = self.axes[0] if len(self.axes) == 1 else self.axes
+        mean = x.mean(dim=dims, keepdim=True)
         centred = x - mean
-        return centred / torch.sqrt((centred * centred).mean(dim=1, keepdim=True) + self.eps)
+        return centred / torch.sqrt((centred * centred).mean(dim=dims, keepdim=True) + self.eps)
 
 
 class FanOut(nn.Module):

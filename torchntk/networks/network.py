@@ -37,7 +37,7 @@ from ..engine.graph import as_adjacency
 from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
 from ..engine.tiles import device_memory
 from .modules import Aggregate, Elementwise, side_inputs
-from .weighted import NTKConv, NTKDense
+from .weighted import NTKConv, NTKConvLocal, NTKDense
 
 
 class NTKNetwork(nn.Module):
@@ -96,8 +96,9 @@ class NTKNetwork(nn.Module):
 
     @property
     def weighted(self) -> tuple[nn.Module, ...]:
-        """The weighted modules (`NTKDense`, `NTKConv`), depth-first, the order of their generators."""
-        return () if self.body is None else tuple(m for m in self.body.modules() if isinstance(m, (NTKDense, NTKConv)))
+        """The weighted modules (`NTKDense`, `NTKConv`, `NTKConvLocal`), depth-first, the order of their generators."""
+        return () if self.body is None else tuple(m for m in self.body.modules()
+                                                  if isinstance(m, (NTKDense, NTKConv, NTKConvLocal)))
 
     @property
     def dense(self) -> tuple[NTKDense, ...]:

@@ -2,6 +2,8 @@
 
     NTKDense:  a~ = (weight_std / sqrt(n_in)) a W^T + bias_std b,            W, b iid N(0, 1)
     NTKConv:   a~ = (weight_std / sqrt(C_in |F|)) W * pad(a) + bias_std b,   W, b iid N(0, 1)
+    NTKConvLocal: as NTKConv with a filter W_p and a bias b_p for each output position p
+    NTKConvTranspose: NTKConv (stride 1) on the input dilated by the stride and padded
 
 ``parameterization="standard"`` draws W ~ N(0, weight_std^2 / fan_in), b ~ N(0, bias_std^2) and
 applies a plain affine map: the same function at initialisation from the same seed, but
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
+from ..engine.windows import out_size
 from .modules import CONV, pad_input
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -164,3 +167,100 @@ class NTKConv(nn.Module):
         return (f"{in_c}, {out_c}, filter_shape={self.filter_shape}, stride={self.stride}, padding={self.padding!r}, "
                 f"weight_std={self.weight_std:g}, bias_std={self.bias_std:g}, "
                 f"parameterization={self.parameterization!r}")
+
+
+class NTKConvLocal(nn.Module):
+    r"""A locally connected layer (a convolution with unshared weights) in the NTK
+    parameterisation: for each output position :math:`p`,
+    :math:`\tilde a(p) = \frac{\sigma_w}{\sqrt{C_\text{in} |F|}} \sum_{c, a} W_p(c, a)\, a_c(s p + a)
+    + \beta\, b_p`.
+
+    Attributes:
+        weight: (C_out, *out_positions, C_in, *filter_shape), iid :math:`\mathcal N(0, 1)` under
+            "ntk": one filter per output position.
+        bias: (C_out, *out_positions), iid :math:`\mathcal N(0, 1)` under "ntk": one bias per
+            output channel and position.
+        weight_scale: :math:`\sigma_w / \sqrt{C_\text{in} |F|}` ("ntk") or 1 ("standard").
+        bias_scale: :math:`\beta` ("ntk") or 1 ("standard").
+        in_shape: the input's positions, which fix the output positions and so the weights.
+    """
+
+    plain_convolution = False   # the structured empirical NTK must not read it as a shared-weight Conv
+
+    def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...],
+                 in_shape: tuple[int, ...], *, stride: tuple[int, ...], padding: str, weight_std: float,
+                 bias_std: float, parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
+        super().__init__()
+        self.filter_shape, self.stride, self.padding = tuple(filter_shape), tuple(stride), padding
+        self.in_shape = tuple(in_shape)
+        self.weight_std, self.bias_std, self.parameterization = float(weight_std), float(bias_std), parameterization
+        self.index = index
+        out_shape = tuple(out_size(n, k, s, padding) for n, k, s in zip(in_shape, filter_shape, stride, strict=True))
+        fan_in = in_channels * math.prod(filter_shape)
+        generator = layer_generator(seed, index)
+        weight = torch.randn(out_channels, *out_shape, in_channels, *filter_shape, generator=generator,
+                             dtype=torch.float64)
+        bias = torch.randn(out_channels, *out_shape, generator=generator, dtype=torch.float64)
+        if parameterization == "standard":
+            weight, bias = weight * (self.weight_std / math.sqrt(fan_in)), bias * self.bias_std
+            self.weight_scale, self.bias_scale = 1.0, 1.0
+        else:
+            self.weight_scale, self.bias_scale = self.weight_std / math.sqrt(fan_in), self.bias_std
+        self.weight = nn.Parameter(weight.to(dtype=dtype, device=device))
+        self.bias = nn.Parameter(bias.to(dtype=dtype, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[2:]) != self.in_shape:
+            raise ValueError(f"locally connected layer {self.index + 1} was built for inputs with positions "
+                             f"{self.in_shape} (its weights are per output position), got {tuple(x.shape[2:])}.")
+        x = pad_input(x, self.filter_shape, self.stride, self.padding)
+        d = len(self.filter_shape)
+        for axis, (k, s) in enumerate(zip(self.filter_shape, self.stride, strict=True)):
+            x = x.unfold(2 + axis, k, s)            # (N, C, *out positions, *window) after every axis
+        n, channels = x.shape[:2]
+        out_shape = x.shape[2:2 + d]
+        patches = x.reshape(n, channels, math.prod(out_shape), -1)
+        weight = self.weight.reshape(self.weight.shape[0], math.prod(out_shape), channels, -1)
+        out = torch.einsum("ncpk,opck->nop", patches, weight) * self.weight_scale
+        return out.reshape(n, -1, *out_shape) + self.bias * self.bias_scale
+
+    def extra_repr(self) -> str:
+        out_c, in_c = self.weight.shape[0], self.weight.shape[1 + len(self.in_shape)]
+        return (f"{in_c}, {out_c}, filter_shape={self.filter_shape}, in_shape={self.in_shape}, stride={self.stride}, "
+                f"padding={self.padding!r}, weight_std={self.weight_std:g}, bias_std={self.bias_std:g}, "
+                f"parameterization={self.parameterization!r}")
+
+
+class NTKConvTranspose(NTKConv):
+    r"""A transposed convolution in the NTK parameterisation, as ``jax.lax.conv_transpose``:
+    the input dilated by the stride (``stride - 1`` zeros between positions), padded with
+    ``pads`` zeros (before, after) per axis, then convolved with stride 1,
+    :math:`\tilde a = \frac{\sigma_w}{\sqrt{C_\text{in} |F|}}\, W * \operatorname{pad}(\operatorname{dilate}(a))
+    + \beta\, b`.
+    Parameters as `NTKConv`'s, drawn the same way."""
+
+    plain_convolution = False   # its input is dilated and padded first: not NTKConv's forward
+
+    def __init__(self, in_channels: int, out_channels: int, filter_shape: tuple[int, ...], *,
+                 stride: tuple[int, ...], pads: tuple[tuple[int, int], ...], weight_std: float, bias_std: float,
+                 parameterization: str, seed: int, index: int, dtype: torch.dtype, device) -> None:
+        super().__init__(in_channels, out_channels, filter_shape, stride=(1,) * len(filter_shape), padding="valid",
+                         weight_std=weight_std, bias_std=bias_std, parameterization=parameterization, seed=seed,
+                         index=index, dtype=dtype, device=device)
+        self.dilation, self.pads = tuple(stride), tuple(pads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for axis, (s, (before, after)) in enumerate(zip(self.dilation, self.pads, strict=True)):
+            dim = 2 + axis
+            shape = list(x.shape)
+            size = shape[dim]
+            shape[dim] = (size - 1) * s + 1 + before + after
+            out = x.new_zeros(shape)
+            index = [slice(None)] * x.dim()
+            index[dim] = slice(before, before + (size - 1) * s + 1, s)
+            out[tuple(index)] = x
+            x = out
+        return CONV[len(self.filter_shape)](x, self.weight * self.weight_scale, self.bias * self.bias_scale)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dilation={self.dilation}, pads={self.pads}"
