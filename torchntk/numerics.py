@@ -15,7 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["safe_sqrt", "safe_reciprocal", "correlation", "snap_width", "arccos_kernels"]
+__all__ = ["safe_sqrt", "safe_reciprocal", "correlation", "snap_width", "arccos_kernels", "symmetric_eigh",
+           "CPU_EIGH"]
 
 
 def _tiny(x: Tensor) -> float:
@@ -140,3 +141,25 @@ class _ArcCosKernels(torch.autograd.Function):
 def arccos_kernels(rho: Tensor) -> tuple[Tensor, Tensor]:
     """(J0(rho), J1(rho)): the arc-cosine kernels of orders 0 and 1; see `_ArcCosKernels`."""
     return _ArcCosKernels.apply(rho)
+
+
+CPU_EIGH = "scipy"
+"""Who decomposes a float64 symmetric matrix on the CPU in `symmetric_eigh`: "scipy" (scipy's
+LAPACK, divide and conquer, dsyevd) or "torch" (``torch.linalg.eigh``). torch's pip build calls
+MKL's dsyevd, which on the 2-core AMD EPYC machine of docs/benchmarks.md took 1.4-2.9x as long as
+scipy's (``benchmarks/bench_eigh.py``; both at round-off, residuals ~1e-13); on other machines
+measure and set this to "torch" if MKL wins there."""
+
+
+def symmetric_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """(eigenvalues ascending (n,), eigenvectors as columns (n, n)) of a symmetric (n, n) matrix,
+    read from its lower triangle, as ``torch.linalg.eigh``. A float64 CPU matrix that needs no
+    gradient goes to scipy's LAPACK when `CPU_EIGH` says so (the same algorithm, another
+    implementation); anything else (GPUs, float32, autograd) to torch."""
+    if (CPU_EIGH != "scipy" or matrix.device.type != "cpu" or matrix.dtype != torch.float64 or matrix.dim() != 2
+            or (matrix.requires_grad and torch.is_grad_enabled())):
+        return torch.linalg.eigh(matrix)
+    import scipy.linalg
+
+    values, vectors = scipy.linalg.eigh(matrix.detach().numpy(), lower=True, driver="evd", check_finite=False)
+    return torch.from_numpy(values), torch.from_numpy(vectors)

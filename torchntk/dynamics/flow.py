@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..numerics import symmetric_eigh
 from ._checks import as_square_kernel, as_steps, as_targets, as_tensor, as_times, check_positive, check_ridge, input_eps
 from .iterative import lanczos_means, merge, mixed_limit_means
 from .limit import CholeskyLimit, singular_message
@@ -143,7 +144,7 @@ class GradientFlow:
 
     def _decomposed(self) -> tuple[Tensor, Tensor]:
         if self._eigh is None:
-            self._use_eigh(*torch.linalg.eigh(self._kernel))
+            self._use_eigh(*symmetric_eigh(self._kernel))
         return self._eigh
 
     # -- public ---------------------------------------------------------------------

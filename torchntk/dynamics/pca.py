@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..numerics import symmetric_eigh
 from ._checks import as_square_kernel, as_tensor, as_times
 
 
@@ -85,5 +86,5 @@ def principal_components(ntk_train: Any) -> PrincipalComponents:
         A `PrincipalComponents`.
     """
     kernel = as_square_kernel(ntk_train, "ntk_train")
-    eigenvalues, eigenvectors = torch.linalg.eigh(kernel)
+    eigenvalues, eigenvectors = symmetric_eigh(kernel)
     return PrincipalComponents.from_eigh(eigenvalues, eigenvectors)
