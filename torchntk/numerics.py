@@ -146,9 +146,10 @@ def arccos_kernels(rho: Tensor) -> tuple[Tensor, Tensor]:
 CPU_EIGH = "scipy"
 """Who decomposes a float64 symmetric matrix on the CPU in `symmetric_eigh`: "scipy" (scipy's
 LAPACK, divide and conquer, dsyevd) or "torch" (``torch.linalg.eigh``). torch's pip build calls
-MKL's dsyevd, which on the 2-core AMD EPYC machine of docs/benchmarks.md took 1.4-2.9x as long as
-scipy's (``benchmarks/bench_eigh.py``; both at round-off, residuals ~1e-13); on other machines
-measure and set this to "torch" if MKL wins there."""
+MKL's dsyevd, which on the 2-core AMD EPYC machine of docs/benchmarks.md took 1.3x as long as
+scipy's OpenBLAS one at N = 2,000 and 4,000, with a residual 10x larger at 4,000
+(``benchmarks/bench_eigh.py``); on other machines measure, and set this to "torch" where MKL
+wins."""
 
 
 def symmetric_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
