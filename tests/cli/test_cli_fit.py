@@ -140,3 +140,27 @@ def test_fit_and_predict_print_one_summary_line_unless_quiet(tmp_path, tables):
                                      f"t = inf; wrote {tmp_path / 'p.csv'}")
     result = run("predict", tmp_path / "model", tmp_path / "test.csv", "-q")
     assert result.exit_code == 0 and result.stderr == "" and result.stdout.startswith("mean,std")
+
+
+def test_predict_into_a_pipe_closed_early_exits_without_an_error_message(tmp_path):
+    # `torchntk predict model/ big.csv | head -1`: the reader leaves after one line; a real process
+    # and a real pipe, since that is where the broken pipe happens. The predictions of 4,000 rows
+    # (~100 kB of CSV) overflow the pipe's buffer, so the write fails once head has gone.
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 2))
+    np.savetxt(tmp_path / "train.csv", np.column_stack([x, x[:, 0]]), delimiter=",", header="a,b,y", comments="")
+    np.savetxt(tmp_path / "big.csv", rng.standard_normal((4000, 2)), delimiter=",", header="a,b", comments="")
+    command = [sys.executable, "-c", "from torchntk.cli import main; main(prog_name='torchntk')"]
+    subprocess.run([*command, "fit", "train.csv", "--target", "y", "-o", "model", "--quiet"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    with subprocess.Popen([*command, "predict", "model", "big.csv", "--quiet"], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        header = process.stdout.readline()
+        process.stdout.close()                    # the reader leaves
+        stderr = process.stderr.read().decode()
+        process.wait(timeout=120)
+    assert header.startswith(b"mean,std")
+    assert process.returncode == 141 and stderr == "", (process.returncode, stderr)

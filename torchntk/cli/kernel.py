@@ -13,7 +13,9 @@ progress bar.
 from __future__ import annotations
 
 import functools
+import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -179,6 +181,11 @@ def user_errors(command: Callable) -> Callable:
             if os.environ.get(TRACEBACK_ENV):
                 raise
             raise click.ClickException(_one_line(exc)) from None
+        except BrokenPipeError:
+            # The reader of standard output left (`torchntk predict ... | head`): nothing is wrong
+            # with any file, so no message; the exit status is a shell's for a closed pipe.
+            _silence_stdout()
+            raise click.exceptions.Exit(141) from None
         except OSError as exc:
             if os.environ.get(TRACEBACK_ENV):
                 raise
@@ -199,6 +206,16 @@ def user_errors(command: Callable) -> Callable:
 
 TRACEBACK_ENV = "TORCHNTK_TRACEBACK"
 """Set to any value to let the command line show Python tracebacks (for debugging torchntk)."""
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of a closed pipe
+    does not print an error of its own at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass   # not a real file descriptor (a test runner's stream): nothing will be flushed to a pipe
 
 
 def _one_line(exc: BaseException) -> str:
