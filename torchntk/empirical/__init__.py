@@ -68,7 +68,7 @@ from .layerwise import LayerwiseMethod, auto_layerwise
 from .memory import choose_chunks, parse_bytes
 from .ntk_vp import NTKVectorMethod
 from .pntk import pntk_module
-from .selection import Selection, only, select
+from .selection import Selection, restrict, select
 from .structured import NotStructured, StructuredMethod, dense_plan
 
 METHODS = ("auto", "structured", "layerwise", "jacobian", "ntk_vp")
@@ -129,9 +129,10 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
         params: None (every trainable parameter), or the parameters the sum over p runs over:
             an iterable of names (as in ``model.named_parameters()``) or of the nn.Parameter
             objects, or a predicate name -> bool (`torchntk.empirical.selection`). The kernels of
-            a partition of the parameters add up to the full kernel. Every method restricts: the
-            other parameters have requires_grad=False during the call (put back however it ends;
-            another thread using the model meanwhile would see them frozen).
+            a partition of the parameters add up to the full kernel. The restriction is made in
+            the functional view of the model (the module's flags are never touched), so it takes
+            the "jacobian" or "ntk_vp" method ("auto" is "jacobian"; "structured" and "layerwise",
+            which read the modules' own parameters, are an error).
         return_info: also return an `EmpiricalInfo`: the method used (and why "auto" fell back
             to the Jacobian), how torch.func differentiated the model, the chunking and the
             number of feature computations.
@@ -159,10 +160,14 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
     chosen = select(model, params)
     budget = None if max_memory is None else parse_bytes(max_memory)
     _build(model, x1)
-    with only(model, chosen), _unchanged(model) as snapshot, differentiable_kernels(model):
+    if chosen is not None and method in ("structured", "layerwise"):
+        raise ValueError(f"params= restricts the kernel in the functional view of the model, which method={method!r} "
+                         "does not use; use method='jacobian' (or 'ntk_vp', or 'auto').")
+    with _unchanged(model) as snapshot, differentiable_kernels(model):
         if outputs == "pntk":
             model, outputs = _pntk(model, x1), "trace"
-        result, info = _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, budget, snapshot)
+        result, info = _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, budget, snapshot,
+                                      chosen)
     if info.fallback_reason is not None:
         warnings.warn(f"method='auto' computes this model's NTK by the Jacobian: the structured paths declined "
                       f"({info.fallback_reason.rstrip('.')}). Pass method='jacobian' to silence this.",
@@ -178,12 +183,13 @@ def _pntk(model: nn.Module, x1: Any) -> nn.Module:
 
 
 def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str, diagonal: bool,
-                   batch_size: int | None, budget: int | None, snapshot: _Snapshot) -> tuple[Any, EmpiricalInfo]:
+                   batch_size: int | None, budget: int | None, snapshot: _Snapshot,
+                   chosen: set[int] | None = None) -> tuple[Any, EmpiricalInfo]:
     dtype, device = _model_dtype_device(model)
     numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
     k, vector = _output_count(model, t1)
     snapshot.check()  # before torch.func meets a buffer written in place
-    runner = _method(_Columns(model) if vector else model, method, k, t1)
+    runner = _method(_Columns(model) if vector else model, method, k, t1, chosen)
     full = outputs == "full"
     chunks = choose_chunks(runner, model, t1, t2, k, dtype=dtype, full=full, diagonal=diagonal, batch_size=batch_size,
                            budget=budget, default_budget=FEATURE_BYTES + CACHE_BYTES, default_panel=CACHE_BYTES)
@@ -370,10 +376,11 @@ def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device,
     return numpy_out, t1, t2
 
 
-def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
-    """The method's runner; "auto" falling back to the Jacobian gives it the reason."""
+def _method(model: nn.Module, method: str, k: int, x1: Tensor, chosen: set[int] | None = None) -> Any:
+    """The method's runner; "auto" falling back to the Jacobian gives it the reason. With a
+    parameter selection ``chosen`` (ids), only the functional methods apply."""
     reason = None
-    if method in ("auto", "structured"):
+    if method in ("auto", "structured") and chosen is None:
         try:
             ops = dense_plan(model)
         except NotStructured as dense_reason:
@@ -402,7 +409,7 @@ def _method(model: nn.Module, method: str, k: int, x1: Tensor) -> Any:
             return StructuredMethod(ops, k)
     if method == "layerwise":
         return LayerwiseMethod(model, k, x1)
-    fmodel = FunctionalModel(model)
+    fmodel = restrict(FunctionalModel(model), chosen)
     return NTKVectorMethod(fmodel, k) if method == "ntk_vp" else JacobianMethod(fmodel, k, fallback_reason=reason)
 
 

@@ -12,8 +12,7 @@ is chosen when the predicate holds for one of its names; frozen tensors are neve
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -81,28 +80,6 @@ def select(model: nn.Module, params: Any) -> set[int] | None:
 def _names(named: list[tuple[str, Tensor]]) -> str:
     names = [name for name, _ in named]
     return ", ".join(repr(n) for n in names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-
-
-@contextlib.contextmanager
-def only(model: nn.Module, chosen: set[int] | None) -> Iterator[None]:
-    """Holds every trainable parameter outside ``chosen`` fixed for the duration of the block.
-
-    Every method of `empirical_ntk` (structured ones included) sums over the parameters with
-    requires_grad=True, so the others have it set False inside the block and put back however
-    the block ends. The nn.Parameter objects and their values are untouched; another thread using
-    the model inside the block would see the flags changed.
-    """
-    if chosen is None:
-        yield
-        return
-    held = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
-    for p in held:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in held:
-            p.requires_grad_(True)
 
 
 def restrict(fmodel: FunctionalModel, chosen: set[int] | None) -> FunctionalModel:
