@@ -181,6 +181,28 @@ def test_auto_equals_the_jacobian(index):
         assert err <= bound, f"case {index} ({kwargs}): |auto - jacobian| = {err:.3g} > {bound:.3g} for\n{text}"
 
 
+LAYERWISE_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+
+
+@pytest.mark.parametrize("index", range(CASES))
+def test_layerwise_equals_the_jacobian(index):
+    """The layer-wise method on the same random models, wherever it has a layer to structure (it
+    refuses a model without one): its Grams, per-example gradients and per-part Jacobians must sum
+    to the Jacobian's kernel, at the same tolerance."""
+    model, shape, text = _case(index)
+    if not any(isinstance(m, LAYERWISE_KINDS) for m in model.modules()):
+        pytest.skip("no nn.Linear, nn.Conv1d/2d or nn.Embedding for the layer-wise rules")
+    g = torch.Generator().manual_seed(index)
+    x1 = torch.randn(4, *shape, generator=g, dtype=F64)
+    x2 = torch.randn(3, *shape, generator=g, dtype=F64)
+    for kwargs in ({}, {"x2": x2, "outputs": "trace"}, {"diagonal": True}):
+        ours = tn.empirical_ntk(model, x1, method="layerwise", **kwargs)
+        jac = tn.empirical_ntk(model, x1, method="jacobian", **kwargs)
+        err = float((ours - jac).abs().max())
+        bound = RTOL * float(jac.abs().max()) + ATOL
+        assert err <= bound, f"case {index} ({kwargs}): |layerwise - jacobian| = {err:.3g} > {bound:.3g} for\n{text}"
+
+
 def test_the_cases_exercise_the_structured_paths():
     """Most cases must go through a structured path, or the comparison above proves little."""
     structured = sum(isinstance(_method(m, "auto", _k(m, s), torch.zeros(1, *s, dtype=F64)),
