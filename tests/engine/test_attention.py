@@ -14,16 +14,14 @@ NTK is compared at 1e-8 (torchntk takes c = sqrt(q q') there exactly).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from nt_reference import assert_matches, channels_first, load
 
 import torchntk as tn
 from torchntk.networks.attention import NTKSelfAttention, attention_heads
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "neural_tangents" / "layers.npz"
 A = tn.SelfAttention
 
 
@@ -61,32 +59,18 @@ IMAGE_TWINS = {
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(FIXTURE, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _channels_first(x: np.ndarray) -> torch.Tensor:
-    """neural-tangents' (N, *positions, C) as torch's (N, C, *positions)."""
-    return torch.from_numpy(np.moveaxis(x, -1, 1).copy())
+    return load()
 
 
 @pytest.mark.parametrize("name", sorted(SEQUENCE_TWINS) + sorted(IMAGE_TWINS))
 def test_kernels_equal_neural_tangents(name, reference):
     if name in SEQUENCE_TWINS:
-        spec, x1, x2 = SEQUENCE_TWINS[name], _channels_first(reference["s1"]), _channels_first(reference["s2"])
+        spec, x1, x2 = SEQUENCE_TWINS[name], channels_first(reference["s1"]), channels_first(reference["s2"])
     else:
-        spec, x1, x2 = IMAGE_TWINS[name], _channels_first(reference["x1"]), _channels_first(reference["x2"])
+        spec, x1, x2 = IMAGE_TWINS[name], channels_first(reference["x1"]), channels_first(reference["x2"])
     for tag, second in (("", x2), ("_self", None)):
         nngp, ntk = spec.kernels(x1, second)
-        for kind, ours in (("nngp", nngp), ("ntk", ntk)):
-            theirs = torch.from_numpy(reference[f"{name}{tag}_{kind}"])
-            assert ours.shape == theirs.shape
-            error = (ours - theirs).abs() / theirs.abs().max()
-            if tag == "_self" and kind == "ntk":
-                # neural-tangents' ReLU derivative on a point against itself (module docstring)
-                assert error.diagonal().max().item() < 1e-8, (name, tag, kind)
-                error.fill_diagonal_(0.0)
-            assert error.max().item() < 1e-12, (name, tag, kind)
+        assert_matches(reference, name, tag, nngp, ntk)
 
 
 def test_the_fixture_covers_every_twin(reference):

@@ -12,17 +12,15 @@ round-off, so the diagonal of a kernel of x against itself is compared at 1e-8.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from nt_reference import assert_matches, channels_first, load
 
 import torchntk as tn
 from torchntk.engine.signal import ArchitectureError
 from torchntk.networks.modules import Aggregate as AggregateModule
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "neural_tangents" / "layers.npz"
 
 # twins of GRAPH_CASES in make_layers.py: neural-tangents' Dense on (N, V, C) acts on each node,
 # which is Conv((1,)) on (N, C, V) here
@@ -50,28 +48,17 @@ def _graphs(n: int, v: int = 5, c: int = 3, seed: int = 0) -> tuple[torch.Tensor
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(FIXTURE, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _ncv(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(x.transpose(0, 2, 1).copy())
+    return load()
 
 
 @pytest.mark.parametrize("name", sorted(GRAPH_TWINS))
 def test_kernels_equal_neural_tangents(name, reference):
     spec = GRAPH_TWINS[name]
-    x1, x2 = _ncv(reference["g1"]), _ncv(reference["g2"])
+    x1, x2 = channels_first(reference["g1"]), channels_first(reference["g2"])
     a1, a2 = torch.from_numpy(reference["a1"]), torch.from_numpy(reference["a2"])
     for tag, second, adjacency in (("", x2, (a1, a2)), ("_self", None, a1)):
         nngp, ntk = spec.kernels(x1, second, adjacency=adjacency)
-        for kind, ours in (("nngp", nngp), ("ntk", ntk)):
-            theirs = torch.from_numpy(reference[f"{name}{tag}_{kind}"])
-            scale = theirs.abs().max()
-            tolerance = torch.full_like(theirs, 1e-12 * scale)
-            if tag == "_self":
-                tolerance.diagonal().fill_(1e-8 * scale)
-            assert ((ours - theirs).abs() <= tolerance).all(), f"{name}{tag} {kind}"
+        assert_matches(reference, name, tag, nngp, ntk)
 
 
 def test_the_fixture_covers_every_twin(reference):

@@ -15,15 +15,11 @@ c = sqrt(q q') there exactly; Monte Carlo in test_arch_networks.py checks the ke
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
+from nt_reference import assert_matches, channels_first, load
 
 import torchntk as tn
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "neural_tangents" / "layers.npz"
 
 
 def _conv(padding: str = "same"):
@@ -86,32 +82,21 @@ VECTOR_TWINS = {
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(FIXTURE, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    return load()
 
 
 @pytest.mark.parametrize("name", sorted(TWINS) + sorted(VECTOR_TWINS) + sorted(SEQUENCE_TWINS))
 def test_kernels_equal_neural_tangents(name, reference):
     if name in TWINS:
-        spec, x1, x2 = TWINS[name], _nchw(reference["x1"]), _nchw(reference["x2"])
+        spec, x1, x2 = TWINS[name], channels_first(reference["x1"]), channels_first(reference["x2"])
     elif name in SEQUENCE_TWINS:
         spec = SEQUENCE_TWINS[name]
-        x1, x2 = (torch.from_numpy(reference[k].transpose(0, 2, 1).copy()) for k in ("s1", "s2"))
+        x1, x2 = channels_first(reference["s1"]), channels_first(reference["s2"])
     else:
         spec, x1, x2 = VECTOR_TWINS[name], torch.from_numpy(reference["v1"]), torch.from_numpy(reference["v2"])
     for tag, second in (("", x2), ("_self", None)):
         nngp, ntk = spec.kernels(x1, second)
-        for kind, ours in (("nngp", nngp), ("ntk", ntk)):
-            theirs = torch.from_numpy(reference[f"{name}{tag}_{kind}"])
-            scale = theirs.abs().max()
-            tolerance = torch.full_like(theirs, 1e-12 * scale)
-            if tag == "_self":
-                tolerance.diagonal().fill_(1e-8 * scale)
-            assert ((ours - theirs).abs() <= tolerance).all(), f"{name}{tag} {kind}"
+        assert_matches(reference, name, tag, nngp, ntk)
 
 
 def test_the_fixture_covers_every_twin(reference):

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from nt_reference import assert_matches, channels_first, load
 
 import torchntk as tn
 from torchntk import ArchitectureError
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "neural_tangents" / "layers.npz"
 F64 = torch.float64
 WS, BS = 1.2, 0.3   # the fixture's scales
 
@@ -67,12 +66,7 @@ VECTOR_TWINS = {
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(FIXTURE, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    return load()
 
 
 # -- against neural-tangents ---------------------------------------------------------------
@@ -81,22 +75,12 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(TWINS) + sorted(VECTOR_TWINS))
 def test_kernels_equal_neural_tangents(name, reference):
     if name in TWINS:
-        spec, x1, x2 = TWINS[name], _nchw(reference["x1"]), _nchw(reference["x2"])
+        spec, x1, x2 = TWINS[name], channels_first(reference["x1"]), channels_first(reference["x2"])
     else:
         spec, x1, x2 = VECTOR_TWINS[name], torch.from_numpy(reference["v1"]), torch.from_numpy(reference["v2"])
     for tag, second in (("", x2), ("_self", None)):
         nngp, ntk = spec.kernels(x1, second)
-        for kind, ours in (("nngp", nngp), ("ntk", ntk)):
-            theirs = torch.from_numpy(reference[f"{name}{tag}_{kind}"])
-            # Both float64 closed forms of the same finite sums: round-off, 1e-12 of the largest
-            # entry. Except on a self-kernel's diagonal, where neural-tangents' ReLU angle,
-            # arctan2(sqrt(q q' - c^2), c), takes the square root of round-off (~1e-8 in the
-            # angle; see test_neural_tangents_layers.py): 1e-8 there.
-            scale = theirs.abs().max()
-            tolerance = torch.full_like(theirs, 1e-12 * scale)
-            if tag == "_self":
-                tolerance.diagonal().fill_(1e-8 * scale)
-            assert ((ours - theirs).abs() <= tolerance).all(), (name, tag, kind)
+        assert_matches(reference, name, tag, nngp, ntk)
 
 
 def test_the_fixture_covers_every_twin(reference):
@@ -118,7 +102,7 @@ def test_nngp_is_the_ntk_parameterisations_exactly():
     layers = VECTOR_TWINS["std_mlp"].layers
     std, ntk = _twin(layers, "standard"), _twin(layers, "ntk")
     assert torch.equal(std.nngp(x), ntk.nngp(x))   # the same operations on the same numbers
-    images = _nchw(np.random.default_rng(2).standard_normal((3, 5, 4, 2)))
+    images = channels_first(np.random.default_rng(2).standard_normal((3, 5, 4, 2)))
     conv_ntk = tn.serial(*[tn.Conv(c.filter_shape, stride=c.stride, padding=c.padding, weight_std=c.weight_std,
                                    bias_std=c.bias_std, width=c.width) if isinstance(c, tn.Conv) else
                            (tn.Dense(weight_std=WS, bias_std=BS) if isinstance(c, tn.Dense) else c)
