@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .._finite import check_scale
 from ..networks.attention import MECHANISMS, NTKSelfAttention, attention_weights
 from .base import BuildContext, Layer, Scale, number, show, square
+from .mask import MASK
 from .signal import Signal, fail
 from .state import KernelState
 
@@ -135,19 +136,22 @@ class SelfAttention(Layer):
     def need(self, full_out):
         return True
 
-    def _weights(self, self_pairs: Tensor, spatial: int) -> Tensor:
-        """G (n, P, P) from the inputs' self-covariances (n, *S) in the full layout."""
+    def _weights(self, self_pairs: Tensor, spatial: int, keys: Tensor | None) -> Tensor:
+        """G (n, P, P) from the inputs' self-covariances (n, *S) in the full layout; ``keys``
+        the inputs' mask (n, *positions), whose padding positions get no weight, or None."""
         cov = _to_flat(self_pairs, spatial, 1)
         if self.positional == "sum":
             eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
             cov = cov + square(self.positional_std) * eye
-        return attention_weights(self.query_key_std * cov, self.mechanism)
+        return attention_weights(self.query_key_std * cov, self.mechanism,
+                                 None if keys is None else keys.reshape(keys.shape[0], -1))
 
     def kernel(self, state: KernelState, full_out) -> KernelState:
         spatial, prefix = state.spatial, state.prefix
         sizes = tuple(state.nngp.shape[prefix:][::2])
-        g1 = self._weights(state.rows_self(), spatial)
-        g2 = g1 if (prefix == 1 or state.same) else self._weights(state.cols_self(), spatial)
+        m1, m2 = state.side.get(MASK, (None, None))
+        g1 = self._weights(state.rows_self(), spatial, m1)
+        g2 = g1 if (prefix == 1 or state.same) else self._weights(state.cols_self(), spatial, m2)
         w2, b2 = square(self.value_std), square(self.bias_std)
 
         def weigh(t: Tensor, ga: Tensor, gb: Tensor, pre: int) -> Tensor:

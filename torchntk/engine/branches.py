@@ -31,8 +31,9 @@ from torch import nn
 
 from ..networks import modules
 from .base import BuildContext, Layer, check_nesting
+from .mask import MASK, remask
 from .pointwise import as_layer
-from .signal import Signal, fail, law_checks
+from .signal import Signal, fail, law_checks, side_shape
 from .state import KernelState
 
 MAX_BRANCHES = 64
@@ -310,6 +311,8 @@ def compile_serial(layers: Sequence[Layer], full_out, sig=None):
     def run(state):
         for step in steps:
             state = step(state)
+            if not isinstance(state, tuple) and state.side.get(MASK) is not None:
+                state = remask(state)   # padding stays zero after every layer (torchntk.engine.mask)
         return state
     return run
 
@@ -340,8 +343,22 @@ def serial_signals(layers: Sequence[Layer], sig, where: str) -> tuple[list, Any]
             raise fail(here, f"its input is the {len(sig)} branches of a FanOut; merge them first with FanInSum() "
                              "or FanInConcat(), or give each its own layers with parallel(...).")
         inputs.append(sig)
-        sig = layer.signal(sig, here)
+        out = layer.signal(sig, here)
+        _check_positions_kept(sig, out, here)
+        sig = out
     return inputs, sig
+
+
+def _check_positions_kept(sig, out, where: str) -> None:
+    """With a mask (`torchntk.engine.mask`), a layer must keep the positions it gets, or read them
+    out (a global pooling, Flatten): ArchitectureError naming the layer otherwise."""
+    if side_shape(MASK) is None or isinstance(sig, tuple) or isinstance(out, tuple):
+        return
+    if sig.spatial and not sig.flat and out.spatial and not out.flat and out.shape != sig.shape:
+        raise fail(where, f"changes the positions ({'x'.join(map(str, sig.shape))} -> "
+                          f"{'x'.join(map(str, out.shape))}), but a mask of positions was given, which must stay "
+                          "over the same positions through every layer before the readout. Use stride 1 and "
+                          "padding='same' (or 'circular'), or leave out the mask.")
 
 
 def serial_build(layers: Sequence[Layer], signals: Sequence, channels, ctx: BuildContext):

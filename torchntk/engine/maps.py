@@ -22,6 +22,8 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..numerics import safe_reciprocal, safe_sqrt
+from . import layout
+from .mask import MASK
 from .state import KernelState
 
 Map = Callable[[Tensor, int], Tensor]
@@ -102,7 +104,8 @@ def _self_expectation(s: KernelState, act: Activation) -> Tensor:
 
 def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> KernelState:
     """Divide every kernel by sqrt((v1 + eps)(v2 + eps)), v the variances at each position, or
-    their mean over the spatial ``axes`` (0 the first position axis) normalised together; after
+    their mean over the spatial ``axes`` (0 the first position axis) normalised together (over
+    the real positions under a mask, `torchntk.engine.mask`); after
     Flatten, v is the mean variance over all positions (the normalisation runs over all
     C * H * W features of an input)."""
     def scale(s: KernelState) -> Tensor:
@@ -115,7 +118,14 @@ def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> Ker
             # v2 in p_a, so a mean over both is each one's mean over its own positions
             step = 2 if s.full else 1
             dims = tuple(d for a in axes for d in range(s.prefix + step * a, s.prefix + step * a + step))
-            v1, v2 = v1.mean(dim=dims, keepdim=True), v2.mean(dim=dims, keepdim=True)
+            masks = s.side.get(MASK)
+            if masks is None:
+                v1, v2 = v1.mean(dim=dims, keepdim=True), v2.mean(dim=dims, keepdim=True)
+            else:   # the mean over real positions: padding holds zero variance, and is not counted
+                c1 = layout.rows(masks[0].to(v1.dtype), s.spatial, s.full, s.prefix).sum(dim=dims, keepdim=True)
+                c2 = layout.cols(masks[1].to(v2.dtype), s.spatial, s.full, s.prefix).sum(dim=dims, keepdim=True)
+                v1 = v1.sum(dim=dims, keepdim=True) / c1.clamp(min=1)
+                v2 = v2.sum(dim=dims, keepdim=True) / c2.clamp(min=1)
         return safe_reciprocal(safe_sqrt((v1 + eps) * (v2 + eps)))
 
     factor = scale(state)

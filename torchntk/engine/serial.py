@@ -33,6 +33,7 @@ from . import branches as _branches
 from .base import FORMAT, VERSION, Layer, check_nesting
 from .dense import Dense
 from .graph import ADJACENCY, as_adjacency
+from .mask import MASK, as_mask
 from .pointwise import Nonlinearity, as_layer, naming_callables
 from .signal import ArchitectureError, Signal, input_signal, shapes_only, side_shapes
 from .tiles import check_memory, default_tile, evaluate, memory_estimate
@@ -196,7 +197,7 @@ class Serial(Layer):
 
     def kernels(self, x1: Any, x2: Any | None = None, *, diagonal: bool = False,
                 out_features: int | None = None, dtype: torch.dtype = torch.float64,
-                tile: int | None = None, adjacency: Any = None) -> tuple[Any, Any]:
+                tile: int | None = None, adjacency: Any = None, mask: Any = None) -> tuple[Any, Any]:
         r""":math:`(\Sigma^{(L)}, \Theta^{(L)})`: the NNGP and NTK of the infinite-width network, in one pass.
 
         Args:
@@ -217,12 +218,17 @@ class Serial(Layer):
                 real or bool, or an integer edge list (N, E, 2) of (tail, head) pairs, negative
                 ends marking padding (`torchntk.engine.graph.as_adjacency`). Required exactly
                 when the description has an Aggregate.
+            mask: for variable-length inputs, which positions hold data: boolean ``(m1, m2)`` of
+                shapes (N1, *positions) and (N2, *positions), True at real positions and False at
+                padding, or one m1 when x2 is None (`torchntk.engine.mask`): padding is held at
+                zero, attention gives it no weight and GlobalAvgPool averages over the real
+                positions, so a padded sequence with its mask has the kernels of the unpadded one.
 
         Returns:
             Two tensors (numpy arrays if the inputs were numpy) of shape (N1, N2), or (N1,) with
             ``diagonal=True``, or (N1, N2, k, k) with ``out_features=k``.
         """
-        return self._compute(x1, x2, diagonal, out_features, dtype, tile, adjacency, need_ntk=True)
+        return self._compute(x1, x2, diagonal, out_features, dtype, tile, adjacency, mask, need_ntk=True)
 
     def nngp(self, x1: Any, x2: Any | None = None, **options: Any) -> Any:
         r""":math:`\Sigma^{(L)}(x_1, x_2)`: the covariance of each output at initialisation
@@ -231,7 +237,7 @@ class Serial(Layer):
         Args:
             x1: inputs (N1, ...), as for `kernels`.
             x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
-            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile`` and ``adjacency``, as for `kernels`
+            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile``, ``adjacency`` and ``mask``, as for `kernels`
                 (any other name is a TypeError).
 
         Returns:
@@ -246,7 +252,7 @@ class Serial(Layer):
         Args:
             x1: inputs (N1, ...), as for `kernels`.
             x2: inputs (N2, ...) of the same per-example shape, or None for x1 against itself.
-            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile`` and ``adjacency``, as for `kernels`
+            **options: ``diagonal``, ``out_features``, ``dtype``, ``tile``, ``adjacency`` and ``mask``, as for `kernels`
                 (any other name is a TypeError).
 
         Returns:
@@ -255,7 +261,7 @@ class Serial(Layer):
         """
         return self._compute(x1, x2, **_options(options), need_ntk=True)[1]
 
-    def _compute(self, x1, x2, diagonal, out_features, dtype, tile, adjacency, need_ntk):
+    def _compute(self, x1, x2, diagonal, out_features, dtype, tile, adjacency, mask, need_ntk):
         t1, t2, numpy_out = as_pair_batches(x1, x2, dtype)
         if diagonal and t2 is not None:
             raise ValueError("diagonal=True computes k(x_i, x_i) for x1 alone; leave x2 as None.")
@@ -264,8 +270,11 @@ class Serial(Layer):
         if out_features is not None and (not isinstance(out_features, int) or out_features < 1):
             raise ValueError(f"out_features must be a positive integer, got {out_features!r}.")
         sig = input_signal(tuple(t1.shape[1:]))
-        side = self._side_inputs({ADJACENCY: adjacency}, t1, t2)
-        # each side input was checked against the input's nodes: the graphs' V, for every Aggregate to compare
+        side = self._side_inputs({ADJACENCY: adjacency, MASK: mask}, t1, t2)
+        if MASK in side:   # the inputs at padding positions are never read
+            t1, t2 = zero_padding(t1, side[MASK][0]), None if t2 is None else zero_padding(t2, side[MASK][1])
+        # each side input was checked against the input's positions (the graphs' V), for every
+        # layer that reads one to compare with its own input
         with side_shapes({name: tuple(t1.shape[2:]) for name in side}):
             out = self.analyse(tuple(t1.shape[1:]))
         full_in = bool(self.need(False))   # which covariance structure each layer needs: once per call
@@ -288,9 +297,9 @@ class Serial(Layer):
         return tuple(results)
 
     def _side_inputs(self, given: dict[str, Any], t1: Tensor, t2: Tensor | None) -> dict[str, tuple]:
-        """The side inputs of a call (`torchntk.engine.graph`), checked and converted: name ->
-        (data of x1, data of x2 or None), for those the description's layers read; ValueError for
-        one missing, or given to a description that reads none."""
+        """The side inputs of a call (`torchntk.engine.state`), checked and converted: name ->
+        (data of x1, data of x2 or None). An adjacency must be given exactly when a layer reads it
+        (ValueError otherwise); a mask may be given to any description of inputs with positions."""
         readers: dict[str, Layer] = {}
         for layer in _all_layers(self):
             for name in getattr(layer, "side_inputs", ()):
@@ -303,10 +312,10 @@ class Serial(Layer):
                                      f"{name}=(A1, A2) with x1 and x2, or {name}=A1 for x1 alone (A (N, V, V), "
                                      "A[n, i, j] the weight of the arc i -> j).")
                 continue
-            if name not in readers:
+            if name not in readers and name != MASK:
                 raise ValueError(f"{name}= was given, but no layer of this description reads it (Aggregate() reads "
                                  "adjacency=); leave it out, or add the layer.")
-            side[name] = _adjacency_pair(value, t1, t2, readers[name])
+            side[name] = _side_pair(name, value, t1, t2, readers.get(name))
         return side
 
     def _check_memory(self, t1: Tensor, t2: Tensor | None, out_shape: tuple[int, ...], full_in: bool,
@@ -371,28 +380,41 @@ def _is_traced(t: Tensor) -> bool:
     return is_functorch_wrapped_tensor(t) or unpack_dual(t).tangent is not None
 
 
-def _adjacency_pair(value: Any, t1: Tensor, t2: Tensor | None, reader: Layer) -> tuple[Tensor, Tensor | None]:
-    """(A1, A2 or None), checked against x1 and x2 (`graph.as_adjacency`)."""
-    if t1.dim() != 3:
+def _side_pair(name: str, value: Any, t1: Tensor, t2: Tensor | None, reader: Layer | None) -> tuple[Tensor, Any]:
+    """(x1's, x2's or None) side input ``name`` of a call, each checked against its inputs and
+    converted (`graph.as_adjacency`, `mask.as_mask`): one value for x1 alone, a pair with x2."""
+    each = "V, V" if name == ADJACENCY else ", ".join(map(str, t1.shape[2:]))   # one input's shape
+    letter = name[0].upper()
+    if name == ADJACENCY and t1.dim() != 3:
         raise ValueError(f"{reader!r} takes graphs (N, C, V) with adjacencies (N, V, V); the inputs have shape "
                          f"{tuple(t1.shape)}.")
     pair = isinstance(value, tuple)
     if t2 is None and pair:
-        raise ValueError(f"x2 is None, so give one adjacency for x1, adjacency=A1 of shape ({t1.shape[0]}, V, V), "
+        raise ValueError(f"x2 is None, so give one {name} for x1, {name}={letter}1 of shape ({t1.shape[0]}, {each}), "
                          f"not a tuple of {len(value)}.")
     if t2 is not None and (not pair or len(value) != 2):
-        raise ValueError("with x1 and x2, give one adjacency for each, a tuple adjacency=(A1, A2), of shapes "
-                         f"({t1.shape[0]}, V, V) and ({t2.shape[0]}, V, V).")
-    options = {"dtype": t1.dtype, "device": t1.device}
-    nodes = t1.shape[2]
+        raise ValueError(f"with x1 and x2, give one {name} for each, a tuple {name}=({letter}1, {letter}2), of "
+                         f"shapes ({t1.shape[0]}, {each}) and ({t2.shape[0]}, {each}).")
+
+    def convert(v: Any, label: str, count: int) -> Tensor:
+        if name == ADJACENCY:
+            return as_adjacency(v, label, count, t1.shape[2], dtype=t1.dtype, device=t1.device)
+        return as_mask(v, label, count, tuple(t1.shape[2:]), device=t1.device)
     if t2 is None:
-        return as_adjacency(value, "adjacency", t1.shape[0], nodes, **options), None
-    return (as_adjacency(value[0], "adjacency[0] (of x1)", t1.shape[0], nodes, **options),
-            as_adjacency(value[1], "adjacency[1] (of x2)", t2.shape[0], nodes, **options))
+        return convert(value, name, t1.shape[0]), None
+    return (convert(value[0], f"{name}[0] (of x1)", t1.shape[0]),
+            convert(value[1], f"{name}[1] (of x2)", t2.shape[0]))
+
+
+def zero_padding(t: Tensor, m: Tensor | None) -> Tensor:
+    """Inputs (n, C, *positions) with zeros at the padding positions of mask ``m`` (n, *positions):
+    a new tensor, the caller's left as it is. ``t`` itself without a mask."""
+    return t if m is None else t * m[:, None].to(t.dtype)
 
 
 def _options(options: dict) -> dict:
-    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": None, "adjacency": None}
+    allowed = {"diagonal": False, "out_features": None, "dtype": torch.float64, "tile": None, "adjacency": None,
+               "mask": None}
     unknown = set(options) - set(allowed)
     if unknown:
         raise TypeError(f"unexpected option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")

@@ -42,7 +42,8 @@ from .base import (
     square,
     standard_fan_in,
 )
-from .signal import ArchitectureError, Signal, fail
+from .mask import MASK, real_counts
+from .signal import ArchitectureError, Signal, fail, side_shape
 from .state import KernelState
 from .windows import PADDINGS, out_size, window_sum
 
@@ -304,6 +305,10 @@ class AvgPool(_LinearPool):
     def signal(self, sig: Signal, where: str) -> Signal:
         if not isinstance(self.normalize_edges, bool):
             raise fail(where, f"normalize_edges must be True or False, got {self.normalize_edges!r}.")
+        if self.normalize_edges and side_shape(MASK) is not None:
+            raise fail(where, "normalize_edges=True divides each window by its positions inside the input, padding "
+                              "included, but a mask of positions was given; leave out one of them (padding holds "
+                              "zeros, so the plain window mean treats it as 'same' padding).")
         return super().signal(sig, where)
 
     def _divide(self, t, prefix, window, stride, sizes):
@@ -370,7 +375,10 @@ class MaxPool(_Pool):
 
 class GlobalAvgPool(Layer):
     r"""Mean over all positions, (N, C, *positions) -> (N, C):
-    :math:`K' = \frac{1}{P^2} \sum_{p, q} K(p, q)` over the :math:`P` positions."""
+    :math:`K' = \frac{1}{P^2} \sum_{p, q} K(p, q)` over the :math:`P` positions; under a mask
+    (`torchntk.engine.mask`) the mean over each input's real positions,
+    :math:`K'(x, x') = \frac{1}{c\, c'} \sum_{p, q} K(x, x')(p, q)` with padding at zero and
+    :math:`c, c'` the two inputs' numbers of real positions."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -386,6 +394,8 @@ class GlobalAvgPool(Layer):
     def need(self, full_out):
         return True
 
+    averages = True   # over the real positions, under a mask (GlobalSumPool sums, padding adds zeros)
+
     def _scale(self, positions: int) -> float:
         return 1.0
 
@@ -393,7 +403,19 @@ class GlobalAvgPool(Layer):
         spatial = state.spatial
         positions = math.prod(state.nngp.shape[state.prefix:][::2])
         scale = self._scale(positions)
-        return maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix) * scale)
+        masks = state.side.get(MASK)
+        if masks is None or not self.averages:
+            return maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix) * scale)
+        # the mean over each input's real positions: the sum over all of them (padding holds
+        # zeros) over c c', the two inputs' numbers of real positions
+        total = float(positions) ** 2
+        out = maps.readout(state, lambda t, prefix: layout.mean_all(t, spatial, prefix) * total)
+        c1, c2 = (real_counts(m).to(out.nngp.dtype) for m in masks)
+        pair = c1 * c2 if out.prefix == 1 else c1[:, None] * c2[None]
+        ntk = out.ntk if out.ntk is None or out.ntk.dim() == 0 else out.ntk / pair
+        self1 = None if out.self1 is None else out.self1 / (c1 * c1)
+        self2 = None if out.self2 is None else out.self2 / (c2 * c2)
+        return replace(out, nngp=out.nngp / pair, ntk=ntk, self1=self1, self2=self2)
 
     def build(self, sig: Signal, channels: int, ctx: BuildContext) -> tuple[nn.Module, int]:
         return modules.GlobalAvgPool(), channels
@@ -403,6 +425,8 @@ class GlobalSumPool(GlobalAvgPool):
     r"""Sum over all positions :math:`P`, (N, C, *positions) -> (N, C):
     :math:`K' = \sum_{p, q \in P} K(p, q)`, :math:`|P|^2` times GlobalAvgPool's
     (neural-tangents' ``stax.GlobalSumPool``)."""
+
+    averages = False
 
     def _scale(self, positions: int) -> float:
         return float(positions) ** 2

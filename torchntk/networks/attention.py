@@ -11,7 +11,7 @@ query / key weights W_h (C, d) and value weights V_h (C, d); the output weights 
     out      = value_std / sqrt(C H d) sum_h heads_h O_h^T + bias_std b     (N, C_out, P)
 
 (neural-tangents' ``stax.GlobalSelfAttention(..., linear_scaling=True)``), with softmax over
-the key positions, and e (C, P) the positional embeddings (a parameter, as there) when
+the key positions (those that hold data, under a mask: `torchntk.engine.mask`), and e (C, P) the positional embeddings (a parameter, as there) when
 ``positional="sum"``. The heads and their width follow the layer's width w: H = floor(sqrt(w))
 heads of d = floor(w / H) channels each, so both grow without bound as w does.
 """
@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .modules import current_mask, real_only
 from .weighted import layer_generator
 
 MECHANISMS = ("softmax", "identity", "abs", "relu")
@@ -36,16 +37,26 @@ def attention_heads(width: int) -> tuple[int, int]:
     return heads, max(1, int(width) // heads)
 
 
-def attention_weights(logits: Tensor, mechanism: str) -> Tensor:
+def attention_weights(logits: Tensor, mechanism: str, keys: Tensor | None = None) -> Tensor:
     """The attention weights from logits (..., P, P): softmax over the last axis (the key
-    positions), or the identity, abs or relu entrywise."""
+    positions), or the identity, abs or relu entrywise. ``keys``: a boolean (n, P) mask of the
+    key positions that hold data (logits (n, ..., P, P)); padding keys get weight 0 (a logit of
+    -inf before the softmax), as neural-tangents masks them."""
+    if keys is not None:
+        keep = keys.reshape(keys.shape[0], *([1] * (logits.dim() - 2)), keys.shape[-1])
+        if mechanism == "softmax":
+            logits = logits.masked_fill(~keep, -math.inf)
     if mechanism == "softmax":
-        return torch.softmax(logits, dim=-1)
-    if mechanism == "abs":
-        return logits.abs()
-    if mechanism == "relu":
-        return torch.relu(logits)
-    return logits
+        weights = torch.softmax(logits, dim=-1)
+    elif mechanism == "abs":
+        weights = logits.abs()
+    elif mechanism == "relu":
+        weights = torch.relu(logits)
+    else:
+        weights = logits
+    if keys is not None and mechanism != "softmax":
+        weights = weights * keep.to(weights.dtype)
+    return weights
 
 
 class NTKSelfAttention(nn.Module):
@@ -95,6 +106,7 @@ class NTKSelfAttention(nn.Module):
         self.positional = None if emb is None else nn.Parameter(emb.to(dtype=dtype, device=device))
 
     def forward(self, a: Tensor) -> Tensor:
+        a = real_only(a)
         n, channels, *positions = a.shape
         if self.positional is not None and tuple(positions) != tuple(self.positional.shape[1:]):
             raise ValueError(f"this self-attention layer's positional embeddings cover positions "
@@ -103,7 +115,9 @@ class NTKSelfAttention(nn.Module):
         flat = a.reshape(n, channels, -1)
         keyed = flat if self.positional is None else flat + self.emb_scale * self.positional.reshape(channels, -1)
         keys = torch.einsum("ncp,hcd->nhpd", keyed, self.key)
-        weights = attention_weights(self.logit_scale * (keys @ keys.transpose(-1, -2)), self.mechanism)
+        mask = current_mask()
+        weights = attention_weights(self.logit_scale * (keys @ keys.transpose(-1, -2)), self.mechanism,
+                                    None if mask is None else mask.reshape(n, -1))
         values = torch.einsum("ncp,hcd->nhpd", flat, self.value)
         heads = weights @ values                                   # (N, H, P, d)
         out = torch.einsum("nhpd,ohd->nop", heads, self.out) * self.out_scale

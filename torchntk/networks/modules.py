@@ -33,6 +33,25 @@ def side_inputs(values: Mapping[str, Tensor]) -> Iterator[None]:
         _SIDE.reset(token)
 
 
+def current_mask() -> Tensor | None:
+    """The forward pass's mask of positions (N, *positions), True where the inputs hold data
+    (`torchntk.engine.mask`), or None."""
+    return (_SIDE.get() or {}).get("mask")
+
+
+def real_only(x: Tensor) -> Tensor:
+    """x (N, C, *positions) with zeros at the forward pass's padding positions: what a module that
+    mixes positions (a filter, attention, pooling, a readout) reads, so that padding never reaches
+    the data. x itself without a mask."""
+    mask = current_mask()
+    if mask is None:
+        return x
+    if tuple(x.shape[2:]) != tuple(mask.shape[1:]) or x.shape[0] != mask.shape[0]:
+        raise ValueError(f"the mask covers inputs {tuple(mask.shape)} (N, *positions), but a layer got "
+                         f"{tuple(x.shape)}: a mask needs layers that keep the positions (stride 1, 'same' padding).")
+    return x * mask[:, None].to(x.dtype)
+
+
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
@@ -76,6 +95,7 @@ class AvgPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pool = _AVG[len(self.window)]
+        x = real_only(x)
         out = pool(pad_input(x, self.window, self.stride, self.padding), self.window, self.stride)
         if self.normalize_edges and self.padding == "same":
             # The mean of the padded window over the mean of a padded window of ones: the sum of
@@ -103,29 +123,35 @@ class MaxPool(nn.Module):
         self.window, self.stride, self.padding = window, stride, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        x = pad_input(x, self.window, self.stride, self.padding, value=-math.inf)
+        x = pad_input(real_only(x), self.window, self.stride, self.padding, value=-math.inf)
         return _MAX[len(self.window)](x, self.window, self.stride)
 
 
 class GlobalAvgPool(nn.Module):
-    """Mean over all positions: (N, C, *positions) -> (N, C)."""
+    """Mean over all positions: (N, C, *positions) -> (N, C); under a mask, over each input's
+    real positions."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.mean(dim=tuple(range(2, x.dim())))
+        dims = tuple(range(2, x.dim()))
+        mask = current_mask()
+        if mask is None:
+            return x.mean(dim=dims)
+        return real_only(x).sum(dim=dims) / mask.reshape(mask.shape[0], 1, -1).sum(dim=2).to(x.dtype)
 
 
 class GlobalSumPool(nn.Module):
-    """Sum over all positions: (N, C, *positions) -> (N, C)."""
+    """Sum over all positions: (N, C, *positions) -> (N, C) (padding, under a mask, adds zeros)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.sum(dim=tuple(range(2, x.dim())))
+        return real_only(x).sum(dim=tuple(range(2, x.dim())))
 
 
 class Flatten(nn.Module):
-    """(N, C, *positions) -> (N, C * prod(positions)), channels-major as torch.flatten."""
+    """(N, C, *positions) -> (N, C * prod(positions)), channels-major as torch.flatten (padding,
+    under a mask, as zeros)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
+        return real_only(x).flatten(1)
 
 
 LAYER_NORM_EPS = 1e-12
@@ -143,9 +169,17 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dims = self.axes[0] if len(self.axes) == 1 else self.axes
-        mean = x.mean(dim=dims, keepdim=True)
-        centred = x - mean
-        return centred / torch.sqrt((centred * centred).mean(dim=dims, keepdim=True) + self.eps)
+        mask = current_mask() if any(a >= 2 for a in self.axes) and x.dim() > 2 else None
+        if mask is None:
+            mean = x.mean(dim=dims, keepdim=True)
+            centred = x - mean
+            return centred / torch.sqrt((centred * centred).mean(dim=dims, keepdim=True) + self.eps)
+        # statistics over the real positions only (`torchntk.engine.mask`)
+        weight = mask[:, None].to(x.dtype).expand_as(x)
+        count = weight.sum(dim=dims, keepdim=True).clamp(min=1)
+        mean = (x * weight).sum(dim=dims, keepdim=True) / count
+        centred = (x - mean) * weight
+        return centred / torch.sqrt((centred * centred).sum(dim=dims, keepdim=True) / count + self.eps)
 
 
 class FanOut(nn.Module):
@@ -208,6 +242,7 @@ class Aggregate(nn.Module):
             adjacency = (_SIDE.get() or {}).get("adjacency")
         if adjacency is None:
             raise ValueError("Aggregate needs the graphs' adjacency (N, V, V): call net(x, adjacency=A).")
+        x = real_only(x)
         if adjacency.is_floating_point():
             return torch.bmm(x, adjacency)
         valid = (adjacency >= 0).all(dim=-1)[:, None, :].to(x.dtype)   # (N, 1, E): negative ends are padding

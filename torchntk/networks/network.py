@@ -33,10 +33,11 @@ from torch import Tensor, nn
 
 from .._inputs import check_dtype
 from ..engine.base import BuildContext
-from ..engine.graph import as_adjacency
-from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only
+from ..engine.graph import ADJACENCY, as_adjacency
+from ..engine.mask import MASK, as_mask
+from ..engine.signal import ArchitectureError, Signal, input_signal, shapes_only, side_shapes
 from ..engine.tiles import device_memory
-from .modules import Aggregate, Elementwise, side_inputs
+from .modules import Aggregate, Elementwise, real_only, side_inputs
 from .weighted import NTKConv, NTKConvLocal, NTKDense
 
 
@@ -131,14 +132,19 @@ class NTKNetwork(nn.Module):
 
     # -- forward ------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, return_hidden: bool = False, *,
-                adjacency: Tensor | None = None) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
+    def forward(self, x: Tensor, return_hidden: bool = False, *, adjacency: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         r""":math:`f(x)`: (N, out_features) after a readout, (N, out_features, *positions) otherwise.
 
         ``adjacency``: for a description with `Aggregate`, the graphs' adjacencies (N, V, V),
         ``A[n, i, j]`` the weight of the arc i -> j, for graphs x (N, C, V), or an integer edge
         list (N, E, 2) of (tail, head) pairs (negative ends: padding); required exactly then (a
         real or bool adjacency is used in the input's dtype).
+
+        ``mask``: for variable-length inputs, a boolean (N, *positions) tensor, True where x holds
+        data and False at padding (`torchntk.engine.mask`): x is ignored at padding, which every
+        layer that mixes positions reads as zeros, attention gives no weight and GlobalAvgPool
+        leaves out; an output with positions is zero there.
 
         With ``return_hidden=True`` also a dict with "preactivations", the output of every
         weighted layer but the last, and "activations", the output of every nonlinearity, in
@@ -148,22 +154,35 @@ class NTKNetwork(nn.Module):
         self._check_input(x)
         if self.body is None or self.input_shape is None:
             self.build(tuple(x.shape[1:]))
-        with side_inputs(self._side_inputs(x, adjacency)):
-            return self._forward(x, return_hidden)
+        side = self._side_inputs(x, adjacency, mask)
+        with side_inputs(side):
+            if MASK not in side:
+                return self._forward(x, return_hidden)
+            out = self._forward(real_only(x), return_hidden)
+            y = out[0] if return_hidden else out
+            if y.dim() > 2:   # outputs with positions: zero at padding, as the kernels say
+                y = real_only(y)
+            return (y, out[1]) if return_hidden else y
 
-    def _side_inputs(self, x: Tensor, adjacency: Any) -> dict[str, Tensor]:
+    def _side_inputs(self, x: Tensor, adjacency: Any, mask: Any) -> dict[str, Tensor]:
+        side = {}
+        if mask is not None:
+            side[MASK] = as_mask(mask, "mask", x.shape[0], tuple(x.shape[2:]), device=x.device)
+            with shapes_only(), side_shapes({MASK: tuple(x.shape[2:])}):
+                self.spec.signals(input_signal(tuple(x.shape[1:])))   # refuses layers that change the positions
         readers = [m for m in self.body.modules() if isinstance(m, Aggregate)]
         if adjacency is None:
             if readers:
                 raise ValueError("this network has Aggregate layers, which need the graphs' adjacency: call "
                                  "net(x, adjacency=A), A (N, V, V) with A[n, i, j] the weight of the arc i -> j.")
-            return {}
+            return side
         if not readers:
             raise ValueError("adjacency= was given, but this network has no Aggregate layer to read it; leave it out.")
         if x.dim() != 3:
             raise ValueError(f"a network with Aggregate takes graphs (N, C, V); got inputs of shape {tuple(x.shape)}.")
-        return {"adjacency": as_adjacency(adjacency, "adjacency", x.shape[0], x.shape[2], dtype=x.dtype,
-                                          device=x.device)}
+        side[ADJACENCY] = as_adjacency(adjacency, "adjacency", x.shape[0], x.shape[2], dtype=x.dtype,
+                                       device=x.device)
+        return side
 
     def _forward(self, x: Tensor, return_hidden: bool) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         if not return_hidden:

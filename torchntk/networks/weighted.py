@@ -26,7 +26,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
 from ..engine.windows import out_size
-from .modules import CONV, pad_input
+from .modules import CONV, pad_input, real_only
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
@@ -158,7 +158,7 @@ class NTKConv(nn.Module):
         self.bias = nn.Parameter(bias.to(dtype=dtype, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = pad_input(x, self.filter_shape, self.stride, self.padding)
+        x = pad_input(real_only(x), self.filter_shape, self.stride, self.padding)
         return CONV[len(self.filter_shape)](x, self.weight * self.weight_scale, self.bias * self.bias_scale,
                                               stride=self.stride)
 
@@ -213,7 +213,7 @@ class NTKConvLocal(nn.Module):
         if tuple(x.shape[2:]) != self.in_shape:
             raise ValueError(f"locally connected layer {self.index + 1} was built for inputs with positions "
                              f"{self.in_shape} (its weights are per output position), got {tuple(x.shape[2:])}.")
-        x = pad_input(x, self.filter_shape, self.stride, self.padding)
+        x = pad_input(real_only(x), self.filter_shape, self.stride, self.padding)
         d = len(self.filter_shape)
         for axis, (k, s) in enumerate(zip(self.filter_shape, self.stride, strict=True)):
             x = x.unfold(2 + axis, k, s)            # (N, C, *out positions, *window) after every axis
