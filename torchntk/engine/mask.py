@@ -16,7 +16,8 @@ an input holds data and False at padding: (N, L) for sequences (N, C, L), (N, H,
 
 So a sequence padded at its end, with its mask, has exactly the kernels of the unpadded sequence
 through any stack of these layers, position-wise ones, "same" stride-1 convolutions and
-`GlobalSumPool` / `Flatten` readouts (neural-tangents' ``mask_constant`` with the same layers).
+`GlobalAvgPool` / `GlobalSumPool` readouts (not `Flatten`, whose Dense divides by all positions;
+neural-tangents' ``mask_constant`` agrees on all of them).
 The positions must stay the same through every layer the mask travels through: a layer that
 changes them (a strided or "valid" Conv, windowed pooling, ConvTranspose) is an error with a
 mask, naming the layer.

@@ -11,7 +11,8 @@ query / key weights W_h (C, d) and value weights V_h (C, d); the output weights 
     out      = value_std / sqrt(C H d) sum_h heads_h O_h^T + bias_std b     (N, C_out, P)
 
 (neural-tangents' ``stax.GlobalSelfAttention(..., linear_scaling=True)``), with softmax over
-the key positions (those that hold data, under a mask: `torchntk.engine.mask`), and e (C, P) the positional embeddings (a parameter, as there) when
+the key positions (those that hold data, under a mask: `torchntk.engine.mask`), and e (C, P)
+the positional embeddings (a parameter, as there) when
 ``positional="sum"``. The heads and their width follow the layer's width w: H = floor(sqrt(w))
 heads of d = floor(w / H) channels each, so both grow without bound as w does.
 """
