@@ -50,6 +50,19 @@ def _real_tensor(x: Any, name: str, shapes: str) -> Tensor:
     return t
 
 
+def as_side_tensor(a: Any, name: str, expects: str) -> Tensor:
+    """A side input (an adjacency, a mask) as a torch tensor, not yet checked or converted: a
+    tensor as it is, a numpy array copied (never a view of the caller's). ``expects`` describes
+    the accepted form, for the TypeError of anything else (lists, object arrays)."""
+    if isinstance(a, np.ndarray):
+        if a.dtype == object:
+            raise TypeError(f"{name} must be {expects}, got an object array.")
+        return torch.from_numpy(np.array(a))
+    if not isinstance(a, Tensor):
+        raise TypeError(f"{name} must be a torch tensor or numpy array, {expects}, got {type(a).__name__}.")
+    return a
+
+
 def _finite_on(t: Tensor, name: str, dtype: torch.dtype, device: torch.device | None) -> Tensor:
     """t on ``device`` (an error if elsewhere) as ``dtype``; an error naming the first NaN or inf:
     by row and column for (N, d), by example and position for images and other layouts."""

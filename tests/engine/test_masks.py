@@ -61,11 +61,12 @@ def lengths_mask(lengths, size: int) -> torch.Tensor:
     return torch.arange(size)[None] < torch.as_tensor(lengths)[:, None]
 
 
-# LayerNorm over positions: neural-tangents adds LayerNorm's eps (1e-12) to the variance at the padding
-# positions too before its mean over the real ones, so that its normalising variance exceeds the
-# finite network's (and torchntk's) by about 1e-12 (P - c) / c (P = 7 positions, c >= 2 real ones)
-# of a variance that is ~0.1 here: up to ~3e-11 of each entry (measured: 2e-11, and 0 between two
-# unpadded inputs). 1e-10 bounds that and is still 1e6 below any error of the masked mean itself.
+# LayerNorm over positions: neural-tangents' masked mean (mean_and_var in its stax/requirements.py)
+# sums eps + cov over every position, padding included, and divides by the real ones, so its
+# normalising variance exceeds the finite network's (and torchntk's) by eps (P - c) / c, with
+# eps = 1e-12, P = 7 positions and c >= 2 real ones, of a variance that is ~0.1 here: up to ~3e-11
+# of each entry (measured: 2e-11; 0 between two unpadded inputs; it grows tenfold with eps). 1e-10
+# bounds that and is still far below what a wrong count of positions would cost (O(1/c)).
 NT_EPS_AT_PADDING = {"conv_identity_norm": 1e-10}
 
 
@@ -263,7 +264,7 @@ M = lengths_mask([5, 2, 3], 5)
     (M[:2], ValueError, r"mask must have shape \(3, 5\)"),
     (lengths_mask([5, 0, 3], 5), ValueError, "input 1 has no real position"),
     (M.double() * 0.5, ValueError, "must be boolean"),
-    ([[True] * 5] * 3, TypeError, "boolean torch tensor or numpy array"),
+    ([[True] * 5] * 3, TypeError, "must be a torch tensor or numpy array, boolean"),
     ((M, M), ValueError, "x2 is None, so give one mask"),
 ])
 def test_a_bad_mask_says_what_is_wrong(mask, error, match):
@@ -303,3 +304,12 @@ def test_edge_normalised_pooling_refuses_a_mask():
                      tn.GlobalAvgPool(), tn.Dense())
     with pytest.raises(ArchitectureError, match="normalize_edges=True"):
         spec.kernels(X, mask=M)
+
+
+def test_a_branch_that_changes_the_positions_is_refused_under_a_mask():
+    # each branch a single layer: no serial of its own, so the check must see the branches' outputs
+    spec = tn.serial(tn.Conv(1), tn.ReLU(), tn.FanOut(2), tn.parallel(tn.Conv(3), tn.Conv(3)), tn.FanInSum(),
+                     tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
+    with pytest.raises(ArchitectureError, match=r"layer 3 .*changes the positions \(5 -> 3\)"):
+        spec.kernels(X, mask=M)
+    spec.kernels(X)   # without a mask the description is fine

@@ -343,22 +343,24 @@ def serial_signals(layers: Sequence[Layer], sig, where: str) -> tuple[list, Any]
             raise fail(here, f"its input is the {len(sig)} branches of a FanOut; merge them first with FanInSum() "
                              "or FanInConcat(), or give each its own layers with parallel(...).")
         inputs.append(sig)
-        out = layer.signal(sig, here)
-        _check_positions_kept(sig, out, here)
-        sig = out
+        sig = layer.signal(sig, here)
+        _check_positions_kept(sig, here)
     return inputs, sig
 
 
-def _check_positions_kept(sig, out, where: str) -> None:
-    """With a mask (`torchntk.engine.mask`), a layer must keep the positions it gets, or read them
-    out (a global pooling, Flatten): ArchitectureError naming the layer otherwise."""
-    if side_shape(MASK) is None or isinstance(sig, tuple) or isinstance(out, tuple):
+def _check_positions_kept(out, where: str) -> None:
+    """With a mask (`torchntk.engine.mask`), every output with positions (each branch's, between a
+    FanOut and its merge) must have the input's positions, until a readout (a global pooling,
+    Flatten) leaves none: ArchitectureError naming the layer otherwise."""
+    positions = side_shape(MASK)
+    if positions is None:
         return
-    if sig.spatial and not sig.flat and out.spatial and not out.flat and out.shape != sig.shape:
-        raise fail(where, f"changes the positions ({'x'.join(map(str, sig.shape))} -> "
-                          f"{'x'.join(map(str, out.shape))}), but a mask of positions was given, which must stay "
-                          "over the same positions through every layer before the readout. Use stride 1 and "
-                          "padding='same' (or 'circular'), or leave out the mask.")
+    for sig in out if isinstance(out, tuple) else (out,):
+        if sig.spatial and not sig.flat and sig.shape != tuple(positions):
+            raise fail(where, f"changes the positions ({'x'.join(map(str, positions))} -> "
+                              f"{'x'.join(map(str, sig.shape))}), but a mask of positions was given, which must "
+                              "stay over the same positions through every layer before the readout. Use stride 1 "
+                              "and padding='same' (or 'circular'), or leave out the mask.")
 
 
 def serial_build(layers: Sequence[Layer], signals: Sequence, channels, ctx: BuildContext):

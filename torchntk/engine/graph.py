@@ -40,10 +40,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._inputs import as_side_tensor
 from ..networks import modules
 from .base import BuildContext, Layer
 from .signal import Signal, fail, side_shape
@@ -126,13 +126,8 @@ def as_adjacency(a: Any, name: str, count: int, nodes: int, *, dtype: torch.dtyp
       share one E): returned as int64.
 
     ``name`` ("adjacency", "adjacency[1] (of x2)") starts every error message."""
-    if isinstance(a, np.ndarray):
-        if a.dtype == object:
-            raise TypeError(f"{name} must be a numeric array (N, V, V), got an object array.")
-        a = torch.from_numpy(np.array(a))
-    if not isinstance(a, Tensor):
-        raise TypeError(f"{name} must be a torch tensor or numpy array, dense (N, V, V) (A[n, i, j] the weight of "
-                        f"the arc i -> j) or an integer edge list (N, E, 2), got {type(a).__name__}.")
+    a = as_side_tensor(a, name, "dense (N, V, V) (A[n, i, j] the weight of the arc i -> j) or an integer edge "
+                                "list (N, E, 2)")
     if a.is_complex():
         raise TypeError(f"{name} must hold real weights, got dtype {a.dtype}.")
     edges = not (a.is_floating_point() or a.dtype == torch.bool)

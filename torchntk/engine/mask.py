@@ -30,10 +30,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .._inputs import as_side_tensor
 from . import layout
 from .state import KernelState
 
@@ -46,13 +46,7 @@ def as_mask(m: Any, name: str, count: int, positions: tuple[int, ...], *, device
     real positions, never the caller's own; a torch tensor or numpy array of bools (or of 0 / 1).
 
     ``name`` ("mask", "mask[1] (of x2)") starts every error message."""
-    if isinstance(m, np.ndarray):
-        if m.dtype == object:
-            raise TypeError(f"{name} must be a boolean array (N, *positions), got an object array.")
-        m = torch.from_numpy(np.array(m))
-    if not isinstance(m, Tensor):
-        raise TypeError(f"{name} must be a boolean torch tensor or numpy array (N, *positions), True at the "
-                        f"positions that hold data, got {type(m).__name__}.")
+    m = as_side_tensor(m, name, "boolean (N, *positions), True at the positions that hold data")
     if not positions:
         raise ValueError(f"{name} was given, but the inputs are vectors (N, d) without positions; a mask marks the "
                          "real positions of sequences (N, C, L), images (N, C, H, W) or graphs (N, C, V).")
@@ -60,11 +54,9 @@ def as_mask(m: Any, name: str, count: int, positions: tuple[int, ...], *, device
     if tuple(m.shape) != expected:
         raise ValueError(f"{name} must have shape {expected}, one flag per input and position (the inputs' N and "
                          f"their positions {positions}), got {tuple(m.shape)}.")
-    if m.dtype != torch.bool:
-        if m.is_complex() or m.is_floating_point() and not torch.isfinite(m).all() or not (
-                (m == 0) | (m == 1)).all():
-            raise ValueError(f"{name} must be boolean (True at real positions, False at padding), or hold only 0 "
-                             f"and 1; got dtype {m.dtype} with other values.")
+    if m.dtype != torch.bool and (m.is_complex() or not ((m == 0) | (m == 1)).all()):   # NaN and inf fail too
+        raise ValueError(f"{name} must be boolean (True at real positions, False at padding), or hold only 0 "
+                         f"and 1; got dtype {m.dtype} with other values.")
     out = m.to(device=device, dtype=torch.bool, copy=True)
     empty = ~out.reshape(count, -1).any(dim=1)
     if empty.any():
@@ -102,10 +94,7 @@ def remask(state: KernelState) -> KernelState:
                        state.prefix, state.same, state.spatial, state.full, state.flat, state.side)
 
 
-def real_counts(m: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
-    """The number of real positions of each input (n,), or over the position ``dims`` (0 for the
-    first position axis) with the others kept (keepdim), at least 1 so that a quotient by it is
-    defined where a row of positions is all padding (its entries are zero there anyway)."""
-    if dims is None:
-        return m.reshape(m.shape[0], -1).sum(dim=1).clamp(min=1)
-    return m.sum(dim=tuple(1 + d for d in dims), keepdim=True).clamp(min=1)
+def real_counts(m: Tensor) -> Tensor:
+    """The number of real positions of each input (n,) of a mask (n, *positions) (at least one,
+    which `as_mask` checks)."""
+    return m.reshape(m.shape[0], -1).sum(dim=1)

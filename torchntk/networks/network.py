@@ -67,6 +67,7 @@ class NTKNetwork(nn.Module):
         self._dtype, self._device = dtype, device
         self.body: nn.Module | None = None
         self.input_shape: tuple[int, ...] | None = None
+        self._mask_checked: set[tuple[int, ...]] = set()   # input shapes whose layers keep the positions
         if input_shape is not None:
             self.build(tuple(input_shape))
         elif spec.starts_with_dense():
@@ -168,8 +169,11 @@ class NTKNetwork(nn.Module):
         side = {}
         if mask is not None:
             side[MASK] = as_mask(mask, "mask", x.shape[0], tuple(x.shape[2:]), device=x.device)
-            with shapes_only(), side_shapes({MASK: tuple(x.shape[2:])}):
-                self.spec.signals(input_signal(tuple(x.shape[1:])))   # refuses layers that change the positions
+            shape = tuple(x.shape[1:])
+            if shape not in self._mask_checked:   # once per shape: forwards come in chunks and draws
+                with shapes_only(), side_shapes({MASK: shape[1:]}):
+                    self.spec.signals(input_signal(shape))   # refuses layers that change the positions
+                self._mask_checked.add(shape)
         readers = [m for m in self.body.modules() if isinstance(m, Aggregate)]
         if adjacency is None:
             if readers:
