@@ -18,7 +18,7 @@ import random
 
 import pytest
 import torch
-from description_grammar import random_description
+from description_grammar import random_description, side_inputs
 
 import torchntk as tn
 from torchntk.engine import serialize
@@ -37,7 +37,8 @@ def test_to_dict_json_from_dict_is_the_same_description(seed):
     again = tn.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again.to_dict() == spec.to_dict() and repr(again) == repr(spec)
     x = _inputs(shape, seed)
-    for a, b in zip(spec.kernels(x), again.kernels(x), strict=True):
+    side = side_inputs(spec, x, seed)
+    for a, b in zip(spec.kernels(x, **side), again.kernels(x, **side), strict=True):
         assert torch.equal(a, b)
 
 
@@ -88,7 +89,22 @@ def test_a_named_argument_is_never_taken_for_another():
     assert (gaussian.a, gaussian.b) == (1.0, -2.0)
 
 
-@pytest.mark.parametrize("seed", range(MONTE_CARLO_CASES))
+def _monte_carlo_seeds(count: int) -> list[int]:
+    """The first ``count`` seeds from 1000 on whose descriptions hold no SelfAttention: finite
+    attention converges slowly (its heads have sqrt(width) channels, and the keys' share of the NTK
+    is O(1 / sqrt(width))): with the identity mechanism the NNGP of a drawn network was measured 38 %
+    off the limit at width 256 and 9 % at width 1024, so a width-256 Monte Carlo cannot test it.
+    tests/engine/test_attention.py checks finite attention against the limit where it can be
+    checked (small query_key_std, the keys' share apart)."""
+    seeds, seed = [], 1000
+    while len(seeds) < count:
+        if "SelfAttention" not in repr(random_description(seed)[0]):
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+@pytest.mark.parametrize("seed", _monte_carlo_seeds(MONTE_CARLO_CASES))
 def test_exact_kernels_agree_with_monte_carlo_over_finite_networks(seed):
     """Proposition 1 and Theorem 1 on each drawn architecture: the mean of the empirical kernels of
     24 networks of width 256 (8 outputs each) is within 5 standard errors of the exact kernels at
@@ -96,12 +112,16 @@ def test_exact_kernels_agree_with_monte_carlo_over_finite_networks(seed):
     5 sigma over the 10 distinct entries of each kernel is crossed by chance with probability
     ~1e-5). Entries that do not vary over networks (the NTK of a single Dense layer is x.x'/n0 +
     beta^2 for every draw) must agree to round-off instead. The Jacobian method is used so that
-    this checks the exact kernels alone."""
-    spec, shape = random_description(1000 + seed)
+    this checks the exact kernels alone. In the standard parameterization the last layer's own
+    width (128 or 256) is the number of outputs."""
+    spec, shape = random_description(seed)
     x = _inputs(shape, seed, n=4)
-    mc = tn.monte_carlo_kernels(spec, x, width=256, n_samples=24, seed=seed, out_features=8, method="jacobian")
+    side = side_inputs(spec, x, seed)
+    outputs = spec.weighted_layers()[-1].width or 8
+    mc = tn.monte_carlo_kernels(spec, x, width=256, n_samples=24, seed=seed, out_features=outputs,
+                                method="jacobian", **side)
     for name in ("nngp", "ntk"):
-        exact = getattr(spec, name)(x)
+        exact = getattr(spec, name)(x, **side)
         stderr = torch.as_tensor(getattr(mc, f"{name}_stderr"))
         floor = 1e-9 * exact.abs().max()
         z = (torch.as_tensor(getattr(mc, name)) - exact) / torch.where(stderr > floor, stderr, floor)

@@ -200,7 +200,8 @@ def standard_fan_in(layer: Any, sig: Signal, where: str) -> int | None:
         raise fail(where, f"in the standard parameterisation the NTK of {type(layer).__name__} depends on its input "
                           "width, which is unknown here: the weighted layer before it has no width. Give that layer "
                           "width=n (e.g. Dense(width=512) or Conv((3, 3), width=64)), as neural-tangents' "
-                          "stax.Dense(512) does.")
+                          "stax.Dense(512) does; a SelfAttention has no width= (its heads take the network's "
+                          "width), so a layer in the standard parameterisation cannot follow one.")
     return sig.width
 
 
