@@ -70,3 +70,15 @@ def split(side: Mapping[str, Any], paired: bool) -> tuple[dict[str, Any], dict[s
                              "with one row per input.")
         first[name], second[name] = (value if paired else (value, None))
     return first, (second if paired else None)
+
+
+def check_rows(side: Mapping[str, Any], count: int, label: str) -> None:
+    """TypeError unless each side input is a tensor or array, ValueError unless it has ``count``
+    rows, one per input of ``label`` ("x1", "x2"), in their order."""
+    for name, value in side.items():
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            raise TypeError(f"{name} (of {label}) must be a torch tensor or numpy array, got {type(value).__name__}.")
+        if len(shape) == 0 or shape[0] != count:
+            raise ValueError(f"{name} (of {label}) has shape {tuple(shape)}, but {label} holds {count} inputs; give "
+                             f"one {name} per input along the first axis, in the inputs' order.")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._side import given, split
+from ._side import check_rows, given, split
 
 __all__ = ["MonteCarloKernels", "monte_carlo_kernels", "sample_seed"]
 
@@ -127,6 +127,9 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}.")
     device = torch.device(device) if device is not None else (x1.device if isinstance(x1, Tensor) else None)
     t1, t2 = (None if x is None else _as_tensor(x, name, dtype, device) for x, name in ((x1, "x1"), (x2, "x2")))
+    check_rows(side1, t1.shape[0], "x1")
+    if side2 is not None:
+        check_rows(side2, t2.shape[0], "x2")
     side1, side2 = (None if side is None else {k: _as_side(v, dtype, t1.device) for k, v in side.items()}
                     for side in (side1, side2))
     keywords = None if not side1 else side1 if side2 is None else (side1, side2)   # forward_kwargs
