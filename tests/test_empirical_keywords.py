@@ -291,3 +291,21 @@ def test_bad_keywords_say_what_is_wrong():
         gradient_sketch(model, x1, dim=2, seed=0, forward_kwargs={"adjacency": a1[:4]})
     with pytest.raises(ValueError, match="which need the graphs' adjacency"):
         tn.empirical_ntk(model, x1, method="jacobian")
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntk_vp"])
+def test_a_torchntk_network_checks_the_values_of_every_row_before_its_transforms(method):
+    # the vmapped forwards read only the shapes of the side inputs: the values of every row are
+    # checked once, untransformed, so a bad row far from the first is refused and never a NaN
+    model, (x1, kw1), _ = _case("graph")
+    bad = kw1["adjacency"].clone()
+    bad[4, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="adjacency holds a NaN or an infinite weight"):
+        tn.empirical_ntk(model, x1, method=method, forward_kwargs={"adjacency": bad})
+    model, (x1, kw1), _ = _case("attention")
+    empty = kw1["mask"].clone()
+    empty[4] = False
+    with pytest.raises(ValueError, match="mask: input 4 has no real position"):
+        tn.empirical_ntk(model, x1, method=method, forward_kwargs={"mask": empty})
+    with pytest.raises(ValueError, match="mask: input 4 has no real position"):
+        tn.ntk_operator(model, x1, forward_kwargs={"mask": empty})

@@ -121,8 +121,7 @@ def test_side_inputs_take_the_forms_of_spec_kernels():
         monte_carlo_kernels(GRAPH, x1, width=4, n_samples=2)
     with pytest.raises(ValueError, match=r"adjacency \(of x1\) has shape \(2, 4, 4\), but x1 holds 3 inputs"):
         monte_carlo_kernels(GRAPH, x1, width=4, n_samples=2, adjacency=a2)
-    # the network's own check, on the first inputs (the empirical kernels probe the outputs on two)
-    with pytest.raises(ValueError, match=r"mask must have shape \(2, 4\), one flag per input and position"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(3, 4\), one flag per input and position"):
         monte_carlo_kernels(GRAPH, x1, width=4, n_samples=2, adjacency=a1, mask=torch.ones(3, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"adjacency \(of x2\) must be a torch tensor or numpy array, got list"):
         monte_carlo_kernels(GRAPH, x1, x2, width=4, n_samples=2, adjacency=(a1, [[0.0]]))

@@ -64,7 +64,7 @@ from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .info import EmpiricalInfo, StructuredFallbackWarning
 from .jacobian import JacobianMethod
-from .keywords import Inputs, attach, call
+from .keywords import Inputs, attach, call, check_values
 from .layerwise import LayerwiseMethod, auto_layerwise
 from .memory import choose_chunks, parse_bytes
 from .ntk_vp import NTKVectorMethod
@@ -173,7 +173,7 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
         raise ValueError(f"params= restricts the kernel in the functional view of the model, which method={method!r} "
                          "does not use; use method='jacobian' (or 'ntk_vp', or 'auto').")
     dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs, model)
     with _unchanged(model) as snapshot, differentiable_kernels(model):
         if outputs == "pntk":
             model, outputs = _pntk(model, t1), "trace"
@@ -259,7 +259,7 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
 def _empirical_nngp(model: nn.Module, x1: Any, x2: Any, outputs: str, diagonal: bool, batch_size: int | None,
                     snapshot: _Snapshot, forward_kwargs: Any) -> Any:
     dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs, model)
     k, vector = _output_count(model, t1)
     snapshot.check()
     batch = batch_size or NNGP_BATCH
@@ -378,8 +378,10 @@ def _unchanged(model: nn.Module) -> Iterator[_Snapshot]:
 
 
 def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device, diagonal: bool,
-            forward_kwargs: Any = None) -> tuple[bool, Tensor | Inputs, Tensor | Inputs | None]:
-    """(numpy out, x1, x2) checked and converted, with their keyword tensors attached (`attach`)."""
+            forward_kwargs: Any = None, model: nn.Module | None = None) -> tuple[bool, Tensor | Inputs,
+                                                                                Tensor | Inputs | None]:
+    """(numpy out, x1, x2) checked and converted, with their keyword tensors attached (`attach`)
+    and, for a torchntk ``model``, its side inputs checked on every row (`check_values`)."""
     numpy_out = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
     t1 = _as_input(x1, "x1", dtype, device)
     t2 = None if x2 is None else _as_input(x2, "x2", dtype, device)
@@ -390,6 +392,9 @@ def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device, diagonal
         raise ValueError(f"diagonal=True pairs x1_i with x2_i, so x1 and x2 need as many rows; got {t1.shape[0]} "
                          f"and {t2.shape[0]}.")
     t1, t2 = attach(t1, t2, forward_kwargs, dtype=dtype, device=device)
+    if model is not None:
+        for t in (t1, t2):
+            check_values(model, t)
     return numpy_out, t1, t2
 
 

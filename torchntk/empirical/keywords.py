@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree
 
-from .._side import rows
+from .._side import NAMES, rows
 
 
 class Inputs:
@@ -103,6 +103,16 @@ def call(model: nn.Module, x: Tensor | Inputs) -> Any:
     if isinstance(x, Inputs):
         return model(x.x, **x.kwargs)
     return model(x)
+
+
+def check_values(model: nn.Module, x: Tensor | Inputs) -> None:
+    """A torchntk network's own check of its side inputs (``check_side_inputs``: shapes and
+    values) on every row of x, outside any transform: the forwards that the methods vmap over
+    the examples can read only their shapes. Other models check what they check in their forward
+    (a check of values under vmap fails, and the methods then run the batched forward)."""
+    check = getattr(model, "check_side_inputs", None)
+    if isinstance(x, Inputs) and callable(check) and set(x.kwargs) <= set(NAMES):
+        check(x.x, **x.kwargs)
 
 
 def attach(t1: Tensor, t2: Tensor | None, forward_kwargs: Any, *, dtype: torch.dtype,

@@ -94,7 +94,7 @@ def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Sel
     chosen = select(model, params)
     _build(model, x)
     dtype, device = _model_dtype_device(model)
-    _, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs)
+    _, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs, model)
     with _unchanged(model):
         k, vector = _output_count(model, t)
     inner: nn.Module = model

@@ -84,7 +84,7 @@ def gradient_sketch(model: nn.Module, x: Any, *, dim: int, seed: int, outputs: s
     chosen = select(model, params)
     _build(model, x)
     dtype, device = _model_dtype_device(model)
-    numpy_out, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs)
+    numpy_out, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs, model)
     with _unchanged(model) as snapshot:
         k, vector = _output_count(model, t)
         snapshot.check()
@@ -118,7 +118,7 @@ def sketched_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, dim: int, 
     chosen = select(model, params)
     _build(model, x1)
     dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, False, forward_kwargs)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, False, forward_kwargs, model)
     with _unchanged(model) as snapshot:
         k, vector = _output_count(model, t1)
         snapshot.check()
