@@ -93,6 +93,32 @@ class MaskedAttention(nn.Module):
         return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
 
+class PooledGraphNet(nn.Module):
+    """A dense network on each graph's mean message, (A^T x) averaged over the nodes: layers at one
+    position, where "auto" takes the layer-wise method."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        return self.body((adjacency.transpose(1, 2) @ x).mean(1))
+
+
+class MaskedGRU(nn.Module):
+    """A GRU over sequences (N, L, C) read at the last real position of each (mask True at the
+    first lengths): a module vmap cannot batch, so the methods differentiate its batched forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru, self.out = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h, _ = self.gru(x)
+        last = (mask.sum(1) - 1)[:, None, None].expand(-1, 1, h.shape[2])
+        return self.out(torch.gather(h, 1, last)[:, 0])
+
+
 def _case(name: str):
     """(model, (x1, kw1), (x2, kw2)) for one of the models with keyword tensors."""
     if name in ("graph", "graph_edges"):
@@ -106,17 +132,17 @@ def _case(name: str):
         (x1, m1), (x2, m2) = _sequences(5, seed=3), _sequences(3, seed=4)
         return model, (x1, {"mask": m1}), (x2, {"mask": m2})
     torch.manual_seed(0)
-    if name == "linear_graph":
-        model = LinearGraphNet().to(F64)
+    if name in ("linear_graph", "pooled_graph"):
+        model = (LinearGraphNet() if name == "linear_graph" else PooledGraphNet()).to(F64)
         (x1, a1), (x2, a2) = _graphs(5, seed=5), _graphs(3, seed=6)
         return model, (x1.transpose(1, 2), {"adjacency": a1}), (x2.transpose(1, 2), {"adjacency": a2})
-    model = MaskedAttention().to(F64)
+    model = (MaskedAttention() if name == "masked_attention" else MaskedGRU()).to(F64)
     (x1, m1), (x2, m2) = _sequences(5, seed=7), _sequences(3, seed=8)
     return model, (x1.transpose(1, 2), {"mask": m1}), (x2.transpose(1, 2), {"mask": m2})
 
 
-CASES = ("graph", "graph_edges", "attention", "linear_graph", "masked_attention")
-LAYERWISE = ("linear_graph", "masked_attention")   # nn.Linear layers: the layer-wise rules apply
+CASES = ("graph", "graph_edges", "attention", "linear_graph", "pooled_graph", "masked_attention", "gru")
+LAYERWISE = ("linear_graph", "pooled_graph", "masked_attention")   # nn.Linear layers: the layer-wise rules apply
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -142,7 +168,7 @@ def _hand_written(model, x1, kw1, x2, kw2) -> torch.Tensor:
     return torch.einsum("iap,jbp->ijab", jacobian(x1, kw1), jacobian(x2, kw2))
 
 
-@pytest.mark.parametrize("name", ["graph", "graph_edges", "attention", "linear_graph"])
+@pytest.mark.parametrize("name", ["graph", "graph_edges", "attention", "linear_graph", "gru"])
 def test_the_jacobian_method_is_the_written_out_contraction(name):
     model, (x1, kw1), (x2, kw2) = _case(name)
     kernel = tn.empirical_ntk(model, x1, x2, method="jacobian", forward_kwargs=(kw1, kw2), batch_size=2)
@@ -172,16 +198,22 @@ def test_every_method_agrees_with_the_jacobian_in_every_chunking(name):
             _close(diagonal, square[rows, rows])
 
 
-@pytest.mark.parametrize("name", ["graph", "linear_graph", "masked_attention"])
-def test_auto_says_why_it_left_the_structured_path(name):
+@pytest.mark.parametrize(("name", "used", "autodiff"), [("graph", "jacobian", "per-sample"),
+                                                       ("linear_graph", "jacobian", "per-sample"),
+                                                       ("pooled_graph", "layerwise", None),
+                                                       ("gru", "jacobian", "batched")])
+def test_auto_says_why_it_left_the_structured_path(name, used, autodiff):
     model, (x1, kw1), _ = _case(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, info = tn.empirical_ntk(model, x1, forward_kwargs=kw1, return_info=True)
-    assert info.method_used in ("layerwise", "jacobian")
-    if info.method_used == "jacobian":
+    assert (info.method_used, info.autodiff) == (used, autodiff)
+    fallbacks = [str(w.message) for w in caught if w.category is StructuredFallbackWarning]
+    if used == "jacobian":
         assert "forward_kwargs" in info.fallback_reason
-        assert any("forward_kwargs" in str(w.message) for w in caught if w.category is StructuredFallbackWarning)
+        assert len(fallbacks) == 1 and "forward_kwargs" in fallbacks[0]
+    else:
+        assert info.fallback_reason is None and not fallbacks
 
 
 @pytest.mark.parametrize("name", ["graph", "masked_attention"])

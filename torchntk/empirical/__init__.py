@@ -38,7 +38,10 @@ the kernel that ``spec.ntk`` computes. Methods:
   saying what the structured paths declined.
 
 ``return_info=True`` also returns an `EmpiricalInfo` (the method used, the chunking);
-``max_memory`` bounds features, panel and activations (`memory`).
+``max_memory`` bounds features, panel and activations (`memory`). ``forward_kwargs`` passes
+per-example keyword tensors to the model's forward, ``model(x, adjacency=A, mask=m)``, sliced with
+the inputs in every chunk and every vmap over examples (`keywords`); every method but the
+structured one takes them.
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outputs' outer products
