@@ -334,6 +334,9 @@ def test_a_torchntk_network_checks_the_values_of_every_row_before_its_transforms
     bad[4, 1, 2] = math.nan
     with pytest.raises(ValueError, match="adjacency holds a NaN or an infinite weight"):
         tn.empirical_ntk(model, x1, method=method, forward_kwargs={"adjacency": bad})
+    with pytest.raises(ValueError, match="adjacency holds a NaN or an infinite weight"):
+        model.check_side_inputs(x1, adjacency=bad)   # the network's own check, without a forward
+    model.check_side_inputs(x1, adjacency=kw1["adjacency"])
     model, (x1, kw1), _ = _case("attention")
     empty = kw1["mask"].clone()
     empty[4] = False
