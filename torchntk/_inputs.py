@@ -63,6 +63,15 @@ def as_side_tensor(a: Any, name: str, expects: str) -> Tensor:
     return a
 
 
+def is_traced(t: Tensor) -> bool:
+    """Whether forward-mode AD or a torch.func transform (jvp, vmap, ...) is watching t: its
+    values then cannot be read in Python (``bool(t.all())``), only its shape."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+    from torch.autograd.forward_ad import unpack_dual
+
+    return is_functorch_wrapped_tensor(t) or unpack_dual(t).tangent is not None
+
+
 def _finite_on(t: Tensor, name: str, dtype: torch.dtype, device: torch.device | None) -> Tensor:
     """t on ``device`` (an error if elsewhere) as ``dtype``; an error naming the first NaN or inf:
     by row and column for (N, d), by example and position for images and other layouts."""

@@ -52,3 +52,33 @@ def rows(side: Mapping[str, Any], index: Any) -> dict[str, Any]:
     """The side inputs of the examples ``index`` (a slice, an index tensor or array): the same
     rows of each, as ``x[index]`` takes of the data."""
     return {k: v[index] for k, v in side.items()}
+
+
+def split(side: Mapping[str, Any], paired: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(x1's side inputs, x2's or None) from a call's: with x2 (``paired``) each side input is a
+    tuple (for x1, for x2), as ``spec.kernels(x1, x2, adjacency=(A1, A2))`` takes it; without, one
+    value for x1. ValueError naming the side input for the other form."""
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    for name, value in side.items():
+        pair = isinstance(value, tuple)
+        if not paired and pair:
+            raise ValueError(f"x2 is None, so give one {name} for x1 ({name}=value with one row per input of x1), "
+                             f"not a tuple of {len(value)}.")
+        if paired and (not pair or len(value) != 2):
+            raise ValueError(f"with x1 and x2, give one {name} for each, a tuple {name}=(for x1, for x2), each "
+                             "with one row per input.")
+        first[name], second[name] = (value if paired else (value, None))
+    return first, (second if paired else None)
+
+
+def check_rows(side: Mapping[str, Any], count: int, label: str) -> None:
+    """TypeError unless each side input is a tensor or array, ValueError unless it has ``count``
+    rows, one per input of ``label`` ("x1", "x2"), in their order."""
+    for name, value in side.items():
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            raise TypeError(f"{name} (of {label}) must be a torch tensor or numpy array, got {type(value).__name__}.")
+        if len(shape) == 0 or shape[0] != count:
+            raise ValueError(f"{name} (of {label}) has shape {tuple(shape)}, but {label} holds {count} inputs; give "
+                             f"one {name} per input along the first axis, in the inputs' order.")

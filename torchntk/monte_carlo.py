@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._side import check_rows, given, split
+
 __all__ = ["MonteCarloKernels", "monte_carlo_kernels", "sample_seed"]
 
 KERNELS = ("both", "nngp", "ntk")
@@ -73,7 +75,7 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
                         n_samples: int | Sequence[int] = 64, seed: int = 0, out_features: int = 1,
                         kernels: str = "both", dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None, method: str = "auto",
-                        batch_size: int | None = None,
+                        batch_size: int | None = None, adjacency: Any = None, mask: Any = None,
                         progress: bool = False) -> MonteCarloKernels | list[MonteCarloKernels]:
     r"""Average the empirical NNGP and NTK over random finite networks (see the module doc):
     :math:`\frac1S \sum_s \frac1k \sum_k f^{(s)}_k(x) f^{(s)}_k(x')` and
@@ -98,6 +100,13 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
         device: where the networks live (default: x1's device).
         method: passed to `empirical_ntk` ("auto", "structured", "jacobian" or "ntk_vp").
         batch_size: passed to `empirical_ntk` (chunks of inputs bound its memory).
+        adjacency: the graphs' adjacencies for a description with `Aggregate`, as
+            ``spec.kernels`` takes them: a tuple (A1, A2) with x2, one A1 for x1 alone (each
+            (N, V, V) or an integer edge list (N, E, 2)).
+        mask: which positions hold data, boolean (N, *positions), a tuple (m1, m2) with x2 or
+            one m1 for x1 alone, as ``spec.kernels`` takes it. Both side inputs go to every
+            network's forward (``net(x, adjacency=, mask=)``, also a factory's) and to the
+            empirical NTK (``forward_kwargs``), row by row with the inputs.
         progress: show a progress bar (rich) over the networks.
 
     Returns:
@@ -105,6 +114,7 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
     """
     from .empirical import empirical_nngp, empirical_ntk
 
+    side1, side2 = split(given({"adjacency": adjacency, "mask": mask}), paired=x2 is not None)
     counts, as_list = _counts(n_samples)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
@@ -117,6 +127,12 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}.")
     device = torch.device(device) if device is not None else (x1.device if isinstance(x1, Tensor) else None)
     t1, t2 = (None if x is None else _as_tensor(x, name, dtype, device) for x, name in ((x1, "x1"), (x2, "x2")))
+    check_rows(side1, t1.shape[0], "x1")
+    if side2 is not None:
+        check_rows(side2, t2.shape[0], "x2")
+    side1, side2 = (None if side is None else {k: _as_side(v, dtype, t1.device) for k, v in side.items()}
+                    for side in (side1, side2))
+    keywords = None if not side1 else side1 if side2 is None else (side1, side2)   # forward_kwargs
     want_nngp, want_ntk = kernels in ("both", "nngp"), kernels in ("both", "ntk")
     stats = {name: _Running() for name, on in (("nngp", want_nngp), ("ntk", want_ntk)) if on}
     results: list[MonteCarloKernels] = []
@@ -125,9 +141,11 @@ def monte_carlo_kernels(spec_or_factory: Any, x1: Any, x2: Any | None = None, *,
         for s in range(counts[-1]):
             net = draw(sample_seed(seed, s), dtype, t1.device, tuple(t1.shape[1:]))
             if want_nngp:
-                stats["nngp"].add(empirical_nngp(net, t1, t2, outputs="trace", batch_size=batch_size))
+                stats["nngp"].add(empirical_nngp(net, t1, t2, outputs="trace", batch_size=batch_size,
+                                                 forward_kwargs=keywords))
             if want_ntk:
-                stats["ntk"].add(empirical_ntk(net, t1, t2, outputs="trace", method=method, batch_size=batch_size))
+                stats["ntk"].add(empirical_ntk(net, t1, t2, outputs="trace", method=method, batch_size=batch_size,
+                                               forward_kwargs=keywords))
             bar.advance()
             if s + 1 in counts:
                 results.append(_result(stats, s + 1, net_width, numpy_out))
@@ -238,6 +256,14 @@ def _as_tensor(x: Any, name: str, dtype: torch.dtype, device: Any) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or a numpy array of shape (N, ...), got {type(x).__name__}.")
     return x.to(dtype=dtype, device=device) if device is not None else x.to(dtype=dtype)
+
+
+def _as_side(v: Any, dtype: torch.dtype, device: torch.device) -> Any:
+    """A side input tensor on the networks' device, a floating one in their dtype (as x is);
+    anything else as it is, for the empirical kernels to check."""
+    if not isinstance(v, Tensor):
+        return v
+    return v.to(dtype=dtype, device=device) if v.is_floating_point() else v.to(device)
 
 
 class _Progress:

@@ -38,7 +38,10 @@ the kernel that ``spec.ntk`` computes. Methods:
   saying what the structured paths declined.
 
 ``return_info=True`` also returns an `EmpiricalInfo` (the method used, the chunking);
-``max_memory`` bounds features, panel and activations (`memory`).
+``max_memory`` bounds features, panel and activations (`memory`). ``forward_kwargs`` passes
+per-example keyword tensors to the model's forward, ``model(x, adjacency=A, mask=m)``, sliced with
+the inputs in every chunk and every vmap over examples (`keywords`); every method but the
+structured one takes them.
 
 Outputs of shape (N,) are one output unit: the kernel is then (N1, N2). ``diagonal=True`` gives
 only :math:`\Theta(x_i, x_i)`, in :math:`O(N)`. `empirical_nngp` gives the outputs' outer products
@@ -64,6 +67,7 @@ from .conv_recognition import conv_plan
 from .functional import FunctionalModel
 from .info import EmpiricalInfo, StructuredFallbackWarning
 from .jacobian import JacobianMethod
+from .keywords import Inputs, attach, call, check_values
 from .layerwise import LayerwiseMethod, auto_layerwise
 from .memory import choose_chunks, parse_bytes
 from .ntk_vp import NTKVectorMethod
@@ -87,7 +91,7 @@ NNGP_BATCH = 1024
 def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: str = "auto",
                   outputs: str = "full", diagonal: bool = False, batch_size: int | None = None,
                   params: Selection = None, max_memory: int | str | None = None,
-                  return_info: bool = False) -> Any:
+                  forward_kwargs: Any = None, return_info: bool = False) -> Any:
     r"""The empirical NTK of ``model`` between x1 and x2, computed in chunks of inputs,
     :math:`\Theta_{kk'}(x, x') = \sum_p \partial_{\theta_p} f_k(x)\, \partial_{\theta_p} f_{k'}(x')`
     over the trainable parameters.
@@ -133,6 +137,14 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
             the functional view of the model (the module's flags are never touched), so it takes
             the "jacobian" or "ntk_vp" method ("auto" is "jacobian"; "structured" and "layerwise",
             which read the modules' own parameters, are an error).
+        forward_kwargs: per-example keyword tensors of the model's forward, as
+            ``model(x, **kw)`` takes them (e.g. ``{"adjacency": A, "mask": m}`` for a torchntk
+            network): one dict for x1 (x2 None), or a pair (kw1, kw2) for x1 and x2; each tensor
+            has one row per input along its first axis (numpy arrays are converted as x is).
+            Every chunk of inputs takes the same rows of them, also under vmap over the examples
+            (`torchntk.empirical.keywords`). The structured path, which runs the modules itself,
+            cannot pass them: "auto" goes to "layerwise" or "jacobian" (and says why in
+            ``fallback_reason`` and the warning), and "structured" is an error.
         return_info: also return an `EmpiricalInfo`: the method used (and why "auto" fell back
             to the Jacobian), how torch.func differentiated the model, the chunking and the
             number of feature computations.
@@ -163,11 +175,15 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
     if chosen is not None and method in ("structured", "layerwise"):
         raise ValueError(f"params= restricts the kernel in the functional view of the model, which method={method!r} "
                          "does not use; use method='jacobian' (or 'ntk_vp', or 'auto').")
+    dtype, device = _model_dtype_device(model)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs, model)
     with _unchanged(model) as snapshot, differentiable_kernels(model):
         if outputs == "pntk":
-            model, outputs = _pntk(model, x1), "trace"
-        result, info = _empirical_ntk(model, x1, x2, method, outputs, diagonal, batch_size, budget, snapshot,
+            model, outputs = _pntk(model, t1), "trace"
+        result, info = _empirical_ntk(model, t1, t2, method, outputs, diagonal, batch_size, budget, snapshot,
                                       chosen)
+    if numpy_out:
+        result = result.cpu().numpy()
     if info.fallback_reason is not None:
         warnings.warn(f"method='auto' computes this model's NTK by the Jacobian: the structured paths declined "
                       f"({info.fallback_reason.rstrip('.')}). Pass method='jacobian' to silence this.",
@@ -175,18 +191,17 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, method: s
     return (result, info) if return_info else result
 
 
-def _pntk(model: nn.Module, x1: Any) -> nn.Module:
+def _pntk(model: nn.Module, t1: Tensor | Inputs) -> nn.Module:
     """The model of g(x) = (1/sqrt(k)) sum_k f_k(x) (`pntk_module`); a one-output model is its own."""
     dtype, device = _model_dtype_device(model)
-    k, vector = _output_count(model, _as_input(x1, "x1", dtype, device))
-    return model if vector or k == 1 else pntk_module(model, k, dtype, device)
+    k, vector = _output_count(model, t1)
+    return model if vector or k == 1 else pntk_module(model, k, dtype, device, keywords=isinstance(t1, Inputs))
 
 
-def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str, diagonal: bool,
-                   batch_size: int | None, budget: int | None, snapshot: _Snapshot,
-                   chosen: set[int] | None = None) -> tuple[Any, EmpiricalInfo]:
-    dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
+def _empirical_ntk(model: nn.Module, t1: Tensor | Inputs, t2: Tensor | Inputs | None, method: str, outputs: str,
+                   diagonal: bool, batch_size: int | None, budget: int | None, snapshot: _Snapshot,
+                   chosen: set[int] | None = None) -> tuple[Tensor, EmpiricalInfo]:
+    dtype = _model_dtype_device(model)[0]
     k, vector = _output_count(model, t1)
     snapshot.check()  # before torch.func meets a buffer written in place
     runner = _method(_Columns(model) if vector else model, method, k, t1, chosen)
@@ -209,11 +224,11 @@ def _empirical_ntk(model: nn.Module, x1: Any, x2: Any, method: str, outputs: str
                          panel_bytes=chunks.panel_bytes, max_memory=chunks.budget, feature_bytes=chunks.feature,
                          activation_bytes=int(chunks.activation), estimated_peak=chunks.peak,
                          feature_calls=counted.calls, feature_rows=counted.rows)
-    return (result.cpu().numpy() if numpy_out else result), info
+    return result, info
 
 
 def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs: str = "full",
-                   diagonal: bool = False, batch_size: int | None = None) -> Any:
+                   diagonal: bool = False, batch_size: int | None = None, forward_kwargs: Any = None) -> Any:
     r"""The outputs' outer products :math:`K_{kk'}(x, x') = f_k(x)\, f_{k'}(x')` of one network.
 
     Averaged over random networks (`torchntk.monte_carlo_kernels`) it estimates the outputs'
@@ -231,6 +246,9 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
             :math:`\frac1k \sum_k f_k(x)\, f_k(x')`, (N1, N2). Outputs of shape (N,) give (N1, N2) either way.
         diagonal: only x1_i against x1_i (or x2_i): (N, k, k) or (N,).
         batch_size: inputs per forward pass (default NNGP_BATCH, 1024), run without gradients.
+        forward_kwargs: per-example keyword tensors of the model's forward, one dict for x1 (x2
+            None) or a pair (kw1, kw2), each tensor with one row per input, sliced with the
+            inputs into every pass (as in `empirical_ntk`).
 
     Returns:
         A tensor of the model's dtype on its device (numpy if the inputs were numpy).
@@ -238,21 +256,21 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any | None = None, *, outputs:
     _check_common(model, outputs, batch_size)
     _build(model, x1)
     with _unchanged(model) as snapshot:
-        return _empirical_nngp(model, x1, x2, outputs, diagonal, batch_size, snapshot)
+        return _empirical_nngp(model, x1, x2, outputs, diagonal, batch_size, snapshot, forward_kwargs)
 
 
 def _empirical_nngp(model: nn.Module, x1: Any, x2: Any, outputs: str, diagonal: bool, batch_size: int | None,
-                    snapshot: _Snapshot) -> Any:
+                    snapshot: _Snapshot, forward_kwargs: Any) -> Any:
     dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, diagonal, forward_kwargs, model)
     k, vector = _output_count(model, t1)
     snapshot.check()
     batch = batch_size or NNGP_BATCH
 
-    def forward(x: Tensor) -> Tensor:
+    def forward(x: Tensor | Inputs) -> Tensor:
         with torch.no_grad():
             # clones: a model whose first op is in place would write into the caller's inputs
-            out = torch.cat([model(x[s : s + batch].clone()) for s in range(0, x.shape[0], batch)])
+            out = torch.cat([call(model, x[s : s + batch].clone()) for s in range(0, x.shape[0], batch)])
         return out.reshape(x.shape[0], k)
 
     f1 = forward(t1)
@@ -275,8 +293,8 @@ class _Columns(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).unsqueeze(1)
+    def forward(self, x: Tensor, **kwargs: Tensor) -> Tensor:
+        return self.model(x, **kwargs).unsqueeze(1)
 
 
 def _check_arguments(model: Any, outputs: str, batch_size: Any) -> None:
@@ -362,8 +380,11 @@ def _unchanged(model: nn.Module) -> Iterator[_Snapshot]:
     snapshot.check()
 
 
-def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device,
-            diagonal: bool) -> tuple[bool, Tensor, Tensor | None]:
+def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device, diagonal: bool,
+            forward_kwargs: Any = None, model: nn.Module | None = None) -> tuple[bool, Tensor | Inputs,
+                                                                                Tensor | Inputs | None]:
+    """(numpy out, x1, x2) checked and converted, with their keyword tensors attached (`attach`)
+    and, for a torchntk ``model``, its side inputs checked on every row (`check_values`)."""
     numpy_out = isinstance(x1, np.ndarray) and (x2 is None or isinstance(x2, np.ndarray))
     t1 = _as_input(x1, "x1", dtype, device)
     t2 = None if x2 is None else _as_input(x2, "x2", dtype, device)
@@ -373,40 +394,53 @@ def _inputs(x1: Any, x2: Any, dtype: torch.dtype, device: torch.device,
     if diagonal and t2 is not None and t2.shape[0] != t1.shape[0]:
         raise ValueError(f"diagonal=True pairs x1_i with x2_i, so x1 and x2 need as many rows; got {t1.shape[0]} "
                          f"and {t2.shape[0]}.")
+    t1, t2 = attach(t1, t2, forward_kwargs, dtype=dtype, device=device)
+    if model is not None:
+        for t in (t1, t2):
+            check_values(model, t)
     return numpy_out, t1, t2
 
 
-def _method(model: nn.Module, method: str, k: int, x1: Tensor, chosen: set[int] | None = None) -> Any:
+def _method(model: nn.Module, method: str, k: int, x1: Tensor | Inputs, chosen: set[int] | None = None) -> Any:
     """The method's runner; "auto" falling back to the Jacobian gives it the reason. With a
-    parameter selection ``chosen`` (ids), only the functional methods apply."""
+    parameter selection ``chosen`` (ids), only the functional methods apply; with keyword
+    tensors (x1 an `Inputs`), all but the structured ones."""
     reason = None
     if method in ("auto", "structured") and chosen is None:
-        try:
-            ops = dense_plan(model)
-        except NotStructured as dense_reason:
-            try:
-                return ConvStructuredMethod(conv_plan(model), k, x1, model)
-            except NotStructured as conv_reason:
-                reason = str(dense_reason if "no convolution" in str(conv_reason) else conv_reason)
-                if method == "structured":
-                    raise ValueError(
-                        "method='structured' applies to dense networks (torchntk NTKNetwork, or nn.Sequential of "
-                        "nn.Linear and elementwise activations) and to nn.Sequential stacks of convolutions, dense "
-                        "layers, elementwise activations, nn.Flatten and global average pooling; but "
-                        f"{dense_reason if 'no convolution' in str(conv_reason) else conv_reason} Use "
-                        "method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in memory).") from None
-                layerwise = auto_layerwise(model, k, x1)  # None: it would not save enough
-                if layerwise is not None:
-                    try:   # one input: a model that vmap cannot batch goes to the Jacobian's batched path
-                        layerwise.features(x1[:1])
-                    except ValueError as exc:
-                        reason = f"{reason.rstrip('.')}; and the layer-wise path failed: {exc}"
-                    else:
-                        return layerwise
+        if isinstance(x1, Inputs):
+            reason = (f"the model takes forward_kwargs ({', '.join(x1.kwargs)}), which the structured path cannot "
+                      "pass: it runs the modules itself, not model.forward.")
+            if method == "structured":
+                raise ValueError(f"method='structured' does not apply: {reason} Use method='layerwise', 'jacobian' "
+                                 "or 'ntk_vp' (or 'auto').")
         else:
-            if x1.dim() != 2:
-                raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape {tuple(x1.shape)}.")
-            return StructuredMethod(ops, k)
+            try:
+                ops = dense_plan(model)
+            except NotStructured as dense_reason:
+                try:
+                    return ConvStructuredMethod(conv_plan(model), k, x1, model)
+                except NotStructured as conv_reason:
+                    reason = str(dense_reason if "no convolution" in str(conv_reason) else conv_reason)
+                    if method == "structured":
+                        raise ValueError(
+                            "method='structured' applies to dense networks (torchntk NTKNetwork, or nn.Sequential of "
+                            "nn.Linear and elementwise activations) and to nn.Sequential stacks of convolutions, "
+                            "dense layers, elementwise activations, nn.Flatten and global average pooling; but "
+                            f"{reason} Use method='jacobian' (or 'ntk_vp' when the Jacobians do not fit in "
+                            "memory).") from None
+            else:
+                if x1.dim() != 2:
+                    raise ValueError(f"a dense network takes inputs of shape (N, n0); got x1 of shape "
+                                     f"{tuple(x1.shape)}.")
+                return StructuredMethod(ops, k)
+        layerwise = auto_layerwise(model, k, x1)  # None: it would not save enough
+        if layerwise is not None:
+            try:   # one input: a model that vmap cannot batch goes to the Jacobian's batched path
+                layerwise.features(x1[:1])
+            except ValueError as exc:
+                reason = f"{reason.rstrip('.')}; and the layer-wise path failed: {exc}"
+            else:
+                return layerwise
     if method == "layerwise":
         return LayerwiseMethod(model, k, x1)
     fmodel = restrict(FunctionalModel(model), chosen)
@@ -444,13 +478,13 @@ def _as_input(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Te
     return t.detach()
 
 
-def _output_count(model: nn.Module, x: Tensor) -> tuple[int, bool]:
+def _output_count(model: nn.Module, x: Tensor | Inputs) -> tuple[int, bool]:
     """(k, whether the outputs are (N,)) from a forward on two inputs, checking that outputs are
     (N, k) or (N,) (also builds lazy layers)."""
     probe = x[:2].clone()  # a model whose first op is in place must not write into the caller's x
     try:
         with torch.no_grad():
-            y = model(probe)
+            y = call(model, probe)
     except (TypeError, ValueError):
         raise
     except Exception as exc:  # e.g. a shape mismatch inside the model

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .keywords import Inputs
+
 
 class FunctionalModel:
     """f(params, x) = model(x) with ``params`` the trainable parameters (requires_grad=True).
@@ -37,13 +39,17 @@ class FunctionalModel:
                 target = self.params if is_param and tensor.requires_grad else self.fixed
                 target[name] = tensor.detach()
 
-    def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def __call__(self, params: dict[str, Tensor], x: Tensor | Inputs) -> Tensor:
+        """f(params, x), or f(params, x; **kw) for inputs with keyword tensors (`Inputs`)."""
         values = {slot: params[c] if c in params else self.fixed[c] for slot, c in self._slots.items()}
         # a clone: a model whose first op is in place (nn.ReLU(inplace=True)) would write into the
         # caller's inputs, and torch.func refuses writes into a tensor captured from outside
-        return functional_call(self.model, values, (x.clone(),), tie_weights=False)
+        x = x.clone()
+        if isinstance(x, Inputs):
+            return functional_call(self.model, values, (x.x,), x.kwargs, tie_weights=False)
+        return functional_call(self.model, values, (x,), tie_weights=False)
 
-    def single(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def single(self, params: dict[str, Tensor], x: Tensor | Inputs) -> Tensor:
         """f on one input x (no batch axis) -> (k,): for vmap over samples."""
         return self(params, x.unsqueeze(0)).squeeze(0)
 

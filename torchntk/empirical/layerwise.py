@@ -59,6 +59,7 @@ from torch.utils._pytree import tree_leaves
 
 from .backends import AUTODIFF_ERRORS, autodiff_error
 from .functional import FunctionalModel
+from .keywords import Inputs, call
 from .structured import NotStructured
 
 _METADATA = frozenset({
@@ -208,7 +209,7 @@ class LayerwiseMethod:
             names.setdefault(id(p), name)
         return {i: n for i, n in names.items() if n in self.fmodel.params}
 
-    def _discover(self, x: Tensor, n: int) -> _Plan:
+    def _discover(self, x: Tensor | Inputs, n: int) -> _Plan:
         names = self._canonical_names()
         candidates = [m for m in self.model.modules() if _recognised_kind(m) is not None]
         watched = {i: name for i, name in names.items()
@@ -232,7 +233,7 @@ class LayerwiseMethod:
                 handles.append(m.register_forward_pre_hook(pre_hook))
                 handles.append(m.register_forward_hook(hook))
             with torch.no_grad(), _math_attention(), watcher:
-                self.model(x.clone())  # a clone: an in-place first op must not write into x
+                call(self.model, x.clone())  # a clone: an in-place first op must not write into x
         finally:
             for h in handles:
                 h.remove()
@@ -324,7 +325,8 @@ class LayerwiseMethod:
         total += self.k * sum(self.fallback_values[n].numel() for n in self.plan.fallback)
         return 1.25 * total * element_size
 
-    def _single(self, probes: list[Tensor], fallback: dict[str, Tensor], x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def _single(self, probes: list[Tensor], fallback: dict[str, Tensor],
+                x: Tensor | Inputs) -> tuple[Tensor, list[Tensor]]:
         """f on one input x (no batch axis) -> (k,), with the probes added to the recognised
         layers' outputs; aux: those layers' inputs."""
         self._state = {"probes": probes, "count": 0, "inputs": []}
@@ -358,7 +360,7 @@ class LayerwiseMethod:
                 h.remove()
             self._state = {}
 
-    def features(self, x: Tensor) -> dict[str, list]:
+    def features(self, x: Tensor | Inputs) -> dict[str, list]:
         """For a chunk x (B, ...): "a", a (kind, inputs (B, g, T, in) or indices (B, 1, T), deltas
         (B, k, g, T, out)) per (a) use; "g", explicit per-example gradients (B, k, P_i), one per
         structured parameter taking (b) and one per fallback parameter."""

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .conv_method import ConvStructuredMethod
+from .keywords import Inputs, call
 from .ntk_vp import NTKVectorMethod
 from .structured import StructuredMethod
 
@@ -59,7 +60,7 @@ def parse_bytes(value: Any, name: str = "max_memory") -> int:
     return int(number)
 
 
-def activation_bytes(model: nn.Module, x: Tensor, k: int) -> tuple[int, int]:
+def activation_bytes(model: nn.Module, x: Tensor | Inputs, k: int) -> tuple[int, int]:
     """(A, saved) for one input: the bytes of the tensors one input's forward saves for the
     backward (counted by torch.autograd.graph.saved_tensors_hooks, each storage once, not counting
     the parameters and buffers themselves), plus COTANGENTS k copies of the largest of them for
@@ -80,7 +81,7 @@ def activation_bytes(model: nn.Module, x: Tensor, k: int) -> tuple[int, int]:
 
     try:
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(x[:1].clone())  # outputs dropped: no backward runs, no .grad is written
+            call(model, x[:1].clone())  # outputs dropped: no backward runs, no .grad is written
     except Exception:  # noqa: BLE001 - a probe only: the computation itself reports the error
         return 0, 0
     largest = max(seen.values(), default=0)
@@ -133,9 +134,9 @@ def plan(n1: int, n2: int, feature: float, activation: float, budget: int, *, pa
     return Plan(batch_size, panel, int(min(panel, n1 * feature) + chunk_bytes(batch_size)), budget, feature, activation)
 
 
-def choose_chunks(runner: Any, model: nn.Module, x1: Tensor, x2: Tensor | None, k: int, *, dtype: torch.dtype,
-                  full: bool, diagonal: bool, batch_size: int | None, budget: int | None, default_budget: int,
-                  default_panel: int) -> Plan:
+def choose_chunks(runner: Any, model: nn.Module, x1: Tensor | Inputs, x2: Tensor | Inputs | None, k: int, *,
+                  dtype: torch.dtype, full: bool, diagonal: bool, batch_size: int | None, budget: int | None,
+                  default_budget: int, default_panel: int) -> Plan:
     """The chunking of one empirical-NTK computation by ``runner`` (a `ChunkMethod`): `plan`
     with the method's feature bytes (entries of ``dtype``) and the model's measured activations;
     without ``budget``, ``default_budget`` (and with ``batch_size`` given, a panel of
@@ -146,7 +147,9 @@ def choose_chunks(runner: Any, model: nn.Module, x1: Tensor, x2: Tensor | None, 
     activation, saved = (0, 0) if structured else activation_bytes(model, x1, k)
     feature, pair = runner.point_bytes(element), 0.0
     if isinstance(runner, NTKVectorMethod):  # its features are the inputs; the k P g's of an x2 row are work
-        feature, activation = float(x1[:1].numel() * x1.element_size()), activation + feature
+        one = x1[:1]   # with its keyword tensors, which are features too
+        activation += feature
+        feature = float(one.nbytes if isinstance(one, Inputs) else one.numel() * one.element_size())
         pair = runner.pair_bytes(saved)
     n1, n2 = x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0]
     if diagonal:  # no panel: a chunk meets only itself (or the same rows of x2), row by row

@@ -37,6 +37,7 @@ from . import (
     _unchanged,
 )
 from .functional import FunctionalModel
+from .keywords import Inputs
 from .pntk import pntk_module
 from .selection import Selection, restrict, select
 
@@ -53,7 +54,7 @@ when M vectors (m, or m k for the trace) go through it together."""
 
 
 def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Selection = None,
-                 batch_size: int | None = None) -> NTKOperator:
+                 batch_size: int | None = None, forward_kwargs: Any = None) -> NTKOperator:
     """The empirical NTK of ``model`` on x as an `NTKOperator` (see the module docstring).
 
     Args:
@@ -70,6 +71,10 @@ def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Sel
             name -> bool, as in `torchntk.empirical_ntk`); None for every trainable one.
         batch_size: inputs per chunk; by default about ROWS_PER_PASS (1024) / M for M vectors in
             flight.
+        forward_kwargs: per-example keyword tensors of the model's forward (``model(x, **kw)``),
+            one dict name -> tensor with one row per input, sliced with x into every chunk (as
+            in `torchntk.empirical_ntk`); kept with x, so later changes to them do not change
+            the operator either.
 
     >>> import torch, torchntk as tn
     >>> net = tn.mlp(depth=2).network(width=8, out_features=2, seed=0, dtype=torch.float64)
@@ -89,14 +94,14 @@ def ntk_operator(model: nn.Module, x: Any, *, outputs: str = "full", params: Sel
     chosen = select(model, params)
     _build(model, x)
     dtype, device = _model_dtype_device(model)
-    _, t, _ = _inputs(x, None, dtype, device, False)
+    _, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs, model)
     with _unchanged(model):
         k, vector = _output_count(model, t)
     inner: nn.Module = model
     if vector:
         inner, outputs = _Columns(model), "full"
     elif outputs == "pntk" or k == 1:
-        inner = model if k == 1 else pntk_module(model, k, dtype, device)
+        inner = model if k == 1 else pntk_module(model, k, dtype, device, keywords=isinstance(t, Inputs))
         k, outputs = 1, "full"
     return NTKOperator(model, inner, chosen, t.clone(), k, outputs == "full", batch_size)
 
@@ -120,8 +125,8 @@ class NTKOperator:
     the same numbers to round-off.
     """
 
-    def __init__(self, model: nn.Module, inner: nn.Module, chosen: set[int] | None, x: Tensor, k: int, full: bool,
-                 batch_size: int | None) -> None:
+    def __init__(self, model: nn.Module, inner: nn.Module, chosen: set[int] | None, x: Tensor | Inputs, k: int,
+                 full: bool, batch_size: int | None) -> None:
         self.model, self._inner, self._chosen, self._x, self.k, self.full = model, inner, chosen, x, k, full
         self._batch_size = batch_size
         self._fmodel = restrict(FunctionalModel(inner), chosen)
@@ -227,7 +232,7 @@ class NTKOperator:
                                  f"{type(exc).__name__}: {exc}") from exc
         return torch.cat(parts, dim=1)
 
-    def _push_forward(self, xc: Tensor, g: dict[str, Tensor]) -> Tensor:
+    def _push_forward(self, xc: Tensor | Inputs, g: dict[str, Tensor]) -> Tensor:
         f, params = self._fmodel, self._fmodel.params
 
         def one(tangent: dict[str, Tensor]) -> Tensor:
@@ -238,7 +243,7 @@ class NTKOperator:
             warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
             return vmap(one)(g)
 
-    def _push_reverse(self, xc: Tensor, g: dict[str, Tensor]) -> Tensor:
+    def _push_reverse(self, xc: Tensor | Inputs, g: dict[str, Tensor]) -> Tensor:
         f, params = self._fmodel, self._fmodel.params
 
         def one(tangent: dict[str, Tensor]) -> Tensor:

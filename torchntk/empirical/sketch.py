@@ -38,6 +38,7 @@ from . import NTK_OUTPUTS, _build, _check_common, _Columns, _inputs, _model_dtyp
 from .blocks import default_batch_size
 from .functional import FunctionalModel
 from .jacobian import JacobianMethod
+from .keywords import Inputs
 from .pntk import pntk_module
 from .selection import Selection, restrict, select
 
@@ -50,7 +51,7 @@ SKETCH_BYTES = 1 << 30
 
 
 def gradient_sketch(model: nn.Module, x: Any, *, dim: int, seed: int, outputs: str = "full",
-                    params: Selection = None, batch_size: int | None = None) -> Any:
+                    params: Selection = None, batch_size: int | None = None, forward_kwargs: Any = None) -> Any:
     """Per-example projected gradients Phi = J R (see the module docstring).
 
     Args:
@@ -66,6 +67,9 @@ def gradient_sketch(model: nn.Module, x: Any, *, dim: int, seed: int, outputs: s
         params: the parameters J runs over (names, nn.Parameter objects or a predicate
             name -> bool, as in `torchntk.empirical_ntk`); None for every trainable one.
         batch_size: inputs per chunk; by default the most whose Jacobians fit in SKETCH_BYTES.
+        forward_kwargs: per-example keyword tensors of the model's forward (``model(x, **kw)``),
+            one dict name -> tensor with one row per input, sliced with x into every chunk (as
+            in `torchntk.empirical_ntk`).
 
     Returns:
         Phi in the model's dtype on its device (numpy if x was numpy). Work per chunk of B
@@ -80,7 +84,7 @@ def gradient_sketch(model: nn.Module, x: Any, *, dim: int, seed: int, outputs: s
     chosen = select(model, params)
     _build(model, x)
     dtype, device = _model_dtype_device(model)
-    numpy_out, t, _ = _inputs(x, None, dtype, device, False)
+    numpy_out, t, _ = _inputs(x, None, dtype, device, False, forward_kwargs, model)
     with _unchanged(model) as snapshot:
         k, vector = _output_count(model, t)
         snapshot.check()
@@ -89,7 +93,7 @@ def gradient_sketch(model: nn.Module, x: Any, *, dim: int, seed: int, outputs: s
 
 
 def sketched_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, dim: int, seed: int, outputs: str = "full",
-                 params: Selection = None, batch_size: int | None = None) -> Any:
+                 params: Selection = None, batch_size: int | None = None, forward_kwargs: Any = None) -> Any:
     """The sketched empirical NTK Phi(x1) Phi(x2)^T, an unbiased estimate of `empirical_ntk`.
 
     Args:
@@ -98,6 +102,9 @@ def sketched_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, dim: int, 
         outputs: "full", (N1, N2, k, k) with K_hat[i, j, a, b] = Phi_a(x1_i) . Phi_b(x2_j);
             "trace", (1/k) sum_a K_hat[..., a, a], (N1, N2); "pntk", the sketched pNTK, (N1, N2).
             Outputs of shape (N,) give (N1, N2).
+        forward_kwargs: per-example keyword tensors of the model's forward, one dict for x1 (x2
+            None) or a pair (kw1, kw2) for x1 and x2, each tensor with one row per input (as in
+            `torchntk.empirical_ntk`).
 
     Returns:
         The kernel in the model's dtype on its device (numpy if the inputs were numpy). Each
@@ -111,7 +118,7 @@ def sketched_ntk(model: nn.Module, x1: Any, x2: Any | None = None, *, dim: int, 
     chosen = select(model, params)
     _build(model, x1)
     dtype, device = _model_dtype_device(model)
-    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, False)
+    numpy_out, t1, t2 = _inputs(x1, x2, dtype, device, False, forward_kwargs, model)
     with _unchanged(model) as snapshot:
         k, vector = _output_count(model, t1)
         snapshot.check()
@@ -134,13 +141,13 @@ def _check_sketch(dim: Any, seed: Any) -> None:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
 
 
-def _sketch(model: nn.Module, x: Tensor, k: int, vector: bool, pntk: bool, chosen: set[int] | None, dim: int,
+def _sketch(model: nn.Module, x: Tensor | Inputs, k: int, vector: bool, pntk: bool, chosen: set[int] | None, dim: int,
             seed: int, batch_size: int | None) -> Tensor:
     """Phi (N, k, d), or (N, d) for the pNTK or outputs (N,)."""
     if vector:
         inner, width = _Columns(model), 1
     elif pntk and k > 1:
-        inner, width = pntk_module(model, k, x.dtype, x.device), 1
+        inner, width = pntk_module(model, k, x.dtype, x.device, keywords=isinstance(x, Inputs)), 1
     else:
         inner, width = model, k
     fmodel = restrict(FunctionalModel(inner), chosen)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._inputs import as_side_tensor
+from .._inputs import as_side_tensor, is_traced
 from ..networks import modules
 from .base import BuildContext, Layer
 from .signal import Signal, fail, side_shape
@@ -125,7 +125,8 @@ def as_adjacency(a: Any, name: str, count: int, nodes: int, *, dtype: torch.dtyp
       k times has weight k; an entry with a negative end is padding, so graphs with fewer arcs
       share one E): returned as int64.
 
-    ``name`` ("adjacency", "adjacency[1] (of x2)") starts every error message."""
+    ``name`` ("adjacency", "adjacency[1] (of x2)") starts every error message. Inside a torch.func
+    transform (`torchntk._inputs.is_traced`) only the shapes are checked."""
     a = as_side_tensor(a, name, "dense (N, V, V) (A[n, i, j] the weight of the arc i -> j) or an integer edge "
                                 "list (N, E, 2)")
     if a.is_complex():
@@ -142,16 +143,19 @@ def as_adjacency(a: Any, name: str, count: int, nodes: int, *, dtype: torch.dtyp
     if a.shape[0] != count:
         raise ValueError(f"{name} holds {a.shape[0]} graphs but its inputs hold {count}; give one adjacency "
                          "per input, in the inputs' order.")
+    # Under torch.func transforms (the empirical NTK's vmap over examples) the values cannot be
+    # read, only the shapes: those are checked (the values are wherever the forward runs untransformed).
+    values = not is_traced(a)
     if edges:
         out = a.to(device=device, dtype=torch.int64, copy=True)
-        if out.numel() and out.max() >= nodes:
+        if values and out.numel() and out.max() >= nodes:
             raise ValueError(f"{name} has an arc to or from node {int(out.max())}, but the inputs (N, C, V) have "
                              f"V = {nodes} nodes, numbered 0 to {nodes - 1} (negative entries mark padding).")
         return out
     if a.shape[1] != nodes:
         raise ValueError(f"{name} is over {a.shape[1]} nodes but the inputs (N, C, V) have V = {nodes}.")
     out = a.to(device=device, dtype=dtype, copy=True)
-    if not torch.isfinite(out).all():
+    if values and not torch.isfinite(out).all():
         raise ValueError(f"{name} holds a NaN or an infinite weight; every arc weight must be finite.")
     return out
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import as_side_tensor
+from .._inputs import as_side_tensor, is_traced
 from . import layout
 from .state import KernelState
 
@@ -45,7 +45,8 @@ def as_mask(m: Any, name: str, count: int, positions: tuple[int, ...], *, device
     """``m`` checked and converted: a new boolean tensor (count, *positions) on ``device``, True at
     real positions, never the caller's own; a torch tensor or numpy array of bools (or of 0 / 1).
 
-    ``name`` ("mask", "mask[1] (of x2)") starts every error message."""
+    ``name`` ("mask", "mask[1] (of x2)") starts every error message. Inside a torch.func transform
+    (`torchntk._inputs.is_traced`) only the shapes are checked."""
     m = as_side_tensor(m, name, "boolean (N, *positions), True at the positions that hold data")
     if not positions:
         raise ValueError(f"{name} was given, but the inputs are vectors (N, d) without positions; a mask marks the "
@@ -54,10 +55,15 @@ def as_mask(m: Any, name: str, count: int, positions: tuple[int, ...], *, device
     if tuple(m.shape) != expected:
         raise ValueError(f"{name} must have shape {expected}, one flag per input and position (the inputs' N and "
                          f"their positions {positions}), got {tuple(m.shape)}.")
-    if m.dtype != torch.bool and (m.is_complex() or not ((m == 0) | (m == 1)).all()):   # NaN and inf fail too
+    # Under torch.func transforms (the empirical NTK's vmap over examples) the values cannot be
+    # read, only the shapes: those are checked (the values are wherever the forward runs untransformed).
+    values = not is_traced(m)
+    if m.dtype != torch.bool and (m.is_complex() or values and not ((m == 0) | (m == 1)).all()):   # NaN, inf fail
         raise ValueError(f"{name} must be boolean (True at real positions, False at padding), or hold only 0 "
                          f"and 1; got dtype {m.dtype} with other values.")
     out = m.to(device=device, dtype=torch.bool, copy=True)
+    if not values:
+        return out
     empty = ~out.reshape(count, -1).any(dim=1)
     if empty.any():
         first = int(torch.nonzero(empty)[0])

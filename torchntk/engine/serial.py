@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .._finite import check_depth, check_finite_kernels
-from .._inputs import as_pair_batches, to_output
+from .._inputs import as_pair_batches, is_traced, to_output
 from ..activations import Activation, get_activation
 from ..networks.network import build_network
 from . import branches as _branches
@@ -283,7 +283,7 @@ class Serial(Layer):
         scales = [s for layer in self.weighted_layers() for s in vars(layer).values() if isinstance(s, Tensor)]
         inputs = [t for t in (t1, t2, *scales, *(a for pair in side.values() for a in pair)) if t is not None]
         # The in-place fast path runs only when no derivative of any kind is being taken.
-        differentiable = any(_is_traced(t) for t in inputs) or (
+        differentiable = any(is_traced(t) for t in inputs) or (
             torch.is_grad_enabled() and any(t.requires_grad for t in inputs))
         with torch.set_grad_enabled(differentiable):
             nngp, ntk = evaluate(self.compile(False, sig), t1, t2, need_ntk=need_ntk, full_in=full_in,
@@ -370,14 +370,6 @@ def _all_layers(layer: Layer) -> list[Layer]:
     for child in layer.sublayers():
         out += _all_layers(child)
     return out
-
-
-def _is_traced(t: Tensor) -> bool:
-    """Whether forward-mode AD or a torch.func transform (jvp, vmap, ...) is watching t."""
-    from torch._C._functorch import is_functorch_wrapped_tensor
-    from torch.autograd.forward_ad import unpack_dual
-
-    return is_functorch_wrapped_tensor(t) or unpack_dual(t).tangent is not None
 
 
 def _side_pair(name: str, value: Any, t1: Tensor, t2: Tensor | None, reader: Layer | None) -> tuple[Tensor, Any]:

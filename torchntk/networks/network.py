@@ -165,6 +165,16 @@ class NTKNetwork(nn.Module):
                 y = real_only(y)
             return (y, out[1]) if return_hidden else y
 
+    def check_side_inputs(self, x: Tensor, *, adjacency: Any = None, mask: Any = None) -> None:
+        """Check the side inputs of a forward on x, their shapes and values, without running it
+        (building the network for x if it is not yet built): the checks the forward makes, also
+        for callers that run the forward under torch.func transforms, where only the shapes can
+        be read (the empirical NTK's ``forward_kwargs``). ValueError / TypeError as the forward."""
+        self._check_input(x)
+        if self.body is None or self.input_shape is None:
+            self.build(tuple(x.shape[1:]))
+        self._side_inputs(x, adjacency, mask)
+
     def _side_inputs(self, x: Tensor, adjacency: Any, mask: Any) -> dict[str, Tensor]:
         side = {}
         if mask is not None:
