@@ -42,6 +42,10 @@ class SideInput:
     neutral: Callable[[int, tuple[int, ...]], torch.Tensor] | None = None
     """For an optional side input: the value (count, *row_shape) that changes nothing, given to the
     inputs that come without one when the others have one."""
+    check: Callable[[Any, str, int, tuple[int, ...]], torch.Tensor] | None = None
+    """``check(value, label, count, input_shape)``: the kernels' own check and conversion of the
+    side input of ``count`` inputs of per-example shape (C, *positions), a ValueError starting
+    with ``label`` otherwise; for the edges (files, tables) to check a whole array up front."""
 
 
 def _graph_nodes(input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -83,13 +87,30 @@ def _positions(input_shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(input_shape[1:])
 
 
+def _check_adjacency(a: Any, label: str, count: int, input_shape: tuple[int, ...]) -> torch.Tensor:
+    from .engine.graph import as_adjacency
+
+    try:
+        nodes = _graph_nodes(tuple(input_shape))[0]
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+    return as_adjacency(a, label, count, nodes, dtype=torch.float64, device=torch.device("cpu"))
+
+
+def _check_mask(m: Any, label: str, count: int, input_shape: tuple[int, ...]) -> torch.Tensor:
+    from .engine.mask import as_mask
+
+    return as_mask(m, label, count, tuple(input_shape[1:]), device=torch.device("cpu"))
+
+
 SIDE_INPUTS: tuple[SideInput, ...] = (
     SideInput("adjacency", "each graph's adjacency (N, V, V), A[n, i, j] the weight of the arc i -> j, or an "
               "integer edge list (N, E, 2)", optional=False, row_shape=_graph_nodes, to_dense=_dense_adjacency,
-              from_dense=lambda a: a),
+              from_dense=lambda a: a, check=_check_adjacency),
     SideInput("mask", "which positions hold data, boolean (N, *positions), True for real data", optional=True,
               row_shape=_positions, to_dense=lambda m, shape: m.to(torch.float64), from_dense=_mask_from_dense,
-              neutral=lambda count, shape: torch.ones(count, *_positions(shape), dtype=torch.bool)),
+              neutral=lambda count, shape: torch.ones(count, *_positions(shape), dtype=torch.bool),
+              check=_check_mask),
 )
 NAMES: tuple[str, ...] = tuple(s.name for s in SIDE_INPUTS)
 
