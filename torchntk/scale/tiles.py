@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _side
+
 INNER_TILE = 1024
 """Block side used inside one stored tile (the block of torchntk.engine.tiles). With one thread per
 tile (see `tile_workers`), 1024 measured fastest of 256..2048 for a float32 depth-4 ReLU NTK
@@ -111,20 +113,27 @@ class TileGrid:
 
 
 def compute_tile(spec: Any, x1: Tensor, x2: Tensor | None, arrays: tuple[str, ...], grid: TileGrid,
-                 i: int, j: int) -> dict[str, np.ndarray]:
+                 i: int, j: int, side1: dict[str, Any] | None = None,
+                 side2: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The tile (i, j) of each kernel in ``arrays`` ("nngp", "ntk"), as numpy arrays on the CPU.
 
     A diagonal tile of a symmetric matrix is computed as its row block against itself, so it is
-    exactly symmetric with exact variances on its diagonal, as in ``spec.kernels(x)``.
+    exactly symmetric with exact variances on its diagonal, as in ``spec.kernels(x)``. ``side1``
+    and ``side2``: the side inputs of x1 and x2 by name (`torchntk._side`); the tile takes the
+    rows of each that its rows and columns are.
     """
     r0, r1 = grid.row_range(i)
     c0, c1 = grid.col_range(j)
     rows = x1[r0:r1]
+    side1 = side1 or {}
     if grid.symmetric:
         cols = None if i == j else x1[c0:c1]
+        col_side = None if i == j else _side.rows(side1, slice(c0, c1))
     else:
         cols = x2[c0:c1]
-    options = {"dtype": x1.dtype, "tile": INNER_TILE}
+        col_side = _side.rows(side2 or {}, slice(c0, c1))
+    options = {"dtype": x1.dtype, "tile": INNER_TILE,
+               **_side.keywords(_side.rows(side1, slice(r0, r1)), col_side, rows, cols)}
     with torch.no_grad():
         if arrays == ("ntk",):
             blocks = {"ntk": spec.ntk(rows, cols, **options)}
