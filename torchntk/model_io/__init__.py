@@ -32,8 +32,8 @@ model.json holds the network as its description's ``spec.to_dict()`` data, whate
 for any other), and the per-example shape that each stored (flattened) input row is reshaped to;
 both are covered by the fingerprint, and the description is rebuilt by `torchntk.from_dict`,
 which refuses unknown layers and deep nesting. Version-4 files (no side inputs) and version-3
-files (no classifiers) are read as they are, version-2 files (fully-connected networks as depth / activation / scale fields) are
-read and migrated in memory; older ones are refused.
+files (no classifiers) are read as they are, version-2 files (fully-connected networks as depth
+/ activation / scale fields) are read and migrated in memory; older ones are refused.
 
 A classifier is ``KernelModel.fit(x, labels, settings, task="classification")`` with labels of
 shape (N,), integers or strings: the network is trained on the labels' one-hot codes (centred at
