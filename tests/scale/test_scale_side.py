@@ -99,3 +99,21 @@ def test_bad_side_inputs_are_refused_before_the_store_is_made(tmp_path, graphs):
     original = a.copy()
     _store(spec, x, tmp_path / "K.zarr", side_inputs={"adjacency": a})
     np.testing.assert_array_equal(a, original)
+
+
+@pytest.mark.parametrize("solver, store", [("cholesky", None), ("cholesky", "K.zarr"), ("cg", None)])
+def test_kernel_regression_with_adjacencies_is_the_solve_of_their_kernels(tmp_path, graphs, solver, store):
+    x, a = graphs
+    rng = np.random.default_rng(3)
+    y, x_test, a_test = rng.normal(size=(11, 1)), rng.normal(size=(5, 2, 5)), (rng.random((5, 5, 5)) < 0.4) * 1.0
+    spec = _graph_spec()
+    path = None if store is None else tmp_path / store
+    model = tn.scale.KernelRegression(spec, ridge=1e-2, solver=solver, store=path, tile=4, dtype=torch.float64,
+                                      tol=1e-12)
+    got = model.fit(x, y, side_inputs={"adjacency": a}).predict(x_test, side_inputs={"adjacency": a_test})
+    want = spec.ntk(x_test, x, adjacency=(a_test, a)) @ np.linalg.solve(spec.ntk(x, adjacency=a) + 1e-2 * np.eye(11), y)
+    # float64 throughout; CG is run to a relative residual of 1e-12 on a system of condition
+    # number ~1e3 (ridge 1e-2), so every route agrees with the direct solve to ~1e-9.
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="the description reads adjacency"):
+        model.predict(x_test)

@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _side
 from .._inputs import as_pair_batches as as_pair
-from .._inputs import as_side_tensor, check_pairwise_output
+from .._inputs import check_pairwise_output
 from .manifest import KINDS, build_manifest
 from .matrix import KernelMatrix
 from .progress import RunSummary, TileProgress
 from .store import KernelStore
-from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
+from .tiles import TileGrid, compute_tile, side_inputs_of, single_threaded_ops, tile_workers
 
 DEFAULT_STORE_TILE = 4096
 """Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
@@ -142,40 +141,6 @@ def _size(count: int) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{max(count / 2**20, 0.1):.1f} MiB"
 
 
-def _side_of_each(spec: Any, side_inputs: dict[str, Any] | None, x1: Tensor,
-                  x2: Tensor | None) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """(x1's side inputs, x2's or None) by name from ``spec.kernels``-style keywords (one value
-    each for x2 None, else a pair), each checked whole by the kernels' own check (`_side`): a
-    ValueError before any store is touched for a missing required one, one no layer reads, or a
-    wrong shape. The values are kept as given (tensors or copies of numpy arrays)."""
-    side = _side.given(side_inputs)
-    missing, unread = _side.problems(spec, side)
-    if missing:
-        raise ValueError(f"the description reads {missing[0]} (a layer such as Aggregate), but side_inputs has none: "
-                         f"pass side_inputs={{{missing[0]!r}: ...}}, {_side.BY_NAME[missing[0]].holds}.")
-    if unread:
-        raise ValueError(f"side_inputs has {unread[0]!r}, but no layer of the description reads it; leave it out.")
-    side1: dict[str, Tensor] = {}
-    side2: dict[str, Tensor] | None = None if x2 is None else {}
-    shape = tuple(x1.shape[1:])
-    for name, value in side.items():
-        entry = _side.BY_NAME[name]
-        if x2 is None:
-            if isinstance(value, tuple):
-                raise ValueError(f"x2 is None, so side_inputs[{name!r}] is one value for x, not a tuple.")
-            values = ((value, side1, x1, f"side_inputs[{name!r}]"),)
-        else:
-            if not isinstance(value, tuple) or len(value) != 2:
-                raise ValueError(f"with x and x2, side_inputs[{name!r}] is a pair (for x, for x2), as spec.kernels "
-                                 "takes it.")
-            values = ((value[0], side1, x1, f"side_inputs[{name!r}][0] (of x)"),
-                      (value[1], side2, x2, f"side_inputs[{name!r}][1] (of x2)"))
-        for v, out, x, label in values:
-            entry.check(v, label, x.shape[0], shape)
-            out[name] = as_side_tensor(v, label, entry.holds)
-    return side1, side2
-
-
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
                   tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
                   progress: bool = True, verify: bool = False,
@@ -250,7 +215,7 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
                         f"{type(spec).__name__}.")
     x1, t2, _ = as_pair(x, x2, dtype)
-    side1, side2 = _side_of_each(spec, side_inputs, x1, t2)
+    side1, side2 = side_inputs_of(spec, side_inputs, x1, t2)
     check_pairwise_output(spec, x1, "a kernel store")
     manifest = build_manifest(spec, x1, t2, kind, tile, dtype, side1, side2)
     with KernelStore.locked(store, manifest) as kernel_store:
