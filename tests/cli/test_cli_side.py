@@ -155,3 +155,25 @@ def test_bad_side_input_files_are_one_line_errors(tmp_path, graphs, sequences):
     np.save(tmp_path / "m_short.npy", np.ones((8, 5), bool))
     assert_one_line_error(run("kernel", tmp_path / "s.npy", "--spec", tmp_path / "seq.json", "--mask",
                               tmp_path / "m_short.npy", "-o", out), "must have shape (8, 6)")
+
+
+def test_fit_and_predict_with_masks(tmp_path, sequences):
+    spec, s = _seq_spec(), sequences
+    y = s["s"][:, 0].sum(1)
+    np.savez(tmp_path / "seq_train.npz", x=s["s"], y=y)
+    result = run("fit", tmp_path / "seq_train.npz", "--array", "x", "--target", "y", "--spec", tmp_path / "seq.json",
+                 "--mask", tmp_path / "m.npy", "--no-standardize", "--ridge", RIDGE, "-q", "-o", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+
+    def predicted(*mask):
+        result = run("predict", tmp_path / "m", tmp_path / "s2.npy", *mask, "-q", "-o", tmp_path / "p.csv")
+        assert result.exit_code == 0, result.output
+        with open(tmp_path / "p.csv", newline="") as handle:
+            return np.array([float(row["mean"]) for row in csv.DictReader(handle)])
+    solve = np.linalg.solve(spec.ntk(s["s"], mask=s["m"]) + RIDGE * np.eye(8), y)
+    want = spec.ntk(s["s2"], s["s"], mask=(s["m2"], s["m"])) @ solve
+    # As for the graphs above: eigendecomposition against a direct solve, 12 digits in the CSV.
+    np.testing.assert_allclose(predicted("--mask", tmp_path / "m2.npy"), want, rtol=1e-9, atol=1e-10)
+    # Without --mask every position of DATA is real.
+    want = spec.ntk(s["s2"], s["s"], mask=(np.ones((3, 6), bool), s["m"])) @ solve
+    np.testing.assert_allclose(predicted(), want, rtol=1e-9, atol=1e-10)
