@@ -22,6 +22,7 @@ MODULES = [
     "torchntk.sklearn",
     "torchntk.sklearn.estimators",
     "torchntk.sklearn.kernels",
+    "torchntk.sklearn.packing",
     "torchntk.model_io",
     "torchntk.networks.network",
     "torchntk.engine.serial",

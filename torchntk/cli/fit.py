@@ -35,6 +35,7 @@ from .kernel import (
     user_errors,
 )
 from .paths import check_output_dir, check_output_file
+from .side import check_needed, load_side_inputs, side_input_options
 
 
 class _Time(click.ParamType):
@@ -78,20 +79,25 @@ class _Time(click.ParamType):
               help=TILE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary (a hint about the target still shows).")
 @architecture_options
+@side_input_options(second=False)
 @user_errors
 def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias_std: float, weight_std: float,
         kernel: str, time_: float, ridge: float, classify: bool, standardize: bool, output: Path, array: str | None,
-        tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
+        tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None,
+        side_files: dict[str, Path]) -> None:
     """Fit an infinitely wide network to TRAIN (.csv, .npy or .npz) and save it to a directory.
 
     The saved model predicts, for new inputs, the mean and standard deviation over random
     initialisations of the network trained for time --time (see `torchntk predict`). A
     classifier (--classify, or a text target) is trained on the one-hot codes of its labels and
-    predicts the label with the largest mean output.
+    predicts the label with the largest mean output. The training examples' side inputs
+    (--adjacency for a --spec network with Aggregate, --mask for padded inputs) are saved with
+    the model; `torchntk predict` then takes those of the new examples.
     """
     check_output_dir(output)
     check_save_target(output)  # never into another program's folder, and before the long work
     spec = chosen_spec(spec_file, input_shape)
+    check_needed(spec, side_files, what="TRAIN", dense=spec is None)
     table = read_table(train, target=targets, array=array)
     labels = class_labels(table, classify, train)
     if labels is None:
@@ -102,13 +108,14 @@ def fit(train: Path, targets: tuple[str, ...], depth: int, activation: str, bias
     else:
         settings = ModelSettings.with_spec(spec, example_shape(table, input_shape, train, spec), kernel=kernel,
                                            time=time_, ridge=ridge)
+    side = load_side_inputs(side_files, table.x.shape[0], settings.input_shape, train)
     with make_progress(quiet) as progress:
         kernels = functools.partial(blocked_kernels, tile=tile, progress=progress,
                                     description=f"training kernel {table.x.shape[0]}x{table.x.shape[0]}")
         model = KernelModel.fit(table.x, table.y if labels is None else labels, settings,
                                 task="regression" if labels is None else "classification", standardize_x=standardize,
                                 standardize_y=standardize and labels is None, feature_names=table.feature_names,
-                                target_names=table.target_names, kernels=kernels)
+                                target_names=table.target_names, kernels=kernels, side_inputs=side)
     model.save(output)
     if not quiet:
         inputs = describe_inputs(table, settings.input_shape or table.example_shape)
@@ -174,9 +181,10 @@ def integer_hint(table: Table) -> None:
 @click.option("--scores", is_flag=True,
               help="A classifier: also write each class's score (the mean output, score_<label>) and its std.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@side_input_options(second=False)
 @user_errors
 def predict(model_dir: Path, data: Path, output: Path | None, time_: float | None, array: str | None,
-            tile: int | None, scores: bool, quiet: bool) -> None:
+            tile: int | None, scores: bool, quiet: bool, side_files: dict[str, Path]) -> None:
     """Predict with a fitted MODEL directory on DATA (.csv, .npy or .npz): mean and std per row.
 
     Writes a CSV with columns ``mean`` and ``std`` (one target), or ``mean_<name>`` and
@@ -188,6 +196,9 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
     written as the training labels were (integers or text); with --scores also ``score_<label>``
     for each class (one-hot units: 1 at a training point of that class at t = inf) and ``std`` (the same
     for every class). When DATA holds the target column, the summary gives the accuracy.
+
+    A model whose network reads side inputs (Aggregate: --adjacency) needs those of DATA's
+    examples; a --mask is optional (without one every position of DATA is real).
     """
     if output is not None:
         check_output_file(output, (".csv",))
@@ -201,10 +212,12 @@ def predict(model_dir: Path, data: Path, output: Path | None, time_: float | Non
         raise click.ClickException(f"{data} holds examples of shape {table.example_shape} but the model was fitted "
                                    f"on shape {wanted}.")
     x = select_features(table, model.feature_names, model.target_names, data)
+    check_needed(model.settings.spec(), side_files, what=data.name, network="the model's network")
+    side = load_side_inputs(side_files, x.shape[0], model.settings.input_shape, data)
     with make_progress(quiet) as progress:
         kernels = functools.partial(blocked_kernels, tile=tile, progress=progress,
                                     description=f"test kernel {x.shape[0]}x{model.x_train.shape[0]}")
-        mean, std = model.predict(x, time=time_, kernels=kernels)
+        mean, std = model.predict(x, time=time_, kernels=kernels, side_inputs=side)
     if model.classes is None:
         write_predictions(output, mean, std, model.target_names)
     else:

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from .. import _side
 from .._finite import MAX_DEPTH
 from .._inputs import check_pairwise_output
 from .._progress import rich_progress
@@ -34,6 +35,7 @@ from ..engine.tiles import default_tile
 from ..model_io import column_moments
 from .data import Table, column_names, read_table, select_features
 from .paths import check_output_file
+from .side import check_needed, load_side_inputs, refuse_unused, side_input_options
 
 ACTIVATIONS = tuple(sorted([*CLOSED_FORM, *QUADRATURE]))
 KINDS = ("nngp", "ntk")
@@ -231,7 +233,8 @@ def make_progress(quiet: bool) -> Progress:
 
 def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
                     kinds: Sequence[str] = KINDS, tile: int | None = None, min_steps: int = MIN_STEPS,
-                    progress: Progress | None = None, description: str = "kernel") -> dict[str, torch.Tensor]:
+                    progress: Progress | None = None, description: str = "kernel", side1: dict | None = None,
+                    side2: dict | None = None) -> dict[str, torch.Tensor]:
     """The kernels of ``spec`` on (x1, x2) computed in steps of rows, advancing a progress bar.
 
     x1 (N1, ...) and x2 (N2, ...), or x2 None for x1 against itself. ``tile`` is the block
@@ -243,8 +246,10 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
     ceil(N1 / min_steps) rows, so that the bar moves even when the whole kernel is one tile.
     With x2 None each step computes its rows against themselves (the symmetric path) and
     against the later rows, and mirrors the latter: half the work, and an exactly symmetric
-    result. The bar advances by the number of entries each step computes. Returns
-    {kind: (N1, N2) tensor} for kind in ``kinds`` ("nngp", "ntk").
+    result. The bar advances by the number of entries each step computes. ``side1`` and
+    ``side2``: the side inputs of x1 and x2 by name (`torchntk._side`), (N1, ...) and (N2, ...);
+    each step takes the rows of its examples. Returns {kind: (N1, N2) tensor} for kind in
+    ``kinds`` ("nngp", "ntk").
     """
     if tile is not None and tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}.")
@@ -267,14 +272,17 @@ def blocked_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None = No
         if symmetric:
             # The diagonal block goes through the symmetric path (exactly symmetric, half the
             # work); the rest of the block row is computed once and mirrored.
-            _fill(out, _block(spec, x1[rows], None, kinds, tile), rows, rows)
+            mine = _side.rows(side1 or {}, rows)
+            _fill(out, _block(spec, x1[rows], None, kinds, tile, _side.keywords(mine, None, x1[rows])), rows, rows)
             later = slice(rows.stop, n2)
             if later.start < n2:
-                block = _block(spec, x1[rows], cols[later], kinds, tile)
+                side = _side.keywords(mine, _side.rows(side1 or {}, later), x1[rows], cols[later])
+                block = _block(spec, x1[rows], cols[later], kinds, tile, side)
                 _fill(out, block, rows, later)
                 _fill(out, {k: v.T for k, v in block.items()}, later, rows)
         else:
-            _fill(out, _block(spec, x1[rows], cols, kinds, tile), rows, slice(0, n2))
+            side = _side.keywords(_side.rows(side1 or {}, rows), side2, x1[rows], cols)
+            _fill(out, _block(spec, x1[rows], cols, kinds, tile, side), rows, slice(0, n2))
         if task is not None:
             progress.advance(task, size)
     return out
@@ -293,11 +301,11 @@ def _step_rows(spec: Serial, x1: torch.Tensor, tile: int | None, min_steps: int)
 
 
 def _block(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, kinds: Sequence[str],
-           tile: int | None) -> dict[str, torch.Tensor]:
+           tile: int | None, side: dict) -> dict[str, torch.Tensor]:
     if "ntk" in kinds:
-        nngp, ntk = spec.kernels(x1, x2, dtype=x1.dtype, tile=tile)
+        nngp, ntk = spec.kernels(x1, x2, dtype=x1.dtype, tile=tile, **side)
         return {"nngp": nngp, "ntk": ntk}
-    return {"nngp": spec.nngp(x1, x2, dtype=x1.dtype, tile=tile)}
+    return {"nngp": spec.nngp(x1, x2, dtype=x1.dtype, tile=tile, **side)}
 
 
 def _fill(out: dict[str, torch.Tensor], blocks: dict[str, torch.Tensor], rows: slice, cols: slice) -> None:
@@ -376,22 +384,31 @@ def _matching_columns(table1: Table, table2: Table, data: Path, data2: Path) -> 
               help=TILE_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @architecture_options
+@side_input_options(second=True)
 @user_errors
 def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std: float, weight_std: float,
            kind: str, output: Path, array: str | None, drop: tuple[str, ...], standardize: bool, single: bool,
-           tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None) -> None:
+           tile: int | None, quiet: bool, spec_file: Path | None, input_shape: tuple[int, ...] | None,
+           side_files: dict[str, Path], side_files2: dict[str, Path]) -> None:
     """Compute the infinite-width kernel K(DATA, DATA), or K(DATA, DATA2).
 
     DATA and DATA2 are .npy, .npz or .csv files (CSV: a header row, numeric columns only), one
     row per data point; an array may also hold images (N, C, H, W) (or (N, C, L), (N, C, D, H,
     W)). The kernels follow the NTK parameterisation of Jacot et al. (2018): K[i, j] =
     k(x_i, x_j) for the fully-connected network described by the options (which sees images
-    flattened), or for the architecture of --spec FILE.json.
+    flattened), or for the architecture of --spec FILE.json. A --spec network with Aggregate
+    reads each graph's adjacency (--adjacency, and --adjacency2 for DATA2); padded inputs take
+    a mask of their real positions (--mask, --mask2).
     """
     check_output_file(output, (".npy", ".npz", ".csv"))
     if kind == "both" and output.suffix.lower() != ".npz":
         raise click.UsageError(f"--kind both writes two matrices: give an .npz output, not {output.name!r}.")
     spec = chosen_spec(spec_file, input_shape)
+    check_needed(spec, side_files, dense=spec is None)
+    if data2 is None:
+        refuse_unused(side_files2, "is for DATA2, the second data file; give DATA2 or leave it out.")
+    else:
+        check_needed(spec, side_files2, suffix="2", what="DATA2", dense=spec is None)
     if spec is None:
         spec = mlp(depth, activation.lower(), bias_std=bias_std, weight_std=weight_std)
     lenient = data2 is not None  # `kernel train.csv test.csv --drop price`: test.csv may lack price
@@ -408,6 +425,8 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
         if spec_file is not None and example_shape(table2, input_shape, data2, spec) != shape:
             raise click.ClickException(f"{data2} holds examples of shape {table2.example_shape} but {data} of shape "
                                        f"{shape}; both need the same shape.")
+    side1 = load_side_inputs(side_files, x1.shape[0], shape, data)
+    side2 = {} if data2 is None else load_side_inputs(side_files2, x2.shape[0], shape, data2, suffix="2")
     if standardize:
         x1, x2 = standardize_columns(x1, x2, table1.feature_names)
     dtype = torch.float32 if single else torch.float64
@@ -420,13 +439,18 @@ def kernel(data: Path, data2: Path | None, depth: int, activation: str, bias_std
     with make_progress(quiet) as progress:
         n2 = (t2 if t2 is not None else t1).shape[0]
         result = blocked_kernels(spec, t1, t2, kinds=kinds, tile=tile, progress=progress,
-                                 description=f"{'+'.join(kinds)} {t1.shape[0]}x{n2}")
+                                 description=f"{'+'.join(kinds)} {t1.shape[0]}x{n2}",
+                                 side1=_tensors(side1), side2=None if t2 is None else _tensors(side2))
     write_kernels(output, {k: v.numpy() for k, v in result.items()})
     if not quiet:
         size = tuple(next(iter(result.values())).shape)
         inputs = describe_inputs(table1, shape or table1.example_shape)
         click.echo(f"wrote {'+'.join(kinds)} {size} to {output}; inputs: {inputs}"
                    f"{', standardised' if standardize else ''}", err=True)
+
+
+def _tensors(side: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(a) for name, a in side.items()}
 
 
 def describe_inputs(table: Table, shape: tuple[int, ...] | None) -> str:

@@ -31,15 +31,21 @@ model.json holds the network as its description's ``spec.to_dict()`` data, whate
 (`ModelSettings.mlp` for the fully-connected one, ``ModelSettings.with_spec(spec, input_shape)``
 for any other), and the per-example shape that each stored (flattened) input row is reshaped to;
 both are covered by the fingerprint, and the description is rebuilt by `torchntk.from_dict`,
-which refuses unknown layers and deep nesting. Version-3 files (no classifiers) are read as
-they are, version-2 files (fully-connected networks as depth / activation / scale fields) are
-read and migrated in memory; older ones are refused.
+which refuses unknown layers and deep nesting. Version-4 files (no side inputs) and version-3
+files (no classifiers) are read as they are, version-2 files (fully-connected networks as depth
+/ activation / scale fields) are read and migrated in memory; older ones are refused.
 
 A classifier is ``KernelModel.fit(x, labels, settings, task="classification")`` with labels of
 shape (N,), integers or strings: the network is trained on the labels' one-hot codes (centred at
 1/K for K classes), `KernelModel.predict` returns the K scores and `KernelModel.predict_labels`
 the label with the largest score, of the labels' own type. model.json stores the sorted labels
 under "classes" (null for a regression), under the fingerprint.
+
+Side inputs (`torchntk._side`): a network with `torchntk.Aggregate` reads each graph's
+adjacency, and padded inputs may carry a mask; ``KernelModel.fit(x, y, settings,
+side_inputs={"adjacency": A})`` takes the training ones, saved in arrays.npz as
+``adjacency_train`` (``mask_train``) and listed in model.json under "side_inputs", both under
+the fingerprint; ``predict(x, side_inputs=...)`` takes those of the new inputs.
 
 >>> labels = np.where(x[:, 0] > 0, "up", "down")
 >>> clf = KernelModel.fit(x, labels, ModelSettings.mlp(depth=3), task="classification")

@@ -17,11 +17,15 @@ import numpy as np
 from .._json import read_json
 from .._npyfile import NpzArchive
 from .._outputs import check_replaceable
+from .._side import problems
 from .settings import ModelSettings, migrate_settings
 
 FORMAT = "torchntk.kernel-model"
-VERSION = 4
-"""4: model.json records the class labels of a classifier under "classes" (null for a regression).
+VERSION = 5
+"""5: model.json lists under "side_inputs" the side inputs the model was fitted with (adjacency,
+mask; `torchntk._side`), each stored in arrays.npz as ``<name>_train`` and covered by the fingerprint.
+4 (read; no "side_inputs": none): model.json records the class labels of a classifier under
+"classes" (null for a regression).
 3 (read; no "classes": a regression): the settings hold the network as its description's
 ``to_dict()`` data, whatever the network.
 2 (read, and migrated in memory): a fully-connected network as depth / activation / scale fields.
@@ -32,18 +36,31 @@ ARRAY_NAMES = ("x_train", "y_train", "x_mean", "x_scale", "y_mean", "y_scale", "
 """The arrays of arrays.npz, in the order the fingerprint takes them."""
 
 _META_KEYS = frozenset({"format", "version", "written_by", "settings", "feature_names", "target_names", "n_train",
-                        "classes", "sha256"})
-_ADDED_IN = {"classes": 4}
+                        "classes", "side_inputs", "sha256"})
+_ADDED_IN = {"classes": 4, "side_inputs": 5}
 """Keys of model.json that files of older versions lack."""
+
+
+def side_array(name: str) -> str:
+    """The name in arrays.npz of the training inputs' side input ``name``: "adjacency_train"."""
+    return f"{name}_train"
+
+
+def _array_names(meta: dict) -> list[str]:
+    """The arrays a model file holds, in the fingerprint's order: `ARRAY_NAMES`, then the
+    side inputs that model.json lists (none before version 5)."""
+    side = meta.get("side_inputs") or []
+    return [*ARRAY_NAMES, *(side_array(name) for name in side)]
 
 
 def content_fingerprint(meta: dict, arrays: dict[str, np.ndarray]) -> str:
     """sha256 over model.json's content without its "sha256" field (canonical JSON: sorted keys,
-    no spaces) and over each array's name, dtype, shape and bytes, in a fixed order."""
+    no spaces) and over each array's name, dtype, shape and bytes, in a fixed order (the side
+    inputs' arrays after the others)."""
     digest = hashlib.sha256()
     canonical = {k: v for k, v in meta.items() if k != "sha256"}
     digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
-    for name in ARRAY_NAMES:
+    for name in _array_names(meta):
         a = np.ascontiguousarray(arrays[name])
         digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
         digest.update(a.tobytes())
@@ -78,19 +95,25 @@ def _is_model_json(path: Path) -> bool:
 
 
 def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str, np.ndarray],
-               feature_names: Sequence[str], target_names: Sequence[str], classes: Sequence[Any] | None = None) -> Path:
-    """Write a model's ``model.json`` and ``arrays.npz`` (the arrays of `ARRAY_NAMES`) into
+               feature_names: Sequence[str], target_names: Sequence[str], classes: Sequence[Any] | None = None,
+               side_inputs: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a model's ``model.json`` and ``arrays.npz`` (the arrays of `ARRAY_NAMES`, and each
+    of ``side_inputs``, the training inputs' side inputs by name, as ``<name>_train``) into
     ``directory``, created if needed, and return it; `check_save_target` decides whether it may.
     ``classes``: a classifier's labels (ints or strings, one per column of y_train), or None."""
     directory = check_save_target(directory)
     directory.mkdir(parents=True, exist_ok=True)
     from .. import __version__
+    from .._side import NAMES
 
+    side = {name: np.asarray(side_inputs[name]) for name in NAMES if name in (side_inputs or {})}
     arrays = {name: np.asarray(arrays[name]) for name in ARRAY_NAMES}
+    arrays.update({side_array(name): a for name, a in side.items()})
     meta = {"format": FORMAT, "version": VERSION, "written_by": f"torchntk {__version__}",
             "settings": settings.to_json(), "feature_names": list(feature_names),
             "target_names": list(target_names), "n_train": int(arrays["x_train"].shape[0]),
-            "classes": None if classes is None else [_json_label(c) for c in classes]}
+            "classes": None if classes is None else [_json_label(c) for c in classes],
+            "side_inputs": list(side)}
     meta["sha256"] = content_fingerprint(meta, arrays)
     # Each file is written whole to a temporary name and renamed: a failed save never leaves
     # half a file, and the fingerprint ties the two together.
@@ -101,10 +124,10 @@ def save_model(directory: str | Path, settings: ModelSettings, arrays: dict[str,
 
 
 def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarray], list[str], list[str],
-                                               list | None]:
-    """(settings, arrays, feature names, target names, classes or None) of the model written by
-    `save_model` in ``directory`` (or at its model.json), each validated and the fingerprint
-    verified; a ValueError says why it is not one."""
+                                               list | None, dict[str, np.ndarray]]:
+    """(settings, arrays, feature names, target names, classes or None, the training inputs'
+    side inputs by name) of the model written by `save_model` in ``directory`` (or at its
+    model.json), each validated and the fingerprint verified; a ValueError says why it is not one."""
     directory = Path(directory)
     if directory.is_file() and directory.name == _JSON:
         directory = directory.parent
@@ -118,6 +141,7 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
         raise ValueError(f"{where} has keys {sorted(meta)}; a version-{meta['version']} torchntk model has "
                          f"{sorted(keys)}. The file was edited or not written by torchntk.")
     classes = _check_classes(meta.get("classes"), meta["target_names"], where)
+    side_names = _check_side_names(meta.get("side_inputs", []), where)
     raw = meta["settings"]
     if meta["version"] < 3:  # the settings took their present form in version 3
         raw = migrate_settings(raw, meta["version"], lambda why: ValueError(
@@ -138,7 +162,7 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
         raise ValueError(f"{where}: n_train must be a positive integer, got {n_train!r}.")
     arrays = _read_arrays(directory, len(names["feature_names"]),
-                          len(names["target_names"]) if classes is None else len(classes))
+                          len(names["target_names"]) if classes is None else len(classes), side_names)
     if arrays["x_train"].shape[0] != n_train:
         raise ValueError(f"{where} says n_train = {n_train} but {_ARRAYS} holds {arrays['x_train'].shape[0]} "
                          "training rows; the model's files are inconsistent (refit it).")
@@ -147,7 +171,25 @@ def read_model(directory: str | Path) -> tuple[ModelSettings, dict[str, np.ndarr
         raise ValueError(f"{directory}: the model's content fingerprint does not match its files (model.json "
                          "or arrays.npz was changed after saving, or they come from two different models); "
                          "refit the model with `torchntk fit` or KernelModel.fit.")
-    return settings, arrays, names["feature_names"], names["target_names"], classes
+    missing, unread = problems(settings.spec(), side_names)
+    if missing or unread:
+        what = (f"its network reads {missing} but the file stores none" if missing
+                else f"it stores {unread}, which no layer of its network reads")
+        raise ValueError(f"{where}: the model's side inputs do not fit its network ({what}). The file was edited or "
+                         "not written by torchntk.")
+    side = {name: arrays.pop(side_array(name)) for name in side_names}
+    return settings, arrays, names["feature_names"], names["target_names"], classes, side
+
+
+def _check_side_names(names: Any, where: Path) -> list[str]:
+    """model.json's "side_inputs": a list of distinct known side-input names, in the registry's order."""
+    from .._side import NAMES
+
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+            or names != [n for n in NAMES if n in names]):
+        raise ValueError(f"{where}: side_inputs must be a list of distinct names among {list(NAMES)}, in that order; "
+                         f"got {names!r}. The file was edited or not written by torchntk.")
+    return names
 
 
 def _json_label(label: Any) -> int | str:
@@ -195,18 +237,19 @@ def _read_meta(directory: Path) -> dict:
     return meta
 
 
-def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
+def _read_arrays(directory: Path, d: int, k: int, side_names: Sequence[str] = ()) -> dict[str, np.ndarray]:
     path = directory / _ARRAYS
     if not path.is_file():
         raise ValueError(f"{directory} is an incomplete torchntk model: {_ARRAYS} is missing.")
+    wanted = [*ARRAY_NAMES, *(side_array(name) for name in side_names)]
     try:
         with NpzArchive(path) as archive:
-            unknown = sorted(set(archive.files) - set(ARRAY_NAMES))
-            missing = [name for name in ARRAY_NAMES if name not in archive.files]
+            unknown = sorted(set(archive.files) - set(wanted))
+            missing = [name for name in wanted if name not in archive.files]
             if missing or unknown:
                 what = f"lacks array(s) {missing}" if missing else f"holds unknown array(s) {unknown}"
                 raise ValueError(f"{what}; it was not written by torchntk")
-            arrays = {name: archive[name] for name in ARRAY_NAMES}
+            arrays = {name: archive[name] for name in wanted}
     except ValueError as exc:
         if "pickle" in str(exc):
             raise ValueError(f"{path}: {exc} (arrays that cannot be read without pickle: it was not written by "
@@ -226,6 +269,13 @@ def _read_arrays(directory: Path, d: int, k: int) -> dict[str, np.ndarray]:
         if not (arrays[name] > 0).all():
             raise ValueError(f"{path}: array {name!r} holds a scale <= 0; scales are standard deviations (> 0). "
                              "The model is damaged (refit it).")
+    for name in map(side_array, side_names):
+        a = arrays[name]
+        if a.dtype not in (np.float64, np.int64, np.bool_) or a.ndim < 2 or a.shape[0] != n:
+            raise ValueError(f"{path}: array {name!r} has shape {a.shape} and dtype {a.dtype}; expected ({n}, ...) "
+                             "float64, int64 or bool, one row per training input. The model files are inconsistent.")
+        if a.dtype == np.float64 and not np.isfinite(a).all():
+            raise ValueError(f"{path}: array {name!r} holds NaN or infinite values; the model is damaged (refit it).")
     return arrays
 
 

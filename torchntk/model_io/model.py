@@ -12,21 +12,28 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _side
+from .._inputs import as_side_tensor
 from ..engine.serial import Serial
 from .files import ARRAY_NAMES, read_model, save_model
 from .settings import ModelSettings
 
 KernelFn = Callable[..., dict]
-"""``fn(spec, x1, x2, kinds=("nngp", "ntk")) -> {kind: (N1, N2) tensor}``; x2 None for x1 against itself."""
+"""``fn(spec, x1, x2, kinds=("nngp", "ntk"), side1=..., side2=...) -> {kind: (N1, N2) tensor}``; x2
+None for x1 against itself; side1 and side2 (name -> (N1, ...) / (N2, ...) tensors, `torchntk._side`)
+are passed only when the model has side inputs."""
 
 
 def direct_kernels(spec: Serial, x1: torch.Tensor, x2: torch.Tensor | None, *,
-                   kinds: Sequence[str] = ("nngp", "ntk")) -> dict[str, torch.Tensor]:
-    """The kernels in one call of `Serial.kernels` (the default `KernelFn`)."""
+                   kinds: Sequence[str] = ("nngp", "ntk"), side1: dict | None = None,
+                   side2: dict | None = None) -> dict[str, torch.Tensor]:
+    """The kernels in one call of `Serial.kernels` (the default `KernelFn`), with the side
+    inputs of x1 and x2 (`torchntk._side.keywords`)."""
+    side = _side.keywords(side1, side2, x1, x2)
     if "ntk" in kinds:
-        nngp, ntk = spec.kernels(x1, x2)
+        nngp, ntk = spec.kernels(x1, x2, **side)
         return {"nngp": nngp, "ntk": ntk}
-    return {"nngp": spec.nngp(x1, x2)}
+    return {"nngp": spec.nngp(x1, x2, **side)}
 
 
 class KernelModel:
@@ -38,13 +45,17 @@ class KernelModel:
     K(X, X) + ridge * I (K the NTK, or the NNGP kernel for kernel="nngp"), nngp_train (N, N).
     ``classes``: for a classifier (``task="classification"``), its K labels, sorted, as a numpy
     array of ints or strings, and y_train holds their one-hot codes (N, K); None for a regression.
+    ``side_train``: the training inputs' side inputs by name (adjacency (N, V, V) or (N, E, 2),
+    mask (N, *positions); `torchntk._side`), empty when the network reads none and none was given.
     """
 
     def __init__(self, settings: ModelSettings, arrays: dict[str, np.ndarray], feature_names: Sequence[str],
-                 target_names: Sequence[str], classes: Sequence[Any] | None = None) -> None:
+                 target_names: Sequence[str], classes: Sequence[Any] | None = None,
+                 side_train: dict[str, np.ndarray] | None = None) -> None:
         self.settings = settings.check()
         for name in ARRAY_NAMES:
             setattr(self, name, arrays[name])
+        self.side_train = dict(side_train or {})
         self.feature_names = tuple(feature_names)
         self.target_names = tuple(target_names)
         self.classes = None if classes is None else np.asarray(list(classes))
@@ -58,7 +69,8 @@ class KernelModel:
     @classmethod
     def fit(cls, x: Any, y: Any, settings: ModelSettings, *, task: str = "regression", standardize_x: bool = False,
             standardize_y: bool = False, feature_names: Sequence[str] | None = None,
-            target_names: Sequence[str] | None = None, kernels: KernelFn = direct_kernels) -> KernelModel:
+            target_names: Sequence[str] | None = None, kernels: KernelFn = direct_kernels,
+            side_inputs: dict[str, Any] | None = None) -> KernelModel:
         """Fit to inputs x (N, d) and targets y (N,) or (N, k).
 
         ``task="regression"`` fits y's values. ``task="classification"`` takes y as class
@@ -75,12 +87,17 @@ class KernelModel:
         progress bar); by default one call of `Serial.kernels`. With an architecture, x may also
         be (N, C, *positions): it is stored flattened and its per-example shape becomes the
         settings' input_shape (which it must match if one is set).
+
+        ``side_inputs``: the training inputs' side inputs by name, e.g. ``{"adjacency": A}`` with
+        A (N, V, V) for a network with `torchntk.Aggregate`, ``{"mask": m}`` with m (N, *positions);
+        required exactly as `Serial.kernels` requires them, copied, and saved with the model.
         """
         settings = settings.check()
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}.")
         x, settings = _flatten_batch(x, settings)
         x = _as_matrix(x, "x")
+        side = _side_arrays(side_inputs, settings, x.shape[0], "x")
         classes = None
         if task == "classification":
             if standardize_y:
@@ -97,7 +114,8 @@ class KernelModel:
             y_mean, y_scale = column_moments(y, standardize_y, target_names)
         x_mean, x_scale = column_moments(x, standardize_x, feature_names)
         xs = settings.kernel_inputs(torch.from_numpy((x - x_mean) / x_scale))
-        k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",))
+        k = kernels(settings.spec(), xs, None, kinds=("nngp", "ntk") if settings.kernel == "ntk" else ("nngp",),
+                    **_side_keywords(side, None))
         nngp = k["nngp"]
         train = k["ntk"] if settings.kernel == "ntk" else nngp
         from ..dynamics import GradientFlow
@@ -114,29 +132,33 @@ class KernelModel:
         names_y = target_names if target_names is not None else [str(i) for i in range(y.shape[1])]
         if classes is not None and len(names_y) != 1:
             raise ValueError(f"a classifier has one target (its labels); got target_names {list(names_y)!r}.")
-        return cls(settings, arrays, names_x, names_y, classes)
+        return cls(settings, arrays, names_x, names_y, classes, side)
 
-    def predict(self, x: Any, *, time: float | None = None,
-                kernels: KernelFn = direct_kernels) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, x: Any, *, time: float | None = None, kernels: KernelFn = direct_kernels,
+                side_inputs: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std), each of shape (M, k), at inputs x (M, d), in the targets' units.
 
         mean_t(x) = T_t(x) y and std_t(x) = sqrt(cov_t(x, x)) of `torchntk.GradientFlow` at the
         model's time (or ``time``); the std is that of the network's output over random
         initialisations, the same for each output up to the target's scale. With an input shape,
-        x may also be (M, *input_shape).
+        x may also be (M, *input_shape). ``side_inputs``: the side inputs of x by name, as `fit`
+        took them (an adjacency is required when the network reads one; a mask that only the
+        training or only the test inputs have counts every position of the others as real).
         """
         x, _ = _flatten_batch(x, self.settings)
         x = _as_matrix(x, "x")
         if x.shape[1] != self.x_train.shape[1]:
             raise ValueError(f"x has {x.shape[1]} feature(s) but the model was fitted on {self.x_train.shape[1]}.")
+        side = _side_arrays(side_inputs, self.settings, x.shape[0], "x")
         t = self.settings.time if time is None else time
         spec = self.settings.spec()
         xs = self.settings.kernel_inputs(torch.from_numpy((x - self.x_mean) / self.x_scale))
         xt = self.settings.kernel_inputs(torch.from_numpy((self.x_train - self.x_mean) / self.x_scale))
-        k = kernels(spec, xs, xt, kinds=("nngp", "ntk") if self.settings.kernel == "ntk" else ("nngp",))
+        k = kernels(spec, xs, xt, kinds=("nngp", "ntk") if self.settings.kernel == "ntk" else ("nngp",),
+                    **_side_keywords(side, self.side_train))
         cross_nngp = k["nngp"]
         cross = k["ntk"] if self.settings.kernel == "ntk" else cross_nngp
-        prior = spec.nngp(xs, diagonal=True)
+        prior = spec.nngp(xs, diagonal=True, **_side.keywords(_tensors(side), None, xs))
         pred = self.flow.predict(t, ntk_test_train=cross, nngp_test_train=cross_nngp, nngp_test=prior, cov="diag",
                                  train_cov=False)
         mean = pred.mean[0].cpu().numpy() * self.y_scale + self.y_mean
@@ -174,7 +196,8 @@ class KernelModel:
         never mixes into (or overwrites) someone else's files.
         """
         arrays = {name: getattr(self, name) for name in ARRAY_NAMES}
-        return save_model(directory, self.settings, arrays, self.feature_names, self.target_names, self.classes)
+        return save_model(directory, self.settings, arrays, self.feature_names, self.target_names, self.classes,
+                          self.side_train)
 
     @classmethod
     def load(cls, directory: str | Path) -> KernelModel:
@@ -185,8 +208,44 @@ class KernelModel:
         verified, so a hand-edited setting, permuted names or arrays from another model are
         refused. (The fingerprint detects changes; it does not authenticate the writer.)
         """
-        settings, arrays, feature_names, target_names, classes = read_model(directory)
-        return cls(settings, arrays, feature_names, target_names, classes)
+        settings, arrays, feature_names, target_names, classes, side = read_model(directory)
+        return cls(settings, arrays, feature_names, target_names, classes, side)
+
+
+def _side_arrays(side_inputs: dict[str, Any] | None, settings: ModelSettings, n: int,
+                 what: str) -> dict[str, np.ndarray]:
+    """The side inputs of ``n`` inputs as private numpy copies (floats as float64, integers as
+    int64, bools as bool), after checking that they are the ones the network needs: a
+    ValueError names a missing required one, one no layer reads, or a wrong number of rows."""
+    side = _side.given(side_inputs)
+    missing, unread = _side.problems(settings.spec(), side)
+    if missing:
+        name = missing[0]
+        raise ValueError(f"the network reads {name} (a layer such as Aggregate), but none was given for {what}: pass "
+                         f"side_inputs={{{name!r}: ...}}, {_side.BY_NAME[name].holds}.")
+    if unread:
+        raise ValueError(f"side input {unread[0]!r} was given, but no layer of the network reads it; leave it out.")
+    out = {}
+    for name, value in side.items():
+        t = as_side_tensor(value, name, _side.BY_NAME[name].holds).detach().cpu()
+        if t.dim() < 2 or t.shape[0] != n:
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but {what} holds {n} inputs; give one {name} per "
+                             f"input, in the inputs' order, ({n}, ...).")
+        dtype = torch.bool if t.dtype == torch.bool else torch.float64 if t.is_floating_point() else torch.int64
+        out[name] = t.to(dtype).numpy().copy()
+    return out
+
+
+def _tensors(side: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(a) for name, a in side.items()}
+
+
+def _side_keywords(side1: dict[str, np.ndarray], side2: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """side1= and side2= for a `KernelFn`, only when there are side inputs (so that a kernel
+    function written without them keeps working for models that have none)."""
+    if not side1 and not side2:
+        return {}
+    return {"side1": _tensors(side1), "side2": None if side2 is None else _tensors(side2)}
 
 
 def _one_hot(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from .manifest import KINDS, build_manifest
 from .matrix import KernelMatrix
 from .progress import RunSummary, TileProgress
 from .store import KernelStore
-from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
+from .tiles import TileGrid, compute_tile, side_inputs_of, single_threaded_ops, tile_workers
 
 DEFAULT_STORE_TILE = 4096
 """Stored tile side: a float32 tile is 64 MiB, large enough that per-tile overheads (a file, an
@@ -66,7 +66,7 @@ class _Recorder:
 
 
 def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore, todo: list[tuple[int, int]],
-                    record: _Recorder) -> None:
+                    record: _Recorder, side1: dict[str, Tensor], side2: dict[str, Tensor] | None) -> None:
     """Compute tiles here, ``tile_workers`` at a time (one thread each), while one background
     thread writes finished tiles and records them. At most 2 * workers tiles are in flight (and
     in memory); on any exception, Ctrl-C included, the tiles already computing are finished,
@@ -82,7 +82,7 @@ def _run_in_process(spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore
 
     def submit(computers: ThreadPoolExecutor) -> None:
         for i, j in queue:
-            computing[computers.submit(compute_tile, spec, x1, x2, arrays, store.grid, i, j)] = (i, j)
+            computing[computers.submit(compute_tile, spec, x1, x2, arrays, store.grid, i, j, side1, side2)] = (i, j)
             if len(computing) >= workers:
                 return
 
@@ -143,7 +143,8 @@ def _size(count: int) -> str:
 
 def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", store: str | os.PathLike | None = None,
                   tile: int = DEFAULT_STORE_TILE, dtype: torch.dtype = torch.float32, client: Any = None,
-                  progress: bool = True, verify: bool = False) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
+                  progress: bool = True, verify: bool = False,
+                  side_inputs: dict[str, Any] | None = None) -> KernelMatrix | tuple[KernelMatrix, KernelMatrix]:
     r"""The infinite-width kernel matrix of ``spec`` on (x, x2), computed tile by tile into an
     on-disk zarr store; resumable, and distributable over a Dask cluster.
 
@@ -156,8 +157,9 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
 
     Resuming: call again with the same arguments after any interruption (Ctrl-C, kill -9, power
     loss) and only tiles not yet recorded complete are computed. The store records the network
-    description, kind, dtype, tile and sha256 fingerprints of x and x2; a call with anything
-    different is refused with ValueError (never mixed). See `torchntk.scale.store` for the
+    description, kind, dtype, tile and sha256 fingerprints of x and x2 and of each side input;
+    a call with anything different (another adjacency included) is refused with ValueError
+    (never mixed). See `torchntk.scale.store` for the
     crash-safety protocol.
 
     Integrity: on resume every tile recorded complete is checked to have its chunk files at
@@ -179,6 +181,11 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         progress: show a progress bar (entries/s, time left) and a summary on stderr.
         verify: also check the sha256 of every stored tile before resuming (reads the whole
             store once); damaged tiles are recomputed.
+        side_inputs: the side inputs, by name, as ``spec.kernels`` takes them: for x2 None one
+            value each, ``{"adjacency": A}`` with A (N1, V, V) for a description with
+            `torchntk.Aggregate`, ``{"mask": m}`` with m (N1, *positions); with x2 a pair each,
+            ``{"adjacency": (A1, A2)}``. Each tile takes the rows of its examples. Checked whole
+            before any work; never modified.
 
     Returns:
         A `KernelMatrix` (array-like, shape (N1, N2)), or (nngp, ntk) for kind="both". Each
@@ -208,8 +215,9 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
         raise TypeError(f"spec must be a network description from torchntk.mlp or torchntk.serial, got "
                         f"{type(spec).__name__}.")
     x1, t2, _ = as_pair(x, x2, dtype)
+    side1, side2 = side_inputs_of(spec, side_inputs, x1, t2)
     check_pairwise_output(spec, x1, "a kernel store")
-    manifest = build_manifest(spec, x1, t2, kind, tile, dtype)
+    manifest = build_manifest(spec, x1, t2, kind, tile, dtype, side1, side2)
     with KernelStore.locked(store, manifest) as kernel_store:
         grid: TileGrid = kernel_store.grid
         damaged = {} if kernel_store.read_only else kernel_store.check_tiles(checksum=verify, repair=True)
@@ -230,9 +238,9 @@ def kernel_matrix(spec: Any, x: Any, x2: Any | None = None, kind: str = "ntk", s
                 if todo and client is not None:
                     from .distributed import run_on_dask
 
-                    run_on_dask(client, spec, x1, t2, kernel_store, todo, record)
+                    run_on_dask(client, spec, x1, t2, kernel_store, todo, record, side1, side2)
                 elif todo:
-                    _run_in_process(spec, x1, t2, kernel_store, todo, record)
+                    _run_in_process(spec, x1, t2, kernel_store, todo, record, side1, side2)
             except OSError as exc:
                 raise _write_failure(exc, kernel_store, record.count, len(todo)) from exc
         summary = RunSummary(tiles=len(schedule), computed=record.count, skipped=len(schedule) - len(todo),

@@ -53,13 +53,16 @@ def _slots(client: Any) -> int:
 
 
 def _tile_task(spec: Any, x1: np.ndarray, x2: np.ndarray | None, path: str, manifest: dict, i: int,
-               j: int) -> tuple[int, int, bytes]:
+               j: int, side1: dict | None = None, side2: dict | None = None) -> tuple[int, int, bytes]:
     """On a worker: compute tile (i, j), write it into the store and make it durable; returns
-    (i, j, the checksums for its completion marker)."""
+    (i, j, the checksums for its completion marker). side1 / side2: the side inputs of x1 and
+    x2 by name, numpy arrays."""
     store = KernelStore(path, manifest)
     t1 = torch.from_numpy(x1)
     t2 = None if x2 is None else torch.from_numpy(x2)
-    blocks = compute_tile(spec, t1, t2, tuple(manifest["arrays"]), store.grid, i, j)
+    s1 = {name: torch.from_numpy(a) for name, a in (side1 or {}).items()}
+    s2 = None if side2 is None else {name: torch.from_numpy(a) for name, a in side2.items()}
+    blocks = compute_tile(spec, t1, t2, tuple(manifest["arrays"]), store.grid, i, j, s1, s2)
     return i, j, store.write_tile(i, j, blocks)
 
 
@@ -80,7 +83,8 @@ def _cluster_failures() -> tuple[type[BaseException], ...]:
 
 
 def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: KernelStore,
-                todo: list[tuple[int, int]], record: Callable[[int, int, bytes], None]) -> None:
+                todo: list[tuple[int, int]], record: Callable[[int, int, bytes], None],
+                side1: dict[str, Tensor] | None = None, side2: dict[str, Tensor] | None = None) -> None:
     """Compute the tiles ``todo`` on the cluster, recording each as its worker reports it durable.
 
     Raises:
@@ -92,6 +96,8 @@ def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: Ke
     with as_client(client) as dask_client:
         inputs = [dask_client.scatter(t.detach().cpu().numpy(), broadcast=True) if t is not None else None
                   for t in (x1, x2)]
+        sides = [None if s is None else {name: dask_client.scatter(t.detach().cpu().numpy(), broadcast=True)
+                                         for name, t in s.items()} for s in (side1 or {}, side2)]
         queue = list(reversed(todo))
         path = str(store.path.resolve())
         run = uuid.uuid4().hex[:8]
@@ -100,7 +106,7 @@ def run_on_dask(client: Any, spec: Any, x1: Tensor, x2: Tensor | None, store: Ke
         def submit() -> Any:
             i, j = queue.pop()
             future = dask_client.submit(_tile_task, spec, inputs[0], inputs[1], path, store.manifest, i, j,
-                                        pure=False, key=f"torchntk-tile-{i}-{j}-{run}")
+                                        sides[0], sides[1], pure=False, key=f"torchntk-tile-{i}-{j}-{run}")
             futures.add(future)
             return future
 

@@ -3,8 +3,10 @@
 The manifest is a small JSON-able dict: the network description (its ``spec.to_dict()``
 document, as model files and `torchntk.from_dict` use it), the kernel kind(s), the storage dtype, the tile side,
 the matrix shape, and sha256 fingerprints of the inputs x and x2 (their bytes in the compute
-dtype). A second run on the same store compares its own manifest with the stored one and
-refuses to mix anything that differs.
+dtype) and, when the call has side inputs (adjacency, mask), of each of those as given under
+"side" (absent without any, so stores written before side inputs existed still resume). A
+second run on the same store compares its own manifest with the stored one and refuses to mix
+anything that differs.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def build_manifest(spec: Any, x1: Tensor, x2: Tensor | None, kind: str, tile: int,
-                   dtype: torch.dtype) -> dict[str, Any]:
-    """The manifest a run with these arguments writes (or must find) in its store."""
+                   dtype: torch.dtype, side1: dict[str, Tensor] | None = None,
+                   side2: dict[str, Tensor] | None = None) -> dict[str, Any]:
+    """The manifest a run with these arguments writes (or must find) in its store; ``side1`` and
+    ``side2`` are the side inputs of x1 and x2 by name (none: no "side" field)."""
     n2 = x1.shape[0] if x2 is None else x2.shape[0]
-    return {
+    manifest = {
         "format": FORMAT,
         "kind": kind,
         "arrays": list(KINDS[kind]),
@@ -62,21 +66,35 @@ def build_manifest(spec: Any, x1: Tensor, x2: Tensor | None, kind: str, tile: in
         "x": fingerprint(x1),
         "x2": None if x2 is None else fingerprint(x2),
     }
+    names = {**(side1 or {}), **(side2 or {})}
+    if names:
+        manifest["side"] = {name: [fingerprint(s[name]) if name in s else None for s in (side1 or {}, side2 or {})]
+                            for name in sorted(names)}
+    return manifest
 
 
 _WHAT = {
     "format": "the store layout version", "kind": "the kernel kind", "arrays": "the stored arrays",
     "spec": "the network description", "dtype": "the dtype", "tile": "the tile size",
     "shape": "the matrix shape", "symmetric": "whether x2 is None", "x": "the data x (sha256)",
-    "x2": "the data x2 (sha256)",
+    "x2": "the data x2 (sha256)", "side": "the side inputs (sha256 of x's and x2's, by name)",
 }
 
 
 def _short(value: Any) -> str:
-    """A fingerprint shortened to 16 hex digits (enough to tell two apart in a message)."""
+    """A fingerprint shortened to 16 hex digits (enough to tell two apart in a message), also
+    inside the side inputs' map of fingerprints."""
+    return repr(_shortened(value))
+
+
+def _shortened(value: Any) -> Any:
     if isinstance(value, str) and len(value) == 64:
-        return repr(value[:16] + "...")
-    return repr(value)
+        return value[:16] + "..."
+    if isinstance(value, dict):
+        return {k: _shortened(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shortened(v) for v in value]
+    return value
 
 
 _FIELDS = {"format": str, "kind": str, "arrays": list, "spec": dict, "dtype": str, "tile": int, "shape": list,
@@ -104,6 +122,11 @@ def validate_manifest(manifest: dict[str, Any], path: str) -> None:
     if (len(shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
             or manifest["tile"] < 1 or (manifest["symmetric"] and shape[0] != shape[1])):
         raise damaged(f"has shape {shape!r}, tile {manifest['tile']!r}, symmetric {manifest['symmetric']!r}")
+    side = manifest.get("side")
+    if "side" in manifest and not (isinstance(side, dict) and side and all(
+            isinstance(name, str) and isinstance(pair, list) and len(pair) == 2
+            and all(isinstance(p, (str, type(None))) for p in pair) for name, pair in side.items())):
+        raise damaged(f"has side = {side!r} (a map of side-input names to two fingerprints or null expected)")
 
 
 def differences(stored: dict[str, Any], wanted: dict[str, Any], keys: Any = None,

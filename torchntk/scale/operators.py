@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from .._inputs import as_batch, check_pairwise_output
 from .manifest import KINDS
 from .matrix import KernelMatrix
 from .store import KernelStore
-from .tiles import TileGrid, compute_tile, single_threaded_ops, tile_workers
+from .tiles import TileGrid, compute_tile, side_inputs_of, single_threaded_ops, tile_workers
 
 
 @dataclass
@@ -45,12 +45,14 @@ class StoreTiles:
 
 @dataclass
 class SpecTiles:
-    """Tiles recomputed from a network description and the inputs, on every product."""
+    """Tiles recomputed from a network description and the inputs (and their side inputs by
+    name, each tile taking its rows of them), on every product."""
 
     spec: Any
     x: Tensor
     kind: str
     tile: int
+    side: dict = field(default_factory=dict)
 
     @property
     def grid(self) -> TileGrid:
@@ -83,7 +85,8 @@ def _tiles_ahead(source: StoreTiles | SpecTiles, pairs: list[tuple[int, int]]) -
             return store.read_block(source.kind, i, j, check=False)
     else:
         def read(i: int, j: int) -> np.ndarray:
-            return compute_tile(source.spec, source.x, None, (source.kind,), source.grid, i, j)[source.kind]
+            return compute_tile(source.spec, source.x, None, (source.kind,), source.grid, i, j,
+                                source.side)[source.kind]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchntk-tile-reader") as reader:
         ahead = reader.submit(read, *pairs[0]) if pairs else None
@@ -221,18 +224,21 @@ class ComputedKernel(TiledKernel):
 
     Args:
         spec: the network description; x: inputs (N, d); kind: "ntk" or "nngp";
-        tile: tile side; dtype: precision of the kernel computation; client: optional Dask client.
+        tile: tile side; dtype: precision of the kernel computation; client: optional Dask client;
+        side_inputs: x's side inputs by name, as ``spec.kernels(x, ...)`` takes them (an
+            adjacency (N, V, V) for a description with Aggregate, a mask (N, *positions)).
     """
 
     def __init__(self, spec: Any, x: Any, kind: str = "ntk", tile: int = 4096, dtype: torch.dtype = torch.float64,
-                 client: Any = None) -> None:
+                 client: Any = None, side_inputs: dict[str, Any] | None = None) -> None:
         if kind not in KINDS or kind == "both":
             raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}.")
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
             raise ValueError(f"tile must be a positive integer, got {tile!r}.")
         features = as_batch(x, "x", dtype).detach()
+        side, _ = side_inputs_of(spec, side_inputs, features, None)
         check_pairwise_output(spec, features, "a computed kernel operator")
-        super().__init__(SpecTiles(spec, features, kind, tile), client)
+        super().__init__(SpecTiles(spec, features, kind, tile, side), client)
 
 
 def as_operator(a: Any, client: Any = None) -> Any:

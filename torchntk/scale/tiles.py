@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _side
+from .._inputs import as_side_tensor
+
 INNER_TILE = 1024
 """Block side used inside one stored tile (the block of torchntk.engine.tiles). With one thread per
 tile (see `tile_workers`), 1024 measured fastest of 256..2048 for a float32 depth-4 ReLU NTK
@@ -111,20 +114,27 @@ class TileGrid:
 
 
 def compute_tile(spec: Any, x1: Tensor, x2: Tensor | None, arrays: tuple[str, ...], grid: TileGrid,
-                 i: int, j: int) -> dict[str, np.ndarray]:
+                 i: int, j: int, side1: dict[str, Any] | None = None,
+                 side2: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """The tile (i, j) of each kernel in ``arrays`` ("nngp", "ntk"), as numpy arrays on the CPU.
 
     A diagonal tile of a symmetric matrix is computed as its row block against itself, so it is
-    exactly symmetric with exact variances on its diagonal, as in ``spec.kernels(x)``.
+    exactly symmetric with exact variances on its diagonal, as in ``spec.kernels(x)``. ``side1``
+    and ``side2``: the side inputs of x1 and x2 by name (`torchntk._side`); the tile takes the
+    rows of each that its rows and columns are.
     """
     r0, r1 = grid.row_range(i)
     c0, c1 = grid.col_range(j)
     rows = x1[r0:r1]
+    side1 = side1 or {}
     if grid.symmetric:
         cols = None if i == j else x1[c0:c1]
+        col_side = None if i == j else _side.rows(side1, slice(c0, c1))
     else:
         cols = x2[c0:c1]
-    options = {"dtype": x1.dtype, "tile": INNER_TILE}
+        col_side = _side.rows(side2 or {}, slice(c0, c1))
+    options = {"dtype": x1.dtype, "tile": INNER_TILE,
+               **_side.keywords(_side.rows(side1, slice(r0, r1)), col_side, rows, cols)}
     with torch.no_grad():
         if arrays == ("ntk",):
             blocks = {"ntk": spec.ntk(rows, cols, **options)}
@@ -134,3 +144,37 @@ def compute_tile(spec: Any, x1: Tensor, x2: Tensor | None, arrays: tuple[str, ..
             nngp, ntk = spec.kernels(rows, cols, **options)
             blocks = {"nngp": nngp, "ntk": ntk}
     return {name: block.cpu().numpy() for name, block in blocks.items()}
+
+
+def side_inputs_of(spec: Any, side_inputs: dict[str, Any] | None, x1: Tensor,
+                  x2: Tensor | None) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """(x1's side inputs, x2's or None) by name from ``spec.kernels``-style keywords (one value
+    each for x2 None, else a pair), each checked whole by the kernels' own check (`_side`): a
+    ValueError before any store is touched for a missing required one, one no layer reads, or a
+    wrong shape. The values are kept as given (tensors or copies of numpy arrays)."""
+    side = _side.given(side_inputs)
+    missing, unread = _side.problems(spec, side)
+    if missing:
+        raise ValueError(f"the description reads {missing[0]} (a layer such as Aggregate), but side_inputs has none: "
+                         f"pass side_inputs={{{missing[0]!r}: ...}}, {_side.BY_NAME[missing[0]].holds}.")
+    if unread:
+        raise ValueError(f"side_inputs has {unread[0]!r}, but no layer of the description reads it; leave it out.")
+    side1: dict[str, Tensor] = {}
+    side2: dict[str, Tensor] | None = None if x2 is None else {}
+    shape = tuple(x1.shape[1:])
+    for name, value in side.items():
+        entry = _side.BY_NAME[name]
+        if x2 is None:
+            if isinstance(value, tuple):
+                raise ValueError(f"x2 is None, so side_inputs[{name!r}] is one value for x, not a tuple.")
+            values = ((value, side1, x1, f"side_inputs[{name!r}]"),)
+        else:
+            if not isinstance(value, tuple) or len(value) != 2:
+                raise ValueError(f"with x and x2, side_inputs[{name!r}] is a pair (for x, for x2), as spec.kernels "
+                                 "takes it.")
+            values = ((value[0], side1, x1, f"side_inputs[{name!r}][0] (of x)"),
+                      (value[1], side2, x2, f"side_inputs[{name!r}][1] (of x2)"))
+        for v, out, x, label in values:
+            entry.check(v, label, x.shape[0], shape)
+            out[name] = as_side_tensor(v, label, entry.holds)
+    return side1, side2

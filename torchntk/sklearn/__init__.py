@@ -7,6 +7,9 @@
 >>> mean.shape, std.shape
 ((4,), (4,))
 
+Side inputs (adjacency, mask) travel in the rows of X: ``pack_rows(x, adjacency=A, mask=m)``
+(`torchntk.sklearn.packing`).
+
 Importing this module imports scikit-learn (an optional dependency: pip install
 "torchntk[sklearn]"); ``import torchntk`` alone never does.
 """
@@ -15,3 +18,4 @@ from .estimators import NTKClassifier as NTKClassifier
 from .estimators import NTKRegressor as NTKRegressor
 from .kernels import NNGPKernel as NNGPKernel
 from .kernels import NTKKernel as NTKKernel
+from .packing import pack_rows as pack_rows

@@ -21,6 +21,13 @@ wants; ``input_shape`` (C, *positions) reshapes each row into an image before th
 
     cnn = tn.serial(tn.Conv((3, 3), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
     NTKClassifier(spec=cnn.to_dict(), input_shape=(1, 8, 8)).fit(digits.data / 16, digits.target)
+
+Side inputs (a graph network's adjacency, a mask of padded positions) travel in the rows of X,
+packed by `torchntk.sklearn.pack_rows` and unpacked by the description and input_shape, so that
+cross-validation and searches keep each example's with it:
+
+    X = pack_rows(graphs, adjacency=A)          # graphs (N, C, V), A (N, V, V)
+    NTKRegressor(spec=gnn.to_dict(), input_shape=graphs.shape[1:]).fit(X, y)
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..model_io import KernelModel, ModelSettings
+from .packing import unpack_rows
 
 try:
     from sklearn.utils.validation import validate_data
@@ -71,10 +79,21 @@ class _InfiniteNetworkEstimator(BaseEstimator):
                                      kernel=self.kernel, time=self.time, ridge=self.ridge)
         return spec_settings(self.spec, self.input_shape, kernel=self.kernel, time=self.time, ridge=self.ridge)
 
+    def _unpack(self, X: np.ndarray, settings: ModelSettings) -> tuple[np.ndarray, dict]:
+        """X's inputs and side inputs (rows of `torchntk.sklearn.pack_rows`) for an architecture."""
+        if self.spec is None:
+            return X, {}
+        return unpack_rows(X, settings.spec(), settings.input_shape)
+
+    def _fit_model(self, X: np.ndarray, y: np.ndarray, settings: ModelSettings, **options) -> KernelModel:
+        x, side = self._unpack(X, settings)
+        return KernelModel.fit(x, y, settings, side_inputs=side, **options)
+
     def _mean_std(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self.model_.predict(X)
+        x, side = self._unpack(X, self.model_.settings)
+        return self.model_.predict(x, side_inputs=side)
 
 
 class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
@@ -94,6 +113,7 @@ class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
             activation, bias_std and weight_std.
         input_shape: with ``spec``, the per-example shape (C, *positions) each row of X is
             reshaped to (n_features = prod(input_shape)), e.g. (1, 8, 8); None: rows as given.
+            Rows of `pack_rows` carry the side inputs after these columns (adjacency, mask).
         normalize_y: centre and scale the targets before fitting (predictions are returned in
             the original units), as GaussianProcessRegressor does.
 
@@ -124,7 +144,7 @@ class NTKRegressor(RegressorMixin, _InfiniteNetworkEstimator):
         settings = self._settings()
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         self._single_output = y.ndim == 1
-        self.model_ = KernelModel.fit(X, y, settings, standardize_y=bool(self.normalize_y))
+        self.model_ = self._fit_model(X, y, settings, standardize_y=bool(self.normalize_y))
         return self
 
     def predict(self, X, return_std: bool = False):
@@ -195,7 +215,7 @@ class NTKClassifier(ClassifierMixin, _InfiniteNetworkEstimator):
         self.classes_, codes = np.unique(y, return_inverse=True)
         k = len(self.classes_)
         targets = np.eye(k)[codes] - 1.0 / k
-        self.model_ = KernelModel.fit(X, targets, settings)
+        self.model_ = self._fit_model(X, targets, settings)
         return self
 
     def predict_mean(self, X, return_std: bool = False):

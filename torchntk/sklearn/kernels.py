@@ -19,6 +19,8 @@ d K / d log(theta) = theta * d K / d theta, exact by torch autograd through the 
 Any architecture is given as ``spec`` (a network description or its ``to_dict()`` data) with
 ``input_shape`` to reshape each row of X into (C, *positions); its scales are then the
 description's own, so both hyperparameters are reported as fixed (nothing for the optimiser).
+Rows packed by `torchntk.sklearn.pack_rows` carry each example's side inputs (adjacency, mask)
+after its input, unpacked by that description.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
+from .. import _side
 from ..engine.serial import mlp
 
 _HYPERPARAMETERS = ("bias_std", "weight_std")
@@ -76,10 +79,11 @@ class _InfiniteWidthKernel(Kernel):
                 slice per hyperparameter whose bounds are not "fixed" (bias_std, then
                 weight_std). Only for Y = None, as in scikit-learn.
         """
-        x1 = self._inputs(X)
-        x2 = None if Y is None else self._inputs(Y)
+        x1, side1 = self._inputs(X)
+        x2, side2 = (None, None) if Y is None else self._inputs(Y)
+        side = _side.keywords(side1, side2, x1, x2)
         if not eval_gradient:
-            return self._matrix(self._spec(self.bias_std, self.weight_std), x1, x2).numpy()
+            return self._matrix(self._spec(self.bias_std, self.weight_std), x1, x2, side=side).numpy()
         if Y is not None:
             raise ValueError("Gradient can only be evaluated when Y is None.")
         free = [name for name in _HYPERPARAMETERS if not getattr(self, f"hyperparameter_{name}").fixed]
@@ -89,7 +93,7 @@ class _InfiniteWidthKernel(Kernel):
                                  f"positive value, or set {name}_bounds='fixed' to keep it.")
         scales = {name: torch.tensor(float(getattr(self, name)), dtype=torch.float64, requires_grad=name in free)
                   for name in _HYPERPARAMETERS}
-        k = self._matrix(self._spec(scales["bias_std"], scales["weight_std"]), x1, None)
+        k = self._matrix(self._spec(scales["bias_std"], scales["weight_std"]), x1, None, side=side)
         gradient = _entrywise_jacobian(k, [scales[name] for name in free])
         log_gradient = gradient * torch.stack([scales[name].detach() for name in free]) if free else gradient
         return k.detach().numpy(), log_gradient.numpy()
@@ -97,7 +101,8 @@ class _InfiniteWidthKernel(Kernel):
     def diag(self, X: np.ndarray) -> np.ndarray:
         """k(x_i, x_i) for each row of X, shape (n_X,), in O(n_X) work."""
         spec = self._spec(self.bias_std, self.weight_std)
-        return self._matrix(spec, self._inputs(X), None, diagonal=True).numpy()
+        x, side = self._inputs(X)
+        return self._matrix(spec, x, None, diagonal=True, side=side).numpy()
 
     def _spec(self, bias_std, weight_std):
         if self.spec is not None:
@@ -108,13 +113,20 @@ class _InfiniteWidthKernel(Kernel):
         from .estimators import spec_settings
         return spec_settings(self.spec, self.input_shape)
 
-    def _inputs(self, X) -> torch.Tensor:
+    def _inputs(self, X) -> tuple[torch.Tensor, dict]:
+        """X's inputs as the kernels take them, and the side inputs its rows carry (`pack_rows`)."""
         x = _as_tensor(X)
-        return x if self.spec is None else self._settings().kernel_inputs(x)
+        if self.spec is None:
+            return x, {}
+        from .packing import unpack_rows
 
-    def _matrix(self, spec, x1, x2, diagonal: bool = False) -> torch.Tensor:
+        settings = self._settings()
+        flat, side = unpack_rows(x.numpy(), settings.spec(), settings.input_shape)
+        return settings.kernel_inputs(torch.from_numpy(np.ascontiguousarray(flat))), side
+
+    def _matrix(self, spec, x1, x2, diagonal: bool = False, side: dict | None = None) -> torch.Tensor:
         method = spec.ntk if self._kind == "ntk" else spec.nngp
-        return method(x1, x2, diagonal=diagonal)
+        return method(x1, x2, diagonal=diagonal, **(side or {}))
 
     def __repr__(self) -> str:
         if self.spec is not None:
