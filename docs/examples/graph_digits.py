@@ -25,7 +25,7 @@ smaller training sets are its first n), the last 300 the test digits.
 
 This example needs tn.Aggregate and masks.
 
-    python docs/examples/graph_digits.py            # 400 training / 300 test graphs (about a minute)
+    python docs/examples/graph_digits.py            # 400 training / 300 test graphs (a minute or two)
     python docs/examples/graph_digits.py --small    # seconds (what the tests run)
 """
 

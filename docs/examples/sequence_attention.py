@@ -25,7 +25,7 @@ without one, the zeros are rows like any other.
 
 This example needs tn.SelfAttention and masks (spec.kernels(x1, x2, mask=(m1, m2))).
 
-    python docs/examples/sequence_attention.py            # 1,000 training / 797 test digits (about a minute)
+    python docs/examples/sequence_attention.py            # 1,000 training / 797 test digits (a minute or two)
     python docs/examples/sequence_attention.py --small    # seconds (what the tests run)
 """
 
