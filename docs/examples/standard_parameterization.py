@@ -13,8 +13,9 @@ the NTK and the two predict differently.
 
 Right panel, test R^2 on the same five folds (mean and the folds' spread) of:
 
-- linear ridge regression and RBF kernel ridge (scikit-learn), regularisation (and the RBF
-  bandwidth) chosen by 5-fold cross-validation inside the training fold;
+- linear ridge regression (scikit-learn's RidgeCV, its ridge chosen by leave-one-out on the
+  training fold) and RBF kernel ridge (scikit-learn's rbf_kernel, its bandwidth and ridge chosen
+  by 5-fold cross-validation inside the training fold);
 - kernel ridge regression with the NNGP, the NTK, and the standard NTK at widths 64, 256 and
   1,024: each kernel divided by its mean training diagonal, its ridge chosen the same way;
 - finite standard networks of widths 64 and 256 (seed 0, float64), trained by full-batch gradient
