@@ -133,7 +133,7 @@ def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> Ker
 
     def times(t: Tensor, factor: Tensor) -> Tensor:
         # the state's own tensor may be overwritten when nothing is differentiated
-        if not torch.is_grad_enabled() and t.shape == torch.broadcast_shapes(t.shape, factor.shape):
+        if not torch.is_grad_enabled():     # factor broadcasts against t, never beyond it
             return t.mul_(factor)
         return t * factor
 
