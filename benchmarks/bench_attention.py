@@ -130,12 +130,20 @@ def floor_fn(n: int, positions: int, dtype: torch.dtype, seed: int = 0):
     return run
 
 
-def run_neural_tangents(python: str, x: np.ndarray, positional: str | None, repeats: int):
+def run_neural_tangents(python: str, x: np.ndarray, positional: str | None, repeats: int, threads: int):
+    """(median time, NNGP, NTK) from neural-tangents on ``threads`` cores (XLA's CPU backend has
+    no thread count of its own: the subprocess is pinned to that many cores, and with one its
+    Eigen thread pool is turned off), or None if it failed."""
+    cores = sorted(os.sched_getaffinity(0))[:threads]
+    env = dict(os.environ)
+    if threads == 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     with tempfile.TemporaryDirectory() as tmp:
         xin, out = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
         np.save(xin, x)
         proc = subprocess.run([python, "-c", NT_SCRIPT, xin, str(positional), str(repeats), out, str(BIAS_STD),
-                               str(QUERY_KEY_STD), str(POSITIONAL_STD)], capture_output=True, text=True)
+                               str(QUERY_KEY_STD), str(POSITIONAL_STD)], capture_output=True, text=True, env=env,
+                              preexec_fn=lambda: os.sched_setaffinity(0, cores))
         if proc.returncode != 0:
             print(f"neural-tangents failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
             return None
@@ -157,8 +165,12 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "nt-venv/bin/python"),
                         help="python of a venv with neural-tangents 0.6.5; '' to skip")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch's intra-op threads, and the cores neural-tangents runs on")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}; {machine_line()}; (N, C, L) = {SHAPE}, NNGP + NTK, float64, "
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}; {machine_line()}; neural-tangents on {args.threads} core(s)")
+    print(f"(N, C, L) = {SHAPE}, NNGP + NTK, float64, "
           f"median of {args.repeats}")
     x = np.random.default_rng(0).standard_normal(SHAPE)
     xt = torch.from_numpy(x)
@@ -173,7 +185,7 @@ def main() -> None:
         def call(spec=spec, out=out):
             out["kernels"] = spec.kernels(xt)
         ours = median_time(call, args.repeats)
-        nt = run_neural_tangents(args.nt_python, x, CASES[name], args.repeats) \
+        nt = run_neural_tangents(args.nt_python, x, CASES[name], args.repeats, args.threads) \
             if args.nt_python and os.path.exists(args.nt_python) else None
         if nt is None:
             cols = "n/a | n/a | n/a | n/a"
