@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..activations import Activation
-from ..numerics import safe_reciprocal, safe_sqrt
+from ..numerics import safe_rsqrt
 from . import layout
 from .mask import MASK
 from .state import KernelState
@@ -129,7 +129,7 @@ def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> Ker
                 v2 = v2.sum(dim=dims, keepdim=True) / c2.clamp(min=1)
         # each side's 1 / sqrt(v + eps) on its own small tensor, then one broadcast product: the
         # root and quotient of the full (v1 + eps)(v2 + eps) would each take a pass over the block
-        return safe_reciprocal(safe_sqrt(v1 + eps)) * safe_reciprocal(safe_sqrt(v2 + eps))
+        return safe_rsqrt(v1 + eps) * safe_rsqrt(v2 + eps)
 
     def times(t: Tensor, factor: Tensor) -> Tensor:
         # the state's own tensor may be overwritten when nothing is differentiated
