@@ -12,7 +12,7 @@ cases: plain softmax attention, and the same with positional embeddings added to
 input (positional="sum"). neural-tangents (a venv of its own, --nt-python) runs jit-compiled,
 timed after a first call, on the same inputs; values are compared entry by entry, the
 diagonal (each input with itself) apart from the rest: there neural-tangents' ReLU takes the
-angle arctan2(sqrt(q q' - c^2), c) of round-off and differs by ~1e-8 (tests/engine/test_attention.py).
+angle arctan2(sqrt(q q' - c^2), c) of round-off and may differ by up to ~1e-8 (tests/engine/test_attention.py).
 
 The floor is what any implementation of this block must compute, timed in torch in its best
 layout: for the NNGP and the NTK, the attention's G(x) K(x, x') G(x')^T over the P x P
