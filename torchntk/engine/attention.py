@@ -29,12 +29,25 @@ from torch import Tensor, nn
 from .._finite import check_scale
 from ..networks.attention import MECHANISMS, NTKSelfAttention, attention_weights
 from .base import BuildContext, Layer, Scale, number, show, square
+from .maps import scaled
 from .mask import MASK
 from .signal import Signal, fail
 from .state import KernelState
 
 POSITIONAL = (None, "sum")
 """The positional embeddings of `SelfAttention`: none, or random ones added to the keys' input."""
+
+
+def _sandwich(t: Tensor, ga: Tensor, gb: Tensor) -> Tensor:
+    """ga[a] t[a, b] gb[b]^T for every pair: t (n1, n2, P, P), ga (n1, P, P), gb (n2, P, P).
+
+    As two batched GEMMs over whole rows and columns of the block, (P, P) by (P, n2 P) for each
+    row a and (n1 P, P) by (P, P) for each column b, rather than n1 n2 products of P x P
+    matrices, which run several times slower; each needs its operand transposed once."""
+    n1, n2, p, _ = t.shape
+    left = torch.matmul(ga, t.transpose(1, 2).reshape(n1, p, n2 * p))           # (a, p, b, q')
+    right = left.view(n1, p, n2, p).permute(2, 0, 1, 3).reshape(n2, n1 * p, p)  # (b, a p, q')
+    return torch.bmm(right, gb.transpose(1, 2)).view(n2, n1, p, p).transpose(0, 1).contiguous()
 
 
 def _to_flat(t: Tensor, spatial: int, prefix: int) -> Tensor:
@@ -157,22 +170,22 @@ class SelfAttention(Layer):
         def weigh(t: Tensor, ga: Tensor, gb: Tensor, pre: int) -> Tensor:
             """ga t gb^T per pair, on the flattened positions."""
             flat = _to_flat(t, spatial, pre)
-            if pre == 2:
-                flat = ga[:, None] @ flat @ gb[None].transpose(-1, -2)
-            else:
-                flat = ga @ flat @ gb.transpose(-1, -2)
+            flat = _sandwich(flat, ga, gb) if pre == 2 else ga @ flat @ gb.transpose(-1, -2)
             return _from_flat(flat, sizes, pre)
 
         weighed = weigh(state.nngp, g1, g2, prefix)
-        nngp = w2 * weighed + b2
         ntk = state.ntk
-        if ntk is not None:
-            inner = 2 * weighed if ntk.dim() == 0 else weigh(ntk, g1, g2, prefix) + 2 * weighed
-            ntk = w2 * inner + b2
+        if ntk is not None and ntk.dim() == 0:      # the input: Theta = 0
+            ntk = w2 * (2 * weighed) + b2
+        elif ntk is not None:
+            # G (Theta + 2 K) G^T: one product, Theta + 2 K formed in the state's own tensor
+            inner = ntk.add_(state.nngp, alpha=2) if not torch.is_grad_enabled() else ntk + 2 * state.nngp
+            ntk = scaled(weigh(inner, g1, g2, prefix), w2, b2)
+        nngp = scaled(weighed, w2, b2)
         self1, self2 = state.self1, state.self2
         if state.self_states() is not None:
-            self1 = w2 * weigh(self1, g1, g1, 1) + b2
-            self2 = w2 * weigh(self2, g2, g2, 1) + b2
+            self1 = scaled(weigh(self1, g1, g1, 1), w2, b2)
+            self2 = scaled(weigh(self2, g2, g2, 1), w2, b2)
         out = replace(state, nngp=nngp, ntk=ntk, self1=self1, self2=self2)
         return out if full_out else out.to_diagonal()
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..networks import modules
@@ -161,14 +162,19 @@ class _FanIn(Layer):
         return self._combine(states)
 
     def _sum(self, states, scale: float = 1.0) -> KernelState:
+        in_place = not torch.is_grad_enabled()
+
         def total(get):
             parts = [get(s) for s in states]
             if parts[0] is None:
                 return None
             out = parts[0]
             for p in parts[1:]:
-                out = out + p
-            return out * scale if scale != 1.0 else out
+                # each branch owns its tensors (FanOut copies): the first may take the sum
+                out = out.add_(p) if in_place and out.shape == p.shape else out + p
+            if scale == 1.0:
+                return out
+            return out.mul_(scale) if in_place and out.dim() > 0 else out * scale
         first = states[0]
         selves = None if first.self1 is None else (total(lambda s: s.self1), total(lambda s: s.self2))
         return replace(first, nngp=total(lambda s: s.nngp), ntk=total(lambda s: s.ntk),

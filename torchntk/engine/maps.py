@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..activations.piecewise import PiecewiseLinear
-from ..numerics import safe_reciprocal, safe_sqrt
+from ..numerics import safe_rsqrt
 from . import fused, layout
 from .mask import MASK
 from .state import KernelState
@@ -31,8 +31,9 @@ Map = Callable[[Tensor, int], Tensor]
 """A linear map on kernel tensors: f(t, prefix) -> t' (acts on the dims after the prefix)."""
 
 
-def _scaled(t: Tensor, w2, b2) -> Tensor:
-    """w2 * t + b2, in place when nothing is differentiated (t is always a fresh temporary)."""
+def scaled(t: Tensor, w2, b2) -> Tensor:
+    """w2 * t + b2, in place when nothing is differentiated (t is a fresh temporary, or a tensor of
+    the state being replaced, which the layer owns)."""
     if not torch.is_grad_enabled() and not isinstance(w2, Tensor) and not isinstance(b2, Tensor):
         if w2 != 1:
             t.mul_(w2)
@@ -47,17 +48,17 @@ def affine(state: KernelState, w2, b2, f: Map, *, fan_in: float | None = None, *
     Theta' = c f(K) + w2 f(Theta) + 1, the 1 from the bias, whatever its scale."""
     if fan_in is not None:
         return _standard_affine(state, w2, b2, f, fan_in, changes)
-    nngp = _scaled(f(state.nngp, state.prefix), w2, b2)
+    nngp = scaled(f(state.nngp, state.prefix), w2, b2)
     ntk = state.ntk
     if ntk is not None:
         if ntk.dim() == 0:          # the input: no parameters below, Theta' = Sigma'
             ntk = nngp.clone()
         else:
-            ntk = _scaled(f(ntk, state.prefix), w2, 0.0)
+            ntk = scaled(f(ntk, state.prefix), w2, 0.0)
             ntk = ntk.add_(nngp) if not torch.is_grad_enabled() else ntk + nngp
     selves = state.self_states()
     if selves is not None:
-        selves = tuple(_replace_nngp(s, _scaled(f(s.nngp, 1), w2, b2)) for s in selves)
+        selves = tuple(_replace_nngp(s, scaled(f(s.nngp, 1), w2, b2)) for s in selves)
     return state.with_selves(nngp, ntk, selves, **changes)
 
 
@@ -65,11 +66,11 @@ def _standard_affine(state: KernelState, w2, b2, f: Map, fan_in: float, changes:
     mapped = f(state.nngp, state.prefix)
     ntk = state.ntk
     if ntk is not None:
-        ntk = fan_in * mapped + 1.0 if ntk.dim() == 0 else fan_in * mapped + _scaled(f(ntk, state.prefix), w2, 1.0)
-    nngp = _scaled(mapped, w2, b2)     # last: it may overwrite ``mapped`` in place
+        ntk = fan_in * mapped + 1.0 if ntk.dim() == 0 else fan_in * mapped + scaled(f(ntk, state.prefix), w2, 1.0)
+    nngp = scaled(mapped, w2, b2)     # last: it may overwrite ``mapped`` in place
     selves = state.self_states()
     if selves is not None:
-        selves = tuple(_replace_nngp(s, _scaled(f(s.nngp, 1), w2, b2)) for s in selves)
+        selves = tuple(_replace_nngp(s, scaled(f(s.nngp, 1), w2, b2)) for s in selves)
     return state.with_selves(nngp, ntk, selves, **changes)
 
 
@@ -142,16 +143,24 @@ def normalise(state: KernelState, eps: float, axes: tuple[int, ...] = ()) -> Ker
                 c2 = layout.cols(masks[1].to(v2.dtype), s.spatial, s.full, s.prefix).sum(dim=dims, keepdim=True)
                 v1 = v1.sum(dim=dims, keepdim=True) / c1.clamp(min=1)
                 v2 = v2.sum(dim=dims, keepdim=True) / c2.clamp(min=1)
-        return safe_reciprocal(safe_sqrt((v1 + eps) * (v2 + eps)))
+        # each side's 1 / sqrt(v + eps) on its own small tensor, then one broadcast product: the
+        # root and quotient of the full (v1 + eps)(v2 + eps) would each take a pass over the block
+        return safe_rsqrt(v1 + eps) * safe_rsqrt(v2 + eps)
+
+    def times(t: Tensor, factor: Tensor) -> Tensor:
+        # the state's own tensor may be overwritten when nothing is differentiated
+        if not torch.is_grad_enabled():     # factor broadcasts against t, never beyond it
+            return t.mul_(factor)
+        return t * factor
 
     factor = scale(state)
     ntk = state.ntk
     if ntk is not None and ntk.dim() > 0:
-        ntk = ntk * factor
+        ntk = times(ntk, factor)
     selves = state.self_states()
     if selves is not None:
-        selves = tuple(_replace_nngp(s, s.nngp * scale(s)) for s in selves)
-    return state.with_selves(state.nngp * factor, ntk, selves)
+        selves = tuple(_replace_nngp(s, times(s.nngp, scale(s))) for s in selves)
+    return state.with_selves(times(state.nngp, factor), ntk, selves)
 
 
 def readout(state: KernelState, mean: Callable[[Tensor, int], Tensor]) -> KernelState:

@@ -54,10 +54,19 @@ def _check_padding(padding: Any, where: str) -> str:
     return padding
 
 
+def _identity(t, prefix):
+    return t
+
+
 def _window_map(window: tuple[int, ...], stride: tuple[int, ...], padding: str, sizes: tuple[int, ...],
                 full: bool, diagonal_shift: bool):
     """The linear map of a Conv (``diagonal_shift``) or an AvgPool on kernel tensors, without
-    the division by the window size (Conv folds it into weight_std^2; AvgPool applies it once)."""
+    the division by the window size (Conv folds it into weight_std^2; AvgPool applies it once).
+    A window of 1 with stride 1 is the identity and returns its argument itself: the layers own
+    the tensors of the state they replace (state.py), so the copy `window_sum` makes is not needed."""
+    if all(k == 1 and s == 1 for k, s in zip(window, stride, strict=True)):
+        return _identity
+
     def f(t, prefix):
         for axis, (k, s, size) in enumerate(zip(window, stride, sizes, strict=True)):
             if not full:

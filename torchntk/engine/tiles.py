@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from . import layout
+from .heap import warm_heap
 from .state import KernelState, input_state
 
 DEFAULT_TILE = 512
@@ -117,6 +118,7 @@ def evaluate(network: Callable[[KernelState], KernelState], x1: Tensor, x2: Tens
     x2 or None for x1 against itself), sliced with each tile's rows and columns (module docstring).
     """
     side = dict(side or {})
+    warm_heap(x1.device)
 
     def sided(state: KernelState, rows: slice, cols: slice | None) -> KernelState:
         if not side:
