@@ -21,9 +21,8 @@ import torch
 from torch import Tensor
 
 from ..activations import Activation
-from ..activations.piecewise import PiecewiseLinear
 from ..numerics import safe_rsqrt
-from . import fused, layout
+from . import layout
 from .mask import MASK
 from .state import KernelState
 
@@ -90,28 +89,13 @@ def nonlinearity(state: KernelState, act: Activation) -> KernelState:
     need_ntk = state.ntk is not None
     v1, v2 = state.variance_pair()
     selves = state.self_states()
-    done = _fused_piecewise(state, act, v1, v2)
-    if done is not None:
-        ess, ntk = done
-    else:
-        ess, edd = act.expectations(v1, v2, state.nngp, derivative=need_ntk, overwrite=True)
-        ntk = None
-        if need_ntk:
-            ntk = state.ntk.mul_(edd) if not torch.is_grad_enabled() and state.ntk.dim() > 0 else state.ntk * edd
+    ess, edd = act.expectations(v1, v2, state.nngp, derivative=need_ntk, overwrite=True)
+    ntk = None
+    if need_ntk:
+        ntk = state.ntk.mul_(edd) if not torch.is_grad_enabled() and state.ntk.dim() > 0 else state.ntk * edd
     if selves is not None:
         selves = tuple(_replace_nngp(s, _self_expectation(s, act)) for s in selves)
     return state.with_selves(ess, ntk, selves)
-
-
-def _fused_piecewise(state: KernelState, act: Activation, v1: Tensor, v2: Tensor) -> tuple | None:
-    """(Sigma', Theta') of a piecewise-linear nonlinearity in one compiled pass (`fused`), where
-    it applies; None to take the eager path."""
-    if type(act).expectations is not PiecewiseLinear.expectations or act.a == act.b:
-        return None
-    ntk = state.ntk if state.ntk is not None and state.ntk.dim() > 0 else None
-    if (state.ntk is not None and ntk is None) or not fused.applies(state.nngp, v1, v2):
-        return None
-    return fused.run(state.nngp, ntk, v1, v2, (act.a - act.b) ** 2 / 2, act.a * act.b)
 
 
 def _self_expectation(s: KernelState, act: Activation) -> Tensor:
