@@ -12,6 +12,15 @@ alternating subprocesses (benchmarks/baseline.py), and the table gives this chec
 Then peak memory (ru_maxrss) of a GlobalAvgPool kernel at N = 1000 on 8x8 inputs, in a
 subprocess of its own so that nothing else counts.
 
+The floor, measured in the same run, is the least work this covariance structure needs, in plain
+torch on operands already in place: over the N (N + 1) / 2 pairs of a symmetric kernel, at each
+pair of positions the kernels need (each position with itself for Flatten: (H, W); every pair
+of positions for GlobalAvgPool: (H, W, H, W)), the first layer's products of the inputs; for
+each of the three convolutions, its 3 x 3 window as two separable 3-term sums (along each
+spatial axis, on the NNGP and on the NTK); and for each ReLU one arccos and one square-root pass
+over the NNGP's entries and one product for the NTK. Padding copies, the variances, the bias
+terms and the readout are left out, so no implementation can go below it.
+
     .venv/bin/python benchmarks/bench_arch.py
     .venv/bin/python benchmarks/bench_arch.py --baseline ../release --nt-python /path/to/nt-venv/bin/python
 """
@@ -21,9 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -81,6 +92,53 @@ def cnn(readout: str):
                      tn.Dense(bias_std=0.1))
 
 
+def floor_fn(shape: tuple[int, ...], readout: str):
+    """A zero-argument function doing the floor's work (module docstring) for inputs of ``shape``."""
+    n, _, h, w = shape
+    pairs = n * (n + 1) // 2
+    full = readout == "GlobalAvgPool"
+    # each spatial axis is one dim (Flatten: a position with itself) or two (GlobalAvgPool: p and q)
+    axes = ((1, 2), (3, 4)) if full else ((1,), (2,))
+    sizes = (h, h, w, w) if full else (h, w)
+    padded = [torch.rand(pairs, *(s + 2 for s in sizes), dtype=torch.float64) for _ in range(2)]
+    half = [torch.empty(pairs, *(s if d in axes[0] else s + 2 for d, s in enumerate(sizes, 1)),
+                        dtype=torch.float64) for _ in range(2)]
+    out = [torch.empty(pairs, *sizes, dtype=torch.float64) for _ in range(2)]
+    corr = torch.empty_like(out[0]).uniform_(-1, 1)   # arccos' cost does not depend on the values
+    squares, buf = corr.abs(), torch.empty_like(corr)
+    x = torch.rand(n, *sizes, dtype=torch.float64)
+    rows, cols = torch.triu_indices(n, n)
+
+    def window(src: torch.Tensor, dst: torch.Tensor, dims: tuple[int, ...]) -> None:
+        """dst = the sum of src's 3 shifts along ``dims`` together (for (p, q): a diagonal shift)."""
+        def shift(a: int) -> torch.Tensor:
+            return src[(slice(None), *(slice(a, a + dst.shape[d]) if d in dims else slice(None)
+                                       for d in range(1, src.dim())))]
+        torch.add(shift(0), shift(1), out=dst)
+        dst.add_(shift(2))
+
+    def run() -> None:
+        torch.mul(x[rows], x[cols], out=buf)                 # the first layer's x(p) x'(q) of each pair
+        for layer in range(3):
+            for k in range(2 if layer else 1):               # the NTK is the NNGP at the first layer
+                window(padded[k], half[k], axes[0])
+                window(half[k], out[k], axes[1])
+            torch.arccos(corr, out=buf)                      # the ReLU's map
+            torch.sqrt(squares, out=buf)
+            out[1].mul_(corr)
+    return run
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def run_neural_tangents(python: str, x: np.ndarray, readout: str, repeats: int):
     with tempfile.TemporaryDirectory() as tmp:
         xin, out = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
@@ -105,9 +163,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; median of {args.repeats}, float64")
-    print("| case | torchntk (s) | baseline (s) | torchntk / baseline | neural-tangents (s) | NT / torchntk "
-          "| max rel. diff (NNGP, NTK) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| case | torchntk (s) | baseline (s) | torchntk / baseline | floor (s) | torchntk / floor "
+          "| neural-tangents (s) | NT / torchntk | max rel. diff (NNGP, NTK) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     here = os.path.dirname(os.path.abspath(__file__))
     checkouts = {"torchntk": os.path.dirname(here), **({"baseline": args.baseline} if args.baseline else {})}
     for shape, readout in CASES.values():
@@ -132,7 +190,8 @@ def main() -> None:
             diff = (np.abs(nt[1] - k.numpy()).max() / np.abs(k.numpy()).max(),
                     np.abs(nt[2] - t.numpy()).max() / np.abs(t.numpy()).max())
             cols = f"{nt[0]:.2f} | {nt[0] / ours:.2f}x | {diff[0]:.1e}, {diff[1]:.1e}"
-        print(f"| {readout} {shape} | {ours:.2f} | {base} | {cols} |", flush=True)
+        floor = median_time(floor_fn(shape, readout), args.repeats)
+        print(f"| {readout} {shape} | {ours:.2f} | {base} | {floor:.2f} | {ours / floor:.2f} | {cols} |", flush=True)
     proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(args.memory_n), here], capture_output=True,
                           text=True, check=True)
     before, peak = map(float, proc.stdout.split())
