@@ -45,7 +45,7 @@ def test_version_2_models_are_migrated_and_predict_as_before(tmp_path, name, net
     np.testing.assert_allclose(std, expected[1], **ROUND_OFF)
     assert _tree_digest(RELEASE) == before                   # reading never rewrites the old files
     again = KernelModel.load(model.save(tmp_path / "m"))
-    assert json.loads((tmp_path / "m" / "model.json").read_text())["version"] == VERSION == 4
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["version"] == VERSION == 5
     assert again.settings == model.settings
 
 
