@@ -18,8 +18,9 @@ pair of positions the kernels need (each position with itself for Flatten: (H, W
 of positions for GlobalAvgPool: (H, W, H, W)), the first layer's products of the inputs; for
 each of the three convolutions, its 3 x 3 window as two separable 3-term sums (along each
 spatial axis, on the NNGP and on the NTK); and for each ReLU one arccos and one square-root pass
-over the NNGP's entries and one product for the NTK. Padding copies, the variances, the bias
-terms and the readout are left out, so no implementation can go below it.
+over the NNGP's entries and one product for the NTK, in chunks of pairs of the library's tile
+size. Padding copies, the variances, the bias terms and the readout are left out, so no
+implementation can go below it.
 
     .venv/bin/python benchmarks/bench_arch.py
     .venv/bin/python benchmarks/bench_arch.py --baseline ../release --nt-python /path/to/nt-venv/bin/python
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -92,22 +94,26 @@ def cnn(readout: str):
                      tn.Dense(bias_std=0.1))
 
 
-def floor_fn(shape: tuple[int, ...], readout: str):
-    """A zero-argument function doing the floor's work (module docstring) for inputs of ``shape``."""
+def floor_fn(shape: tuple[int, ...], readout: str, tile_bytes: int = 2 * 2**20):
+    """A zero-argument function doing the floor's work (module docstring) for inputs of ``shape``,
+    in chunks of pairs whose tensors are ``tile_bytes`` each (as the library's tiles are), so that
+    the floor is computed from cache as the library's tiles are, and its memory stays small."""
     n, _, h, w = shape
     pairs = n * (n + 1) // 2
     full = readout == "GlobalAvgPool"
     # each spatial axis is one dim (Flatten: a position with itself) or two (GlobalAvgPool: p and q)
     axes = ((1, 2), (3, 4)) if full else ((1,), (2,))
     sizes = (h, h, w, w) if full else (h, w)
-    padded = [torch.rand(pairs, *(s + 2 for s in sizes), dtype=torch.float64) for _ in range(2)]
-    half = [torch.empty(pairs, *(s if d in axes[0] else s + 2 for d, s in enumerate(sizes, 1)),
+    chunk = max(1, min(pairs, tile_bytes // (8 * math.prod(sizes))))
+    padded = [torch.rand(chunk, *(s + 2 for s in sizes), dtype=torch.float64) for _ in range(2)]
+    half = [torch.empty(chunk, *(s if d in axes[0] else s + 2 for d, s in enumerate(sizes, 1)),
                         dtype=torch.float64) for _ in range(2)]
-    out = [torch.empty(pairs, *sizes, dtype=torch.float64) for _ in range(2)]
+    out = [torch.empty(chunk, *sizes, dtype=torch.float64) for _ in range(2)]
     corr = torch.empty_like(out[0]).uniform_(-1, 1)   # arccos' cost does not depend on the values
     squares, buf = corr.abs(), torch.empty_like(corr)
     x = torch.rand(n, *sizes, dtype=torch.float64)
     rows, cols = torch.triu_indices(n, n)
+    starts = range(0, pairs - chunk + 1, chunk)        # whole chunks: at most one chunk short of all pairs
 
     def window(src: torch.Tensor, dst: torch.Tensor, dims: tuple[int, ...]) -> None:
         """dst = the sum of src's 3 shifts along ``dims`` together (for (p, q): a diagonal shift)."""
@@ -118,14 +124,16 @@ def floor_fn(shape: tuple[int, ...], readout: str):
         dst.add_(shift(2))
 
     def run() -> None:
-        torch.mul(x[rows], x[cols], out=buf)                 # the first layer's x(p) x'(q) of each pair
-        for layer in range(3):
-            for k in range(2 if layer else 1):               # the NTK is the NNGP at the first layer
-                window(padded[k], half[k], axes[0])
-                window(half[k], out[k], axes[1])
-            torch.arccos(corr, out=buf)                      # the ReLU's map
-            torch.sqrt(squares, out=buf)
-            out[1].mul_(corr)
+        for start in starts:
+            pair = slice(start, start + chunk)
+            torch.mul(x[rows[pair]], x[cols[pair]], out=buf)   # the first layer's x(p) x'(q) of each pair
+            for layer in range(3):
+                for k in range(2 if layer else 1):             # the NTK is the NNGP at the first layer
+                    window(padded[k], half[k], axes[0])
+                    window(half[k], out[k], axes[1])
+                torch.arccos(corr, out=buf)                    # the ReLU's map
+                torch.sqrt(squares, out=buf)
+                out[1].mul_(corr)
     return run
 
 
