@@ -32,15 +32,14 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 from baseline import compare_checkouts
+from machine import median_time
 
 import torchntk as tn
 
@@ -136,15 +135,6 @@ def floor_fn(shape: tuple[int, ...], readout: str, tile_bytes: int = 2 * 2**20):
                 out[1].mul_(corr)
     return run
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run_neural_tangents(python: str, x: np.ndarray, readout: str, repeats: int):

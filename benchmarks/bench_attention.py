@@ -28,15 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
-from machine import machine_line
+from machine import machine_line, median_time
 
 import torchntk as tn
 
@@ -93,15 +91,6 @@ def block(positional: str | None) -> tn.Serial:
     return tn.serial(conv(), residual(attention), residual(conv(), tn.ReLU(), conv()), tn.GlobalAvgPool(),
                      tn.Dense(bias_std=BIAS_STD))
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()    # warm-up: allocator, thread pool
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def floor_fn(n: int, positions: int, dtype: torch.dtype, seed: int = 0):

@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 from baseline import compare_checkouts
+from machine import median_time
 
 DEPTH, BIAS_STD, D = 4, 0.1, 784
 
@@ -55,15 +54,6 @@ np.save(sys.argv[5], np.asarray(out[1])[:64, :64].astype(np.float64))
 print(json.dumps({"median": statistics.median(times)}))
 """
 
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, thread pool
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def floor_fn(x: torch.Tensor, diagonal: bool = False):
