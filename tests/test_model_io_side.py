@@ -7,20 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from side_specs import graph_spec, sequence_spec
 
-import torchntk as tn
 from torchntk.model_io import VERSION, KernelModel, ModelSettings, content_fingerprint
 from torchntk.model_io.files import ARRAY_NAMES
 
 RIDGE = 1e-8
 
 
-def _graph_spec():
-    return tn.serial(tn.Conv((1,)), tn.Aggregate(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
-def _seq_spec():
-    return tn.serial(tn.Conv((3,), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
 
 
 @pytest.fixture
@@ -46,7 +40,7 @@ def _t_inf_mean(ntk_train, ntk_test_train, y):
 
 def test_a_graph_model_predicts_with_the_kernels_of_its_adjacencies(graphs):
     x, a, y, x_test, a_test = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     model = KernelModel.fit(x, y, ModelSettings.with_spec(spec, (2, 5), ridge=RIDGE), side_inputs={"adjacency": a})
     mean, std = model.predict(x_test, side_inputs={"adjacency": a_test})
     want = _t_inf_mean(spec.ntk(x, adjacency=a), spec.ntk(x_test, x, adjacency=(a_test, a)), y)
@@ -59,7 +53,7 @@ def test_a_graph_model_predicts_with_the_kernels_of_its_adjacencies(graphs):
 
 def test_side_inputs_are_saved_and_loaded_with_the_model(tmp_path, graphs):
     x, a, y, x_test, a_test = graphs
-    model = KernelModel.fit(x, y, ModelSettings.with_spec(_graph_spec(), (2, 5)), side_inputs={"adjacency": a})
+    model = KernelModel.fit(x, y, ModelSettings.with_spec(graph_spec(), (2, 5)), side_inputs={"adjacency": a})
     saved = model.save(tmp_path / "m")
     meta = json.loads((saved / "model.json").read_text())
     assert meta["version"] == VERSION == 5 and meta["side_inputs"] == ["adjacency"]
@@ -81,7 +75,7 @@ def test_an_integer_edge_list_is_kept_as_one(tmp_path, graphs):
     edges = np.full((len(a), width, 2), -1, dtype=np.int64)
     for n, e in enumerate(arcs):  # building the fixture, one graph at a time
         edges[n, :len(e)] = e
-    settings = ModelSettings.with_spec(_graph_spec(), (2, 5))
+    settings = ModelSettings.with_spec(graph_spec(), (2, 5))
     dense = KernelModel.fit(x, y, settings, side_inputs={"adjacency": a})
     sparse = KernelModel.fit(x, y, settings, side_inputs={"adjacency": edges})
     assert sparse.side_train["adjacency"].dtype == np.int64
@@ -94,7 +88,7 @@ def test_an_integer_edge_list_is_kept_as_one(tmp_path, graphs):
 
 def test_a_masked_model_predicts_with_the_kernels_of_its_masks(tmp_path, sequences):
     x, m, y, x_test, m_test = sequences
-    spec = _seq_spec()
+    spec = sequence_spec()
     model = KernelModel.fit(x, y, ModelSettings.with_spec(spec, (2, 6), ridge=RIDGE), side_inputs={"mask": m})
     loaded = KernelModel.load(model.save(tmp_path / "m"))
     assert loaded.side_train["mask"].dtype == np.bool_
@@ -129,7 +123,7 @@ def test_a_version_4_file_loads_without_side_inputs(tmp_path):
 
 def test_edited_side_inputs_are_refused(tmp_path, graphs):
     x, a, y, _, _ = graphs
-    saved = KernelModel.fit(x, y, ModelSettings.with_spec(_graph_spec(), (2, 5)),
+    saved = KernelModel.fit(x, y, ModelSettings.with_spec(graph_spec(), (2, 5)),
                             side_inputs={"adjacency": a}).save(tmp_path / "m")
     with np.load(saved / "arrays.npz") as archive:
         arrays = {name: archive[name] for name in archive.files}
@@ -143,7 +137,7 @@ def test_edited_side_inputs_are_refused(tmp_path, graphs):
 
 def test_a_file_whose_side_inputs_do_not_fit_its_network_is_refused(tmp_path, graphs):
     x, a, y, _, _ = graphs
-    saved = KernelModel.fit(x, y, ModelSettings.with_spec(_graph_spec(), (2, 5)),
+    saved = KernelModel.fit(x, y, ModelSettings.with_spec(graph_spec(), (2, 5)),
                             side_inputs={"adjacency": a}).save(tmp_path / "m")
     meta = json.loads((saved / "model.json").read_text())
     meta["side_inputs"] = []
@@ -158,7 +152,7 @@ def test_a_file_whose_side_inputs_do_not_fit_its_network_is_refused(tmp_path, gr
 
 def test_missing_unread_or_misshapen_side_inputs_are_refused(graphs):
     x, a, y, x_test, _ = graphs
-    settings = ModelSettings.with_spec(_graph_spec(), (2, 5))
+    settings = ModelSettings.with_spec(graph_spec(), (2, 5))
     with pytest.raises(ValueError, match="the network reads adjacency"):
         KernelModel.fit(x, y, settings)
     with pytest.raises(ValueError, match="adjacency has shape \\(11, 5, 5\\) but x holds 12 inputs"):

@@ -7,21 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from side_specs import graph_spec
 
 import torchntk as tn
 from torchntk import _side
 
 
-def _graph_spec():
-    return tn.serial(tn.Conv((1,)), tn.Aggregate(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
 def test_what_a_description_reads():
-    assert _side.read_by(_graph_spec()) == ("adjacency",)
+    assert _side.read_by(graph_spec()) == ("adjacency",)
     nested = tn.serial(tn.Conv((1,)), tn.serial(tn.ReLU(), tn.Aggregate()), tn.GlobalAvgPool(), tn.Dense())
     assert _side.read_by(nested) == ("adjacency",)
     assert _side.read_by(tn.mlp(3)) == ()
-    assert _side.problems(_graph_spec(), ["mask"]) == (["adjacency"], [])
+    assert _side.problems(graph_spec(), ["mask"]) == (["adjacency"], [])
     assert _side.problems(tn.mlp(3), ["adjacency", "mask"]) == ([], ["adjacency"])   # a mask is optional
 
 

@@ -12,22 +12,16 @@ import scipy.linalg
 
 pytest.importorskip("sklearn")
 
+from side_specs import graph_spec, sequence_spec  # noqa: E402
 from sklearn.metrics import r2_score  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score  # noqa: E402
 
-import torchntk as tn  # noqa: E402
 from torchntk.sklearn import NNGPKernel, NTKClassifier, NTKKernel, NTKRegressor, pack_rows  # noqa: E402
 from torchntk.sklearn.packing import unpack_rows  # noqa: E402
 
 RIDGE = 1e-8
 
 
-def _graph_spec():
-    return tn.serial(tn.Conv((1,)), tn.Aggregate(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
-def _seq_spec():
-    return tn.serial(tn.Conv((3,), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def test_pack_rows_lays_out_inputs_then_each_side_input(graphs, sequences):
     s, m = sequences
     X = pack_rows(s, mask=m)
     np.testing.assert_array_equal(X, np.concatenate([s.reshape(12, -1), m.astype(float)], axis=1))
-    flat, side = unpack_rows(X, _seq_spec(), (2, 6))
+    flat, side = unpack_rows(X, sequence_spec(), (2, 6))
     np.testing.assert_array_equal(flat, s.reshape(12, -1))
     np.testing.assert_array_equal(side["mask"].numpy(), m)
     # An edge list is packed as the weights of its arcs (an arc listed twice weighs 2; -1 is padding).
@@ -72,7 +66,7 @@ def test_pack_rows_lays_out_inputs_then_each_side_input(graphs, sequences):
 
 def test_a_regressor_on_packed_graphs_is_the_flow_of_their_kernels(graphs):
     x, a, y = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     X = pack_rows(x, adjacency=a)
     reg = NTKRegressor(spec=spec.to_dict(), input_shape=(2, 5), ridge=RIDGE, time=2.0).fit(X[:11], y[:11])
 
@@ -85,7 +79,7 @@ def test_a_regressor_on_packed_graphs_is_the_flow_of_their_kernels(graphs):
 
 def test_cross_validation_and_grid_search_subset_the_side_inputs_with_the_rows(graphs):
     x, a, y = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     X = pack_rows(x, adjacency=a)
     folds = KFold(3, shuffle=True, random_state=0)
     reg = NTKRegressor(spec=spec.to_dict(), input_shape=(2, 5), ridge=RIDGE)
@@ -105,7 +99,7 @@ def test_cross_validation_and_grid_search_subset_the_side_inputs_with_the_rows(g
 
 def test_a_classifier_on_masked_sequences(sequences):
     x, m = sequences
-    spec = _seq_spec()
+    spec = sequence_spec()
     labels = np.where(x[:, 0, 0] > 0, "up", "down")
     X = pack_rows(x, mask=m)
     clf = NTKClassifier(spec=spec.to_dict(), input_shape=(2, 6), ridge=RIDGE).fit(X[:9], labels[:9])
@@ -120,7 +114,7 @@ def test_a_classifier_on_masked_sequences(sequences):
 
 def test_gp_kernels_unpack_the_side_inputs_of_x_and_y(graphs, sequences):
     x, a, _ = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     X = pack_rows(x, adjacency=a)
     kernel = NTKKernel(spec=spec.to_dict(), input_shape=(2, 5))
     # The same single call of spec.kernels on the same numbers: equal to the bit.
@@ -130,20 +124,20 @@ def test_gp_kernels_unpack_the_side_inputs_of_x_and_y(graphs, sequences):
     k, gradient = kernel(X, eval_gradient=True)
     assert gradient.shape == (15, 15, 0)      # a description's scales are its own: nothing to fit
     s, m = sequences
-    nngp = NNGPKernel(spec=_seq_spec().to_dict(), input_shape=(2, 6))
+    nngp = NNGPKernel(spec=sequence_spec().to_dict(), input_shape=(2, 6))
     # X with masks, Y without (every position real).
     np.testing.assert_array_equal(nngp(pack_rows(s[:5], mask=m[:5]), s[5:].reshape(7, -1)),
-                                  _seq_spec().nngp(s[:5], s[5:], mask=(m[:5], np.ones((7, 6), bool))))
+                                  sequence_spec().nngp(s[:5], s[5:], mask=(m[:5], np.ones((7, 6), bool))))
 
 
 def test_rows_that_fit_no_layout_are_refused(graphs, sequences):
     x, a, y = graphs
-    reg = NTKRegressor(spec=_graph_spec().to_dict(), input_shape=(2, 5))
+    reg = NTKRegressor(spec=graph_spec().to_dict(), input_shape=(2, 5))
     with pytest.raises(ValueError, match=r"X has 10 columns, but input_shape \(2, 5\) needs 35 \(the inputs \+ "
                                          r"adjacency\), or 40 \(with mask\)"):
         reg.fit(x.reshape(15, -1), y)
     with pytest.raises(ValueError, match="give input_shape=x.shape"):
-        NTKRegressor(spec=_graph_spec().to_dict()).fit(pack_rows(x, adjacency=a), y)
+        NTKRegressor(spec=graph_spec().to_dict()).fit(pack_rows(x, adjacency=a), y)
     with pytest.raises(ValueError, match="side inputs go with inputs that have positions"):
         pack_rows(x.reshape(15, -1), mask=np.ones((15, 10), bool))
     with pytest.raises(ValueError, match="adjacency holds 14 graphs"):
@@ -152,4 +146,4 @@ def test_rows_that_fit_no_layout_are_refused(graphs, sequences):
     X = pack_rows(s, mask=m)
     X[0, -1] = 0.5
     with pytest.raises(ValueError, match="only 0 and 1"):
-        NTKRegressor(spec=_seq_spec().to_dict(), input_shape=(2, 6)).fit(X, np.zeros(12))
+        NTKRegressor(spec=sequence_spec().to_dict(), input_shape=(2, 6)).fit(X, np.zeros(12))

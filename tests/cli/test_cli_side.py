@@ -11,18 +11,11 @@ import json
 import numpy as np
 import pytest
 from cli_runner import assert_one_line_error, run
-
-import torchntk as tn
+from side_specs import graph_spec, sequence_spec
 
 RIDGE = 1e-8
 
 
-def _graph_spec():
-    return tn.serial(tn.Conv((1,)), tn.Aggregate(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
-def _seq_spec():
-    return tn.serial(tn.Conv((3,), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def graphs(tmp_path):
             "A": (rng.random((9, 5, 5)) < 0.4).astype(float), "A2": (rng.random((4, 5, 5)) < 0.4).astype(float)}
     for name, a in data.items():
         np.save(tmp_path / f"{name}.npy", a)
-    (tmp_path / "gnn.json").write_text(json.dumps(_graph_spec().to_dict()))
+    (tmp_path / "gnn.json").write_text(json.dumps(graph_spec().to_dict()))
     np.savez(tmp_path / "train.npz", x=data["x"], y=rng.normal(size=9))
     return data
 
@@ -45,7 +38,7 @@ def sequences(tmp_path):
             "m": positions < rng.integers(2, 7, size=8)[:, None], "m2": positions < np.array([6, 2, 4])[:, None]}
     for name, a in data.items():
         np.save(tmp_path / f"{name}.npy", a)
-    (tmp_path / "seq.json").write_text(json.dumps(_seq_spec().to_dict()))
+    (tmp_path / "seq.json").write_text(json.dumps(sequence_spec().to_dict()))
     return data
 
 
@@ -61,7 +54,7 @@ TOL = {"rtol": 1e-12, "atol": 1e-14}
 
 
 def test_kernel_with_adjacencies_is_spec_kernels(tmp_path, graphs):
-    spec, g = _graph_spec(), graphs
+    spec, g = graph_spec(), graphs
     got = _kernel(tmp_path, tmp_path / "x.npy", "--spec", tmp_path / "gnn.json", "--adjacency", tmp_path / "A.npy",
                   "--tile", 2)      # several steps of rows, each with its rows of the adjacency
     np.testing.assert_allclose(got, spec.ntk(g["x"], adjacency=g["A"]), **TOL)
@@ -79,11 +72,11 @@ def test_kernel_with_an_edge_list_file(tmp_path, graphs):
     np.save(tmp_path / "E.npy", edges)
     got = _kernel(tmp_path, tmp_path / "x.npy", "--spec", tmp_path / "gnn.json", "--adjacency", tmp_path / "E.npy")
     # Gather/scatter sums against the dense products of the same 0/1 weights: float64 round-off.
-    np.testing.assert_allclose(got, _graph_spec().ntk(g["x"], adjacency=g["A"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got, graph_spec().ntk(g["x"], adjacency=g["A"]), rtol=1e-10, atol=1e-12)
 
 
 def test_kernel_with_masks_is_spec_kernels(tmp_path, sequences):
-    spec, s = _seq_spec(), sequences
+    spec, s = sequence_spec(), sequences
     files = {name: tmp_path / f"{name}.npy" for name in s}
     got = _kernel(tmp_path, files["s"], files["s2"], "--spec", tmp_path / "seq.json", "--mask", files["m"],
                   "--mask2", files["m2"], "--kind", "ntk", "--tile", 3)
@@ -95,7 +88,7 @@ def test_kernel_with_masks_is_spec_kernels(tmp_path, sequences):
 
 
 def test_fit_saves_the_training_adjacency_and_predict_takes_the_tests(tmp_path, graphs):
-    spec, g = _graph_spec(), graphs
+    spec, g = graph_spec(), graphs
     result = run("fit", tmp_path / "train.npz", "--array", "x", "--target", "y", "--spec", tmp_path / "gnn.json",
                  "--adjacency", tmp_path / "A.npy", "--no-standardize", "--ridge", RIDGE, "-q", "-o", tmp_path / "m")
     assert result.exit_code == 0, result.output
@@ -158,7 +151,7 @@ def test_bad_side_input_files_are_one_line_errors(tmp_path, graphs, sequences):
 
 
 def test_fit_and_predict_with_masks(tmp_path, sequences):
-    spec, s = _seq_spec(), sequences
+    spec, s = sequence_spec(), sequences
     y = s["s"][:, 0].sum(1)
     np.savez(tmp_path / "seq_train.npz", x=s["s"], y=y)
     result = run("fit", tmp_path / "seq_train.npz", "--array", "x", "--target", "y", "--spec", tmp_path / "seq.json",

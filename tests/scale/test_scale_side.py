@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from side_specs import graph_spec, sequence_spec
 
 import torchntk as tn
 from torchntk.scale.store import KernelStore
@@ -18,12 +19,6 @@ pytest.importorskip("zarr")
 TOL = {"rtol": 1e-12, "atol": 1e-14}
 
 
-def _graph_spec():
-    return tn.serial(tn.Conv((1,)), tn.Aggregate(), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
-
-
-def _seq_spec():
-    return tn.serial(tn.Conv((3,), padding="same"), tn.ReLU(), tn.GlobalAvgPool(), tn.Dense())
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def _store(spec, x, path, x2=None, **options):
 
 def test_a_symmetric_store_with_adjacencies_is_spec_kernels(tmp_path, graphs):
     x, a = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     nngp, ntk = _store(spec, x, tmp_path / "K.zarr", kind="both", side_inputs={"adjacency": a})   # 3 x 3 tiles
     want_nngp, want_ntk = spec.kernels(x, adjacency=a)
     np.testing.assert_allclose(np.asarray(nngp), want_nngp, **TOL)
@@ -50,7 +45,7 @@ def test_a_store_of_x_against_x2_with_masks_is_spec_kernels(tmp_path):
     x, x2 = rng.normal(size=(9, 2, 6)), rng.normal(size=(6, 2, 6))
     positions = np.arange(6)
     m, m2 = positions < rng.integers(2, 7, size=9)[:, None], positions < rng.integers(2, 7, size=6)[:, None]
-    spec = _seq_spec()
+    spec = sequence_spec()
     got = _store(spec, x, tmp_path / "K.zarr", x2, side_inputs={"mask": (m, m2)})
     np.testing.assert_allclose(np.asarray(got), spec.ntk(x, x2, mask=(m, m2)), **TOL)
     assert np.abs(np.asarray(got) - spec.ntk(x, x2)).max() > 1e-3    # the masks are really read
@@ -58,7 +53,7 @@ def test_a_store_of_x_against_x2_with_masks_is_spec_kernels(tmp_path):
 
 def test_a_resumed_store_computes_only_its_missing_tiles_with_the_same_adjacency(tmp_path, graphs):
     x, a = graphs
-    spec, path = _graph_spec(), tmp_path / "K.zarr"
+    spec, path = graph_spec(), tmp_path / "K.zarr"
     first = np.asarray(_store(spec, x, path, side_inputs={"adjacency": a}))
     store = KernelStore.open(path)
     with store.lock():
@@ -70,11 +65,11 @@ def test_a_resumed_store_computes_only_its_missing_tiles_with_the_same_adjacency
 
 def test_a_store_with_another_adjacency_or_none_is_refused(tmp_path, graphs):
     x, a = graphs
-    spec, path = _graph_spec(), tmp_path / "K.zarr"
+    spec, path = graph_spec(), tmp_path / "K.zarr"
     _store(spec, x, path, side_inputs={"adjacency": a})
     with pytest.raises(ValueError, match=r"the side inputs \(sha256"):
         _store(spec, x, path, side_inputs={"adjacency": 1 - a})
-    masked = _seq_spec()
+    masked = sequence_spec()
     x_seq = np.random.default_rng(2).normal(size=(5, 2, 6))
     _store(masked, x_seq, tmp_path / "S.zarr")
     with pytest.raises(ValueError, match=r"the side inputs \(sha256"):     # a mask where the store had none
@@ -83,7 +78,7 @@ def test_a_store_with_another_adjacency_or_none_is_refused(tmp_path, graphs):
 
 def test_bad_side_inputs_are_refused_before_the_store_is_made(tmp_path, graphs):
     x, a = graphs
-    spec = _graph_spec()
+    spec = graph_spec()
     cases = [({}, "the description reads adjacency"),
              ({"adjacency": a[:10]}, r"side_inputs\['adjacency'\] holds 10 graphs but its inputs hold 11"),
              ({"adjacency": (a, a)}, "is one value for x, not a tuple"),
@@ -93,7 +88,7 @@ def test_bad_side_inputs_are_refused_before_the_store_is_made(tmp_path, graphs):
             _store(spec, x, tmp_path / "K.zarr", side_inputs=side)
         assert not (tmp_path / "K.zarr").exists()
     with pytest.raises(ValueError, match="no layer of the description reads it"):
-        _store(_seq_spec(), x, tmp_path / "K.zarr", side_inputs={"adjacency": a})
+        _store(sequence_spec(), x, tmp_path / "K.zarr", side_inputs={"adjacency": a})
     with pytest.raises(TypeError, match="unknown side input"):
         _store(spec, x, tmp_path / "K.zarr", side_inputs={"graph": a})
     original = a.copy()
@@ -106,7 +101,7 @@ def test_kernel_regression_with_adjacencies_is_the_solve_of_their_kernels(tmp_pa
     x, a = graphs
     rng = np.random.default_rng(3)
     y, x_test, a_test = rng.normal(size=(11, 1)), rng.normal(size=(5, 2, 5)), (rng.random((5, 5, 5)) < 0.4) * 1.0
-    spec = _graph_spec()
+    spec = graph_spec()
     path = None if store is None else tmp_path / store
     model = tn.scale.KernelRegression(spec, ridge=1e-2, solver=solver, store=path, tile=4, dtype=torch.float64,
                                       tol=1e-12)
