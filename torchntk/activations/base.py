@@ -31,7 +31,9 @@ def elementwise_grad(fn: Callable[[Tensor], Tensor], x: Tensor, *context: Tensor
         return torch.func.jvp(fn, (x,), (torch.ones_like(x),))[1]
     keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *context))
     with torch.enable_grad():
-        z = x if x.requires_grad and keep_graph else x.detach().requires_grad_(True)
+        # the derivative in x alone, the context held fixed: a view of x is a node of its own, so the
+        # paths from x through the context (variances read off the kernel's diagonal) are not summed in
+        z = x.view_as(x) if x.requires_grad and keep_graph else x.detach().requires_grad_(True)
         (dy,) = torch.autograd.grad(fn(z).sum(), z, create_graph=keep_graph)
     return dy
 
